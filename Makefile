@@ -1,0 +1,26 @@
+# Both main targets set up the cached virtual environment themselves (tools/venv.sh).
+SHELL := /bin/bash
+VENV = $(shell bash tools/venv.sh)
+PY = $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast test-extras lint demo experiment clean
+
+venv:
+	@bash tools/venv.sh
+
+test:  ## full test suite (slow tests included), < 15 min on 2 CPU cores
+	@V=$$(bash tools/venv.sh) && $$V/bin/ruff check gsg_zoo tests benchmarks tools && \
+	  $$V/bin/python -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast:
+	@V=$$(bash tools/venv.sh) && $$V/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint:
+	@V=$$(bash tools/venv.sh) && $$V/bin/ruff check . && $$V/bin/ruff format --check gsg_zoo tests
+
+demo:  ## pretrain SimSiam+GSG on the built-in data, evaluate, export, reload, write the card
+	@V=$$(bash tools/venv.sh) && $$V/bin/gsg demo --out runs/demo
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache

@@ -1,0 +1,182 @@
+"""One composable self-supervised learner: SimSiam, BYOL, each with or without GSG and predictor.
+
+Three independent choices replace the four near-identical classes of the reference code:
+
+* ``target``: ``"stopgrad"`` (SimSiam: targets are the online projections, detached) or ``"ema"``
+  (BYOL: targets come from an EMA copy of backbone + projector that never receives gradients);
+* ``guidance``: ``"none"`` (2 views, symmetric loss) or ``"gsg"`` (4 views, guided stop-gradient);
+* ``predictor``: on, or off (identity).
+
+Each view is a separate encoder call, so BatchNorm statistics are per view-batch of N, as in the
+reference implementation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .backbones import create_backbone, feature_dim
+from .ema import MomentumSchedule, ema_momentum, ema_update
+from .heads import prediction_mlp, projection_mlp
+from .losses import Distance, gsg_loss, gsg_select, symmetric_negative_cosine
+from .pairing import PairingMode, pair_indices
+
+METHODS: dict[str, dict[str, str]] = {
+    "simsiam": {"target": "stopgrad", "guidance": "none"},
+    "simsiam_gsg": {"target": "stopgrad", "guidance": "gsg"},
+    "byol": {"target": "ema", "guidance": "none"},
+    "byol_gsg": {"target": "ema", "guidance": "gsg"},
+}
+
+
+@dataclass
+class LearnerConfig:
+    """Everything that defines the learner's architecture and objective."""
+
+    backbone: str = "resnet18_cifar"
+    zero_init_residual: bool = True
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    projector_layers: int = 2
+    projector_hidden_dim: int = 2048
+    projector_dim: int = 2048
+    predictor: bool = True
+    predictor_hidden_dim: int = 512
+    target: Literal["stopgrad", "ema"] = "stopgrad"
+    guidance: Literal["none", "gsg"] = "none"
+    pairing: PairingMode = "derangement"
+    distance: Distance = "euclidean"
+    ema_momentum: float = 0.99
+    ema_schedule: MomentumSchedule = "constant"
+
+    @classmethod
+    def for_method(cls, method: str, **overrides: Any) -> LearnerConfig:
+        """Config of a named method (``simsiam``, ``simsiam_gsg``, ``byol``, ``byol_gsg``)."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+        return cls(**{**METHODS[method], **overrides})
+
+    @property
+    def method(self) -> str:
+        return next(k for k, v in METHODS.items() if v == {"target": self.target, "guidance": self.guidance})
+
+    @property
+    def num_views(self) -> int:
+        return 4 if self.guidance == "gsg" else 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Encoder(nn.Module):
+    """Backbone + projector. ``forward`` returns ``(pooled features, projection)``."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.backbone(x)
+        return h, self.projector(h)
+
+
+@dataclass
+class LearnerOutput:
+    """What one step produced. Tensors other than ``loss`` are detached."""
+
+    loss: Tensor
+    features: list[Tensor]  # pooled backbone features per view
+    projections: list[Tensor]  # online projections per view
+    selection: Tensor | None = None  # GSG pair index per sample (0..3)
+    pairing: Tensor | None = None  # GSG partner index per sample
+
+
+class SelfSupervisedLearner(nn.Module):
+    """SimSiam / BYOL with optional GSG guidance and optional predictor."""
+
+    def __init__(self, config: LearnerConfig) -> None:
+        super().__init__()
+        if config.target not in ("stopgrad", "ema"):
+            raise ValueError(f"target must be 'stopgrad' or 'ema', got {config.target!r}")
+        if config.guidance not in ("none", "gsg"):
+            raise ValueError(f"guidance must be 'none' or 'gsg', got {config.guidance!r}")
+        self.config = config
+        backbone = create_backbone(
+            config.backbone, zero_init_residual=config.zero_init_residual, **config.backbone_kwargs
+        )
+        projector = projection_mlp(
+            feature_dim(backbone), config.projector_hidden_dim, config.projector_dim, config.projector_layers
+        )
+        self.encoder = Encoder(backbone, projector)
+        self.predictor: nn.Module = (
+            prediction_mlp(config.projector_dim, config.predictor_hidden_dim)
+            if config.predictor
+            else nn.Identity()
+        )
+        self.target_encoder: Encoder | None = None
+        if config.target == "ema":
+            self.target_encoder = copy.deepcopy(self.encoder)
+            self.target_encoder.requires_grad_(False)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.encoder.backbone
+
+    def online_modules(self) -> nn.ModuleDict:
+        """The modules the optimizer trains (everything but the EMA target)."""
+        return nn.ModuleDict({"encoder": self.encoder, "predictor": self.predictor})
+
+    @torch.no_grad()
+    def update_target(self, step: int, total_steps: int) -> float | None:
+        """EMA step for BYOL targets (call after ``optimizer.step()``); returns the momentum used."""
+        if self.target_encoder is None:
+            return None
+        m = ema_momentum(self.config.ema_momentum, step, total_steps, self.config.ema_schedule)
+        ema_update(self.target_encoder, self.encoder, m)
+        return m
+
+    def _targets(self, views: Sequence[Tensor], online_z: list[Tensor]) -> list[Tensor]:
+        if self.target_encoder is None:
+            return [z.detach() for z in online_z]
+        with torch.no_grad():
+            return [self.target_encoder(v)[1] for v in views]
+
+    def forward(self, views: Sequence[Tensor]) -> LearnerOutput:
+        """One training step's loss from the augmented views of a batch.
+
+        ``views``: 2 tensors ``(N, C, H, W)`` for the baselines, 4 for GSG (views 1-2 of each image
+        form "image 1", views 3-4, re-indexed by the pairing, form "image 2").
+        """
+        views = list(views)
+        if len(views) != self.config.num_views:
+            raise ValueError(
+                f"{self.config.method} needs {self.config.num_views} views per image, got {len(views)}"
+            )
+        if any(v.shape != views[0].shape for v in views):
+            raise ValueError(f"all views must have one shape, got {[tuple(v.shape) for v in views]}")
+        feats, zs = zip(*(self.encoder(v) for v in views))
+        ps = [self.predictor(z) for z in zs]
+        targets = self._targets(views, list(zs))
+        out = LearnerOutput(
+            loss=torch.zeros(()),
+            features=[f.detach() for f in feats],
+            projections=[z.detach() for z in zs],
+        )
+        if self.config.guidance == "none":
+            out.loss = symmetric_negative_cosine(ps[0], ps[1], targets[0], targets[1])
+            return out
+        r = pair_indices(views[0].shape[0], self.config.pairing).to(views[0].device, non_blocking=True)
+        # Image 2 of sample i is image r[i]: views 3 and 4 re-indexed after the encoder (BatchNorm
+        # statistics over a view-batch do not depend on its order, so this equals indexing inputs).
+        p4 = [ps[0], ps[1], ps[2][r], ps[3][r]]
+        z4 = [targets[0], targets[1], targets[2][r], targets[3][r]]
+        out.selection = gsg_select(z4, self.config.distance)
+        out.pairing = r
+        out.loss = gsg_loss(p4, z4, selection=out.selection)
+        return out
