@@ -1,0 +1,1 @@
+"""Datasets, augmentations and the built-in procedural dataset."""

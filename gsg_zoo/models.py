@@ -1,0 +1,104 @@
+"""One front door from a *model spec* to a pooled-feature backbone.
+
+A spec is one of:
+
+* a gsg-zoo training checkpoint file (``.../last.pt``, written by ``gsg pretrain``);
+* ``local-dir:PATH`` or a directory holding timm's ``config.json`` + weights (``gsg export``);
+* ``hf-hub:ORG/NAME`` (works offline from the Hugging Face cache with ``HF_HUB_OFFLINE=1``);
+* ``zoo:NAME``, a checkpoint listed in the zoo manifest (resolved to its ``hf-hub:`` id);
+* ``random:ARCH``, a randomly initialised timm architecture (the usual lower baseline);
+* a plain timm name (``resnet50``, ``resnet50.a1_in1k``), loaded with its pretrained weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from . import backbones as _backbones  # noqa: F401  (CIFAR-stem registration)
+from .checkpoint import backbone_state_dict, load_checkpoint
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def load_backbone(spec: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Resolve ``spec`` to ``(model in eval mode returning pooled features, data config)``.
+
+    The data config is timm's (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``).
+    """
+    model = _build(spec)
+    model.eval().to(device)
+    return model, timm.data.resolve_data_config({}, model=model)
+
+
+def describe_spec(spec: str) -> str:
+    """A short label for reports: the architecture and where the weights came from."""
+    return spec if len(spec) < 80 else "..." + spec[-77:]
+
+
+def _build(spec: str) -> nn.Module:
+    if spec.startswith("random:"):
+        return _timm(spec[len("random:") :], pretrained=False)
+    if spec.startswith("zoo:"):
+        from .zoo import resolve_zoo_name  # the manifest; imported only when asked for
+
+        return _timm(resolve_zoo_name(spec[len("zoo:") :]), pretrained=True)
+    if spec.startswith(("local-dir:", "hf-hub:")):
+        if spec.startswith("local-dir:"):
+            _check_local_dir(Path(spec[len("local-dir:") :]))
+        return _timm(spec, pretrained=True)
+    path = Path(spec)
+    if path.is_dir():
+        _check_local_dir(path)
+        return _timm(f"local-dir:{path}", pretrained=True)
+    if path.suffix in CHECKPOINT_SUFFIXES or path.exists() or os.sep in spec:
+        return backbone_from_checkpoint(path)
+    return _timm(spec, pretrained=True)
+
+
+def backbone_from_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """The online backbone of a ``gsg pretrain`` checkpoint, as a timm model with loaded weights."""
+    from .backbones import create_backbone
+
+    state = load_checkpoint(path)
+    cfg = state["config"]["model"]
+    model = create_backbone(cfg["backbone"], zero_init_residual=False, **cfg.get("backbone_kwargs", {}))
+    sd = backbone_state_dict(state)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: backbone weights do not match architecture {cfg['backbone']!r} "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    return model
+
+
+def _check_local_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory not found: {path}")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"{path} has no config.json: expected a timm export (config.json + model.safetensors), "
+            "e.g. from `gsg export`"
+        )
+
+
+def _timm(name: str, pretrained: bool) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise ValueError(
+                f"{name!r} is not a model spec gsg-zoo understands: not a checkpoint file, directory, "
+                "local-dir:/hf-hub:/zoo:/random: spec or timm architecture"
+            ) from err
+        raise
+    except OSError as err:  # offline hub misses (LocalEntryNotFoundError is an OSError)
+        raise FileNotFoundError(
+            f"could not load {name!r}: {err}. Offline? Put the files in the Hugging Face cache or use local-dir:PATH"
+        ) from err
