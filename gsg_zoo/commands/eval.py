@@ -1,0 +1,117 @@
+"""``gsg eval knn`` and ``gsg eval linear``: probes of a frozen backbone on one dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+PATH = ("eval",)
+HELP = "evaluate a frozen backbone: weighted kNN or linear probe"
+
+DATASET_HELP = (
+    "cifar10, cifar100, stl10, imagefolder (ROOT/train, ROOT/val), synthetic (built in), or a transfer-suite "
+    "dataset (aircraft, caltech101, cars, dtd, flowers, food101, pets, sun397)"
+)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", required=True, help="model spec: checkpoint, local-dir:, hf-hub:, zoo:, random:, timm name"
+    )
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--data", default=None, metavar="ROOT", help="dataset root in torchvision's layout")
+    p.add_argument("--download", action="store_true", help="let torchvision download the dataset if missing")
+    p.add_argument(
+        "--image-size", type=int, default=None, help="input size (default: the model's data config)"
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="feature cache (default $GSG_CACHE or ~/.cache/gsg-zoo/features)"
+    )
+    p.add_argument("--no-cache", action="store_true", help="recompute features and do not store them")
+    p.add_argument("--batch-size-extract", type=int, default=256, help="batch size of feature extraction")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(8, CPUs))")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bf16 autocast")
+    p.add_argument(
+        "--subset", type=int, default=None, help="seeded subset of at most N images per split (quick runs)"
+    )
+    p.add_argument("--out", default=None, metavar="DIR", help="write results as JSON + markdown here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="eval_command")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    knn = sub.add_parser("knn", help="weighted kNN (cosine, several k/T pairs)", description=__doc__)
+    _common(knn)
+    knn.add_argument("--knn", default="200:0.1,20:0.07,200:0.2", help="comma-separated k:T pairs")
+    knn.add_argument("--chunk-size", type=int, default=256, help="test queries per similarity chunk")
+    knn.set_defaults(func=_knn)
+
+    lin = sub.add_parser("linear", help="linear probe (reference protocol or fast cached-feature probe)")
+    _common(lin)
+    lin.add_argument("--protocol", choices=("reference", "fast"), default="reference",
+                     help="reference: augmented images through the frozen backbone every epoch (SimSiam); "
+                     "fast: the fc on cached centre-crop features")  # fmt: skip
+    lin.add_argument("--solver", choices=("sgd", "lbfgs"), default="sgd",
+                     help="fast protocol only: sgd = same optimizer/schedule as reference; lbfgs = logistic regression")  # fmt: skip
+    lin.add_argument("--optimizer", choices=("lars", "sgd"), default="lars")
+    lin.add_argument("--epochs", type=int, default=90)
+    lin.add_argument("--batch-size", type=int, default=4096)
+    lin.add_argument("--lr", type=float, default=0.1, help="base lr; effective lr = lr * batch / 256")
+    lin.add_argument("--wd", type=float, default=0.0, help="weight decay")
+    lin.add_argument("--momentum", type=float, default=0.9)
+    lin.add_argument("--seed", type=int, default=0)
+    lin.set_defaults(func=_linear)
+
+
+def parse_ks_and_ts(text: str) -> list[tuple[int, float]]:
+    try:
+        pairs = [(int(k), float(t)) for k, t in (item.split(":") for item in text.split(",") if item.strip())]
+    except ValueError:
+        raise ValueError(
+            f"--knn expects comma-separated k:T pairs like 200:0.1,20:0.07, got {text!r}"
+        ) from None
+    if not pairs:
+        raise ValueError("--knn is empty")
+    return pairs
+
+
+def context(args: argparse.Namespace):
+    from gsg_zoo.eval.features import ExtractOptions
+    from gsg_zoo.eval.runner import EvalContext
+
+    opts = ExtractOptions(batch_size=args.batch_size_extract, num_workers=args.workers, device=args.device,
+                          amp=not args.no_amp, progress=not args.quiet)  # fmt: skip
+    return EvalContext.load(args.model, image_size=args.image_size, cache_dir=args.cache_dir,
+                            use_cache=not args.no_cache, options=opts, data_root=args.data,
+                            download=args.download, subset=args.subset)  # fmt: skip
+
+
+def _knn(args: argparse.Namespace) -> int:
+    from gsg_zoo.eval.runner import knn_markdown, run_knn, write_report
+
+    pairs = parse_ks_and_ts(args.knn)
+    result = run_knn(context(args), args.dataset, pairs, chunk_size=args.chunk_size)
+    md = knn_markdown(result)
+    print(md)
+    if args.out:
+        for p in write_report(args.out, f"knn_{args.dataset}", result, md):
+            print(f"wrote {p}")
+    return 0
+
+
+def _linear(args: argparse.Namespace) -> int:
+    from gsg_zoo.eval.linear import LinearConfig
+    from gsg_zoo.eval.runner import linear_markdown, run_linear, write_report
+
+    cfg = LinearConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.wd,
+                       momentum=args.momentum, optimizer=args.optimizer, seed=args.seed)  # fmt: skip
+    result = run_linear(context(args), args.dataset, args.protocol, cfg, solver=args.solver)
+    md = linear_markdown(result)
+    print(md)
+    if args.out:
+        for p in write_report(args.out, f"linear_{args.protocol}_{args.dataset}", result, md):
+            print(f"wrote {p}")
+    return 0

@@ -1,0 +1,62 @@
+"""``gsg transfer classification``: the many-shot linear transfer suite (Ericsson et al. 2021)."""
+
+from __future__ import annotations
+
+import argparse
+
+PATH = ("transfer", "classification")
+HELP = "linear transfer to 11 classification datasets (L-BFGS logistic regression, C chosen on val)"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(func=_run)
+    suite = "aircraft,caltech101,cars,cifar10,cifar100,dtd,flowers,food101,pets,sun397,voc2007"
+    parser.add_argument(
+        "--model", required=True, help="model spec (checkpoint, local-dir:, hf-hub:, zoo:, random:, timm)"
+    )
+    parser.add_argument("--datasets", default=suite, help=f"comma-separated subset of {suite}")
+    parser.add_argument(
+        "--data", required=True, metavar="ROOT", help="root holding every dataset in torchvision's layout"
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="write transfer_classification.{json,md} here"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="resize + centre-crop size (protocol: 224)"
+    )
+    parser.add_argument(
+        "--num-c", type=int, default=45, help="number of log-spaced 1/C values in [1e-6, 1e5]"
+    )
+    parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations per C")
+    parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    parser.add_argument(
+        "--cache-dir", default=None, help="feature cache (default $GSG_CACHE or ~/.cache/gsg-zoo/features)"
+    )
+    parser.add_argument("--no-cache", action="store_true", help="recompute features and do not store them")
+    parser.add_argument("--batch-size-extract", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(8, CPUs))")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bf16 autocast")
+    parser.add_argument(
+        "--subset", type=int, default=None, help="seeded subset of at most N images per split"
+    )
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--debug", action="store_true")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gsg_zoo.commands.eval import context
+    from gsg_zoo.eval.datasets import get_info
+    from gsg_zoo.eval.runner import run_transfer, transfer_markdown, write_report
+
+    names = [n.strip().lower() for n in args.datasets.split(",") if n.strip()]
+    for n in names:
+        get_info(n)  # unknown names fail before the model loads
+    result = run_transfer(context(args), names, num_c=args.num_c, max_iter=args.max_iter)
+    md = transfer_markdown(result)
+    print(md)
+    if args.out:
+        for p in write_report(args.out, "transfer_classification", result, md):
+            print(f"wrote {p}")
+    done = [r for r in result["datasets"].values() if "skipped" not in r]
+    return 0 if done else 1

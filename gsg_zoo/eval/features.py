@@ -1,0 +1,172 @@
+"""Pooled-feature extraction with an on-disk cache shared by every probe.
+
+Features of one ``(model weights, dataset split, transform)`` are computed once and stored as a
+safetensors file (never pickle) under the cache directory: ``--cache-dir``, else ``$GSG_CACHE``,
+else ``~/.cache/gsg-zoo/features``. The file name is a hash of
+
+* the model's weights: SHA-256 over every ``state_dict`` tensor's name, dtype, shape and bytes
+  (plus the class name), so a re-trained checkpoint never reuses stale features;
+* the dataset identity (name, root, split, length) given by the caller;
+* ``repr(transform)`` and the numeric precision (fp32 / bf16 autocast).
+
+Writes are atomic (temporary file + rename), so an interrupted run leaves no partial cache entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoint import atomic_write
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """``$GSG_CACHE`` if set, else ``~/.cache/gsg-zoo/features``."""
+    env = os.environ.get("GSG_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "gsg-zoo" / "features"
+
+
+def weights_hash(model: nn.Module) -> str:
+    """SHA-256 of a model's class name and every state_dict tensor (name, dtype, shape, raw bytes)."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``auto``/None: CUDA when available, else CPU."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class ExtractOptions:
+    """How features are computed (none of it changes the result except ``amp``)."""
+
+    batch_size: int = 256
+    num_workers: int | None = None  # None: min(8, cpu count)
+    device: str | None = None  # None/"auto": CUDA if available
+    amp: bool = True  # bf16 autocast on CUDA (recorded in the cache key)
+    progress: bool = True
+
+    def workers(self) -> int:
+        return min(8, os.cpu_count() or 1) if self.num_workers is None else self.num_workers
+
+
+@dataclass
+class Features:
+    """Pooled features ``[N, D]`` (float32, CPU) with their labels (``[N]`` or multi-hot ``[N, C]``)."""
+
+    feats: Tensor
+    labels: Tensor
+    seconds: float = 0.0  # extraction time (0 when read from the cache)
+    cached: bool = False
+    path: Path | None = None
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module, dataset: Dataset, options: ExtractOptions | None = None, desc: str = "features"
+) -> tuple[Tensor, Tensor]:
+    """Run ``model`` (returning pooled features) over ``dataset`` of ``(image tensor, label)``."""
+    from tqdm.auto import tqdm
+
+    opt = options or ExtractOptions()
+    device = resolve_device(opt.device)
+    cuda = device.type == "cuda"
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    loader = DataLoader(
+        dataset,
+        batch_size=opt.batch_size,
+        shuffle=False,
+        num_workers=opt.workers(),
+        pin_memory=cuda,
+        persistent_workers=False,
+    )
+    feats, labels = [], []
+    for images, targets in tqdm(loader, desc=desc, disable=not opt.progress, unit="batch"):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and opt.amp):
+            out = model(images)
+        if out.ndim != 2:
+            raise RuntimeError(f"model returned {tuple(out.shape)}; expected pooled features [batch, dim]")
+        feats.append(out.float().cpu())
+        labels.append(torch.as_tensor(targets))
+    if not feats:
+        raise ValueError(f"{desc}: the dataset is empty")
+    return torch.cat(feats), torch.cat(labels)
+
+
+class FeatureCache:
+    """Content-addressed feature store (see the module docstring for the key)."""
+
+    def __init__(self, root: str | os.PathLike | None = None, enabled: bool = True) -> None:
+        self.root = Path(root).expanduser() if root else default_cache_dir()
+        self.enabled = enabled
+        self._hashes: dict[int, str] = {}
+
+    def key(
+        self, model: nn.Module, dataset_id: dict[str, Any], transform: Any, amp_tag: str
+    ) -> dict[str, Any]:
+        if id(model) not in self._hashes:  # hashing a ResNet-50 costs ~0.3 s: once per model
+            self._hashes[id(model)] = weights_hash(model)
+        return {
+            "format": CACHE_FORMAT,
+            "weights": self._hashes[id(model)],
+            "dataset": dataset_id,
+            "transform": repr(transform),
+            "precision": amp_tag,
+        }
+
+    def path_for(self, key: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        name = str(key["dataset"].get("name", "data")).replace(os.sep, "_")
+        split = str(key["dataset"].get("split", "")).replace(os.sep, "_")
+        return self.root / f"{name}-{split}-{digest[:24]}.safetensors"
+
+    def get(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        dataset_id: dict[str, Any],
+        transform: Any,
+        options: ExtractOptions | None = None,
+    ) -> Features:
+        """Features of ``dataset`` (already wrapped with ``transform``): from the cache or computed."""
+        opt = options or ExtractOptions()
+        device = resolve_device(opt.device)
+        amp_tag = "bf16-autocast" if device.type == "cuda" and opt.amp else "fp32"
+        dataset_id = {**dataset_id, "length": len(dataset)}
+        key = self.key(model, dataset_id, transform, amp_tag)
+        path = self.path_for(key)
+        if self.enabled and path.exists():
+            try:
+                tensors = load_file(str(path))
+                return Features(tensors["features"], tensors["labels"], cached=True, path=path)
+            except Exception as err:  # a corrupt entry is recomputed, never trusted
+                print(f"feature cache: ignoring unreadable {path} ({type(err).__name__}: {err})")
+        desc = f"{dataset_id.get('name', 'data')}/{dataset_id.get('split', '')}"
+        t0 = time.perf_counter()
+        feats, labels = extract_features(model, dataset, opt, desc=desc)
+        seconds = time.perf_counter() - t0
+        if self.enabled:
+            tensors = {"features": feats.contiguous(), "labels": labels.contiguous()}
+            meta = {"key": json.dumps(key, sort_keys=True, default=str)}
+            atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        return Features(feats, labels, seconds=seconds, cached=False, path=path if self.enabled else None)

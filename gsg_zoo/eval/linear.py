@@ -1,0 +1,167 @@
+"""Linear probes on a frozen backbone.
+
+* ``reference``: the SimSiam/MoCo linear-classification protocol. Frozen backbone in eval mode,
+  ``fc`` initialised N(0, 0.01) with zero bias, LARS (trust coefficient 0.001; only the fc weight is
+  adapted) or SGD with momentum 0.9, lr ``0.1 x batch / 256``, batch 4096, no weight decay, 90 epochs
+  of per-epoch cosine decay, RandomResizedCrop + flip on training images (re-encoded every epoch),
+  Resize + CenterCrop for evaluation.
+* ``fast``: the same linear layer and schedule trained on cached centre-crop features (no
+  augmentation, no backbone passes after the first), or multinomial logistic regression by L-BFGS.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .features import resolve_device
+from .knn import topk_accuracy
+
+
+@dataclass
+class LinearConfig:
+    epochs: int = 90
+    batch_size: int = 4096
+    lr: float = 0.1  # base lr: effective lr = lr * batch_size / 256
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    optimizer: str = "lars"  # lars | sgd
+    seed: int = 0
+
+    def effective_lr(self) -> float:
+        return self.lr * self.batch_size / 256
+
+
+def make_classifier(dim: int, num_classes: int) -> nn.Linear:
+    """``fc`` initialised as in the protocol: weight N(0, 0.01), bias 0."""
+    fc = nn.Linear(dim, num_classes)
+    nn.init.normal_(fc.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(fc.bias)
+    return fc
+
+
+def make_optimizer(fc: nn.Module, cfg: LinearConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "lars":
+        from ..optim import LARS
+
+        return LARS(
+            fc.parameters(), lr=cfg.effective_lr(), weight_decay=cfg.weight_decay, momentum=cfg.momentum
+        )
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            fc.parameters(), lr=cfg.effective_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: choose lars or sgd")
+
+
+def cosine_lr(cfg: LinearConfig, epoch: int) -> float:
+    """SimSiam's per-epoch schedule: ``lr * 0.5 * (1 + cos(pi * epoch / epochs))``."""
+    return cfg.effective_lr() * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+@torch.no_grad()
+def evaluate_fc(fc: nn.Module, feats: Tensor, labels: Tensor, batch: int = 65536) -> dict[str, float]:
+    device = next(fc.parameters()).device
+    logits = torch.cat([fc(feats[i : i + batch].to(device)).cpu() for i in range(0, len(feats), batch)])
+    ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return topk_accuracy(ranked, labels)
+
+
+def train_on_features(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    num_classes: int,
+    cfg: LinearConfig,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> nn.Linear:
+    """The protocol's fc trained on fixed (cached) features: same init, optimizer and schedule."""
+    from tqdm.auto import trange
+
+    device = resolve_device(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    fc = make_classifier(train_feats.shape[1], num_classes).to(device)
+    opt = make_optimizer(fc, cfg)
+    x, y = train_feats.to(device), train_labels.to(device, torch.long)
+    for epoch in trange(cfg.epochs, desc="fast linear probe", disable=not progress, unit="epoch"):
+        _set_lr(opt, cosine_lr(cfg, epoch))
+        perm = torch.randperm(len(x), generator=gen).to(device)
+        for i in range(0, len(x), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            loss = F.cross_entropy(fc(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return fc.eval()
+
+
+def train_reference(
+    backbone: nn.Module,
+    train_set: Dataset,
+    dim: int,
+    num_classes: int,
+    cfg: LinearConfig,
+    device: str | torch.device | None = None,
+    num_workers: int = 4,
+    amp: bool = True,
+    progress: bool = True,
+) -> nn.Linear:
+    """The reference protocol: every epoch re-encodes augmented images through the frozen backbone."""
+    from tqdm.auto import tqdm
+
+    device = resolve_device(device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+    backbone = backbone.eval().to(device, memory_format=torch.channels_last)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    fc = make_classifier(dim, num_classes).to(device)
+    opt = make_optimizer(fc, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        pin_memory=cuda,
+        drop_last=False,
+        generator=gen,
+        persistent_workers=num_workers > 0,
+    )
+    for epoch in range(cfg.epochs):
+        _set_lr(opt, cosine_lr(cfg, epoch))
+        bar = tqdm(
+            loader, desc=f"linear probe epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
+        )
+        for images, labels in bar:
+            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
+                feats = backbone(images)
+            loss = F.cross_entropy(fc(feats.float()), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return fc.eval()
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
