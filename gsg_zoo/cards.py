@@ -395,16 +395,23 @@ def write_model_card(
     readme.write_text(build_model_card(export_dir, name, hub_id=hub_id))
     write_checksums(export_dir)
     if cards_dir is not None:
-        cards_dir = Path(cards_dir)
-        cards_dir.mkdir(parents=True, exist_ok=True)
-        curves = None
-        if (export_dir / "curves.png").is_file():
-            curves = f"{name}.curves.png"
-            shutil.copyfile(export_dir / "curves.png", cards_dir / curves)
-        (cards_dir / f"{name}.md").write_text(
-            build_model_card(export_dir, name, hub_id=hub_id, curves=curves)
-        )
+        write_repo_card(export_dir, name, cards_dir, hub_id=hub_id)
     return readme
+
+
+def write_repo_card(
+    export_dir: str | os.PathLike, name: str, cards_dir: str | os.PathLike, *, hub_id: str | None = None
+) -> Path:
+    """Write ``cards_dir/NAME.md`` (+ ``NAME.curves.png``) without touching the export; return the card."""
+    export_dir, cards_dir = Path(export_dir), Path(cards_dir)
+    cards_dir.mkdir(parents=True, exist_ok=True)
+    curves = None
+    if (export_dir / "curves.png").is_file():
+        curves = f"{name}.curves.png"
+        shutil.copyfile(export_dir / "curves.png", cards_dir / curves)
+    card = cards_dir / f"{name}.md"
+    card.write_text(build_model_card(export_dir, name, hub_id=hub_id, curves=curves))
+    return card
 
 
 def parse_front_matter(text: str) -> dict[str, Any]:

@@ -193,9 +193,11 @@ def export_checkpoint(
     ``name`` defaults to ``<method>-<architecture>``; ``hub_id`` (``ORG/NAME``) only shapes the
     card's usage snippets. The run directory ``RUN = ckpt.parent.parent`` contributes
     ``summary.json`` (as ``results.json``), ``metrics.jsonl``, ``curves.png`` and ``config.yaml``
-    when present. ``verify`` reloads the export in a fresh process and compares features (keep it on;
-    it is off only for tests of the failure path). Raises ``CheckpointError`` (a ValueError) for a
-    file that is not a training checkpoint and ``RuntimeError`` when the reload check fails.
+    when present. ``verify`` reloads the export in a fresh process and compares features (keep it
+    on; tests that only need the files turn it off to save ~8 s). The export is built in a hidden
+    sibling folder and renamed into place only when complete. Raises ``CheckpointError`` (a ValueError) for a
+    file that is not a training checkpoint, ``ValueError`` for a non-empty ``out_dir`` without
+    ``overwrite``, and ``RuntimeError`` when the reload check fails.
     """
     import timm
     import torch
@@ -216,10 +218,10 @@ def export_checkpoint(
         raise ValueError(f"{ckpt}: checkpoint model config does not fit this gsg-zoo: {err}") from err
     arch = learner_cfg.backbone
     name = name or f"{learner_cfg.method}-{arch}"
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True / --overwrite")
-        shutil.rmtree(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise ValueError(
+            f"{out_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it"
+        )
 
     # The training backbone exactly as trained: the whole learner, loaded strictly.
     learner = SelfSupervisedLearner(learner_cfg)
@@ -242,56 +244,65 @@ def export_checkpoint(
         paper_ids=PAPER_IDS,
         paper_name=PAPER_NAME,
         description=f"{arch} backbone pretrained with {method} (gsg-zoo {name})",
-        notes=("Needs `import gsg_zoo` (CIFAR-stem architecture) before timm.create_model.",) if gsg else (),
     )
-    if not gsg:
-        pcfg.pop("notes")
+    if gsg:
+        pcfg["notes"] = ("Needs `import gsg_zoo` (CIFAR-stem architecture) before timm.create_model.",)
     model.pretrained_cfg = pcfg
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timm.models.save_for_hf(model, out_dir, safe_serialization=True, data_config=data_cfg)
+    # Written next to out_dir, renamed into place only once verified: never a half-written export.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        os.chmod(tmp_dir, 0o755)
+        timm.models.save_for_hf(model, tmp_dir, safe_serialization=True, data_config=data_cfg)
 
-    run_dir = ckpt.parent.parent
-    copied = []
-    for src, dst in RUN_FILES.items():
-        if (run_dir / src).is_file():
-            shutil.copyfile(run_dir / src, out_dir / dst)
-            copied.append(src)
-    for src in RUN_FILES_VERBATIM:
-        if (run_dir / src).is_file():
-            shutil.copyfile(run_dir / src, out_dir / src)
-            copied.append(src)
-    (out_dir / RECIPE_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+        run_dir = ckpt.parent.parent
+        copied = []
+        for src, dst in RUN_FILES.items():
+            if (run_dir / src).is_file():
+                shutil.copyfile(run_dir / src, tmp_dir / dst)
+                copied.append(src)
+        for src in RUN_FILES_VERBATIM:
+            if (run_dir / src).is_file():
+                shutil.copyfile(run_dir / src, tmp_dir / src)
+                copied.append(src)
+        (tmp_dir / RECIPE_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
 
-    provenance = {
-        "format_version": EXPORT_FORMAT,
-        "name": name,
-        "architecture": arch,
-        "method": method,
-        "needs_gsg_zoo": gsg,
-        "num_features": int(model.num_features),
-        "input_size": list(data_cfg["input_size"]),
-        "license": license,
-        "hub_id": hub_id,
-        "pretrain_dataset": (config.get("data") or {}).get("dataset"),
-        "pretrain_epochs": (config.get("train") or {}).get("epochs"),
-        "checkpoint": {
-            "file": ckpt.name,
-            "sha256": sha256_file(ckpt),
-            "epoch": state.get("epoch"),
-            "step": state.get("step"),
-        },
-        "run_files": copied,
-        "versions": {"gsg_zoo": __version__, "timm": timm.__version__, "torch": torch.__version__},
-    }
-    if verify:
-        provenance["reload_check"] = check_reload(out_dir, reference, gsg, data_cfg["input_size"])
-    (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        provenance = {
+            "format_version": EXPORT_FORMAT,
+            "name": name,
+            "architecture": arch,
+            "method": method,
+            "needs_gsg_zoo": gsg,
+            "num_features": int(model.num_features),
+            "input_size": list(data_cfg["input_size"]),
+            "license": license,
+            "hub_id": hub_id,
+            "pretrain_dataset": (config.get("data") or {}).get("dataset"),
+            "pretrain_epochs": (config.get("train") or {}).get("epochs"),
+            "checkpoint": {
+                "file": ckpt.name,
+                "sha256": sha256_file(ckpt),
+                "epoch": state.get("epoch"),
+                "step": state.get("step"),
+            },
+            "run_files": copied,
+            "versions": {"gsg_zoo": __version__, "timm": timm.__version__, "torch": torch.__version__},
+        }
+        if verify:
+            provenance["reload_check"] = check_reload(tmp_dir, reference, gsg, data_cfg["input_size"])
+        (tmp_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
 
-    from .cards import write_model_card
+        from .cards import write_model_card
 
-    write_model_card(out_dir, name, hub_id=hub_id, cards_dir=None)  # README.md; re-signs checksums
-    verify_export(out_dir)
+        write_model_card(tmp_dir, name, hub_id=hub_id, cards_dir=None)  # README.md; re-signs checksums
+        verify_export(tmp_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+    os.replace(tmp_dir, out_dir)
     return out_dir
 
 

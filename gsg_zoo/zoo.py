@@ -24,11 +24,11 @@ def manifest_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("GSG_ZOO_MANIFEST") or MANIFEST_PATH)
 
 
-def load_manifest(path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def load_manifest(path: str | os.PathLike | None = None, *, missing_ok: bool = False) -> list[dict[str, Any]]:
     """All zoo entries (possibly none)."""
     path = manifest_path(path)
     if not path.is_file():
-        if path == MANIFEST_PATH:
+        if path == MANIFEST_PATH or missing_ok:
             return []
         raise FileNotFoundError(f"zoo manifest not found: {path}")
     data = json.loads(path.read_text())
@@ -131,7 +131,7 @@ def add_entry(
 ) -> dict[str, Any]:
     """Add (or with ``replace`` update) the manifest entry of a published export; return it."""
     entry = make_entry(export_dir, hub_id, name=name, revision=revision)
-    entries = load_manifest(manifest)
+    entries = load_manifest(manifest, missing_ok=True)
     if any(e["name"] == entry["name"] for e in entries) and not replace:
         raise ValueError(f"{entry['name']!r} is already in the manifest; pass --replace to update it")
     entries = [e for e in entries if e["name"] != entry["name"]] + [entry]

@@ -1,0 +1,48 @@
+"""``gsg push DIR --repo ORG/NAME``: upload a verified export to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import argparse
+
+PATH = ("push",)
+HELP = "push an export directory to the Hugging Face Hub (checksums verified first)"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("export_dir", help="directory written by `gsg export`")
+    parser.add_argument("--repo", required=True, help="Hub model repo ORG/NAME")
+    parser.add_argument("--revision", help="branch to commit to (created if missing; default main)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--message", help="commit message (default: describes the export)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print files, sizes, sha256 and message; no network"
+    )
+    parser.add_argument(
+        "--zoo-name", help="after a successful push, add the export to the zoo manifest under this name"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..hub import push_export
+
+    plan, commit = push_export(
+        args.export_dir,
+        args.repo,
+        revision=args.revision,
+        private=args.private,
+        commit_message=args.message,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        print("dry run: nothing uploaded, no network used")
+        print(plan.describe())
+        return 0
+    print(plan.describe())
+    print(f"pushed: commit {commit['oid']} ({commit['url']})")
+    if args.zoo_name:
+        from ..zoo import add_entry, manifest_path
+
+        entry = add_entry(args.export_dir, args.repo, name=args.zoo_name, revision=commit["oid"] or "main")
+        print(f"added {entry['name']} to {manifest_path()}")
+    return 0
