@@ -357,11 +357,21 @@ def parse_cfg_options(items: Sequence[str] | None) -> dict[str, Any]:
     return options
 
 
-def synthetic_classes() -> tuple[str, ...]:
-    """Label-map classes of the built-in dataset: 0 is background, 1..C its shape classes."""
-    from gsg_zoo.data.synthetic import CLASSES
+def dataset_classes(data_root: str | os.PathLike) -> tuple[str, ...]:
+    """Class names of a folder-format dataset from ``ROOT/classes.txt`` (background first).
 
-    return ("background", *CLASSES)
+    ``gsg_zoo.data.writers.write_mmseg`` writes it; label ``i`` in the maps is line ``i``.
+    """
+    path = Path(data_root) / "classes.txt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the synthetic recipes read the class names from it; write the dataset with "
+            "gsg_zoo.data.writers.write_mmseg (img_dir/, ann_dir/, classes.txt)"
+        )
+    classes = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if len(classes) < 2:
+        raise ValueError(f"{path} lists {len(classes)} classes; expected background plus at least one")
+    return classes
 
 
 # --------------------------------------------------------------------------- run
@@ -495,7 +505,7 @@ def train(
         backbone = export_backbone(spec, out / "backbone.pth")
     else:
         backbone = load_exported(exported)
-    classes = synthetic_classes() if recipe.synthetic else None
+    classes = dataset_classes(data_root) if recipe.synthetic else None
     cfg = build_config(
         recipe,
         checkpoint=backbone.path,
