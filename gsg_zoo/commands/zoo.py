@@ -6,15 +6,17 @@ import argparse
 
 PATH = ("zoo",)
 HELP = "list the published checkpoints, or add a pushed export to the manifest"
+MANIFEST_HELP = "manifest file (default: $GSG_ZOO_MANIFEST, else the package's zoo_manifest.json)"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifest", help="manifest file (default: the package's, or $GSG_ZOO_MANIFEST)")
     sub = parser.add_subparsers(dest="zoo_command")
     ls = sub.add_parser("list", help="show the manifest as a table")
+    ls.add_argument("--manifest", help=MANIFEST_HELP)
     ls.add_argument("--json", action="store_true", help="print the entries as JSON")
     ls.set_defaults(func=run_list)
     add = sub.add_parser("add", help="add a pushed export (verified) to the manifest")
+    add.add_argument("--manifest", help=MANIFEST_HELP)
     add.add_argument("export_dir", help="directory written by `gsg export` and pushed with `gsg push`")
     add.add_argument("--hub-id", required=True, help="Hub repo ORG/NAME it was pushed to")
     add.add_argument("--name", help="zoo name (default: the export's name)")
@@ -23,7 +25,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--card-dir", default=None, help="also write CARD_DIR/NAME.md (default: model_cards/)")
     add.add_argument("--no-card", action="store_true", help="do not write the repository's model card")
     add.set_defaults(func=run_add)
-    parser.set_defaults(func=run_list, json=False)
+    parser.set_defaults(func=run_list, json=False, manifest=None)
 
 
 def run_list(args: argparse.Namespace) -> int:
