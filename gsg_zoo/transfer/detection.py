@@ -280,6 +280,9 @@ def save_detectron2_pkl(weights: Detectron2Weights, path: str | Path) -> tuple[P
 # ----------------------------------------------------------------------------------------- recipes
 
 
+RECIPE_ALIASES = {"synthetic-coco": "synthetic_coco_R_50_C4", "voc": "voc_R_50_C4_24k"}
+
+
 def list_recipes() -> list[str]:
     """Names of the recipes in ``transfer/detectron2/`` (files not starting with ``Base-``)."""
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("Base-"))
@@ -292,7 +295,7 @@ def recipe_path(name: str) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"recipe file not found: {path}")
         return path
-    path = RECIPE_DIR / f"{name.replace('-', '_')}.yaml"
+    path = RECIPE_DIR / f"{RECIPE_ALIASES.get(name, name).replace('-', '_')}.yaml"
     if not path.exists():
         raise ValueError(f"unknown detection recipe {name!r}; available: {', '.join(list_recipes())}")
     return path

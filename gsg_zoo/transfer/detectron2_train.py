@@ -183,11 +183,15 @@ def ensure_synthetic_coco(
     root: str | Path, *, splits: dict[str, int] | None = None, image_size: int = 128
 ) -> Path:
     """Export the built-in dataset in COCO format under ``root`` unless it is already there."""
-    from ..data.synthetic import SyntheticShapes, write_coco
-
     root = Path(root)
     for split, n in (splits or {"train": 256, "val": 64}).items():
         if not (root / "annotations" / f"instances_{split}.json").exists():
+            from ..data.synthetic import SyntheticShapes
+            from ..data.writers import write_coco
+
+            print(
+                f"writing a COCO export of SyntheticShapes({n}, image_size={image_size}, split={split!r}) to {root}"
+            )
             write_coco(SyntheticShapes(n, image_size=image_size, seed=0, split=split), root, split)
     return root
 
@@ -236,8 +240,13 @@ def _worker(cfg: CfgNode, data_root: str, converted_path: str) -> None:
             f"{len(missing)} backbone weights were not loaded by Detectron2 (check MODEL.RESNETS.* and the "
             f"recipe): {missing[:8]}"
         )
-    results = trainer.train()
+    trainer.train()
     if comm.is_main_process():
+        results = _flatten_datasets(getattr(trainer, "_last_eval_results", None) or {})
+        if not results:
+            raise RuntimeError(
+                f"training finished but evaluation produced no results; see {cfg.OUTPUT_DIR}/log.txt"
+            )
         scaled = trainer.cfg.SOLVER  # after DefaultTrainer.auto_scale_workers
         out = {
             "results": _plain(results),
@@ -273,8 +282,6 @@ def train_seeds(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if recipe.replace("-", "_").startswith("synthetic_coco"):
-        ensure_synthetic_coco(data_root)
     weights = convert_spec(spec)
     pkl, _ = save_detectron2_pkl(weights, out_dir / "backbone.pkl")
     device = "cuda" if num_gpus > 0 else "cpu"
@@ -285,6 +292,13 @@ def train_seeds(
             recipe, weights=weights, weights_path=pkl, opts=opts, output_dir=run_dir, device=device
         )
         cfg.SEED = seed
+        synthetic = [
+            n[len(SYNTHETIC_PREFIX) :]
+            for n in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST
+            if n.startswith(SYNTHETIC_PREFIX)
+        ]
+        if seed == 0 and synthetic:
+            ensure_synthetic_coco(data_root, splits={s: 256 if s == "train" else 64 for s in synthetic})
         cfg.freeze()
         launch(_worker, max(1, num_gpus), args=(cfg, str(data_root), str(pkl)))
         run = json.loads((run_dir / "results.json").read_text())
@@ -305,6 +319,17 @@ def train_seeds(
     (out_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown_table(summary, title=f"{spec} — {recipe} ({seeds} seeds)"))
     return report
+
+
+def _flatten_datasets(results: dict[str, Any]) -> dict[str, Any]:
+    """``{task: {metric: v}}``; with several test sets Detectron2 nests them: ``{dataset: {task: ...}}``."""
+    flat: dict[str, Any] = {}
+    for key, value in results.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            flat.update({f"{key}/{task}": metrics for task, metrics in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def _plain(obj: Any) -> Any:
