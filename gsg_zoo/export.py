@@ -52,7 +52,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _payload_files(export_dir: Path) -> list[str]:
+def payload_files(export_dir: Path) -> list[str]:
     """Every regular file in the export (relative POSIX paths), except the manifest and dotfiles."""
     out = []
     for p in sorted(export_dir.rglob("*")):
@@ -65,7 +65,7 @@ def _payload_files(export_dir: Path) -> list[str]:
 def write_checksums(export_dir: str | os.PathLike) -> Path:
     """(Re)write ``checksums.sha256`` over every file of the export."""
     export_dir = Path(export_dir)
-    lines = [f"{sha256_file(export_dir / name)}  {name}\n" for name in _payload_files(export_dir)]
+    lines = [f"{sha256_file(export_dir / name)}  {name}\n" for name in payload_files(export_dir)]
     path = export_dir / CHECKSUMS_FILE
     path.write_text("".join(lines))
     return path
@@ -107,7 +107,7 @@ def verify_export(export_dir: str | os.PathLike) -> dict[str, str]:
                 f"{export_dir}: file {name!r} was modified after export (sha256 {actual[:12]}..., "
                 f"expected {digest[:12]}...); re-export it or restore the original file"
             )
-    extra = sorted(set(_payload_files(export_dir)) - set(expected))
+    extra = sorted(set(payload_files(export_dir)) - set(expected))
     if extra:
         raise ExportIntegrityError(
             f"{export_dir}: file {extra[0]!r} is not listed in {CHECKSUMS_FILE} (added after export); "

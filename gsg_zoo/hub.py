@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .export import CHECKSUMS_FILE, PROVENANCE_FILE, _payload_files, read_json, sha256_file, verify_export
+from .export import CHECKSUMS_FILE, PROVENANCE_FILE, payload_files, read_json, sha256_file, verify_export
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -67,7 +67,7 @@ def plan_push(
             f"{prov.get('method')} (epoch {ck.get('epoch')}, checkpoint sha256 {str(ck.get('sha256'))[:12]}), "
             f"weights sha256 {sums.get('model.safetensors', '?')[:12]}"
         )
-    names = [*_payload_files(export_dir), CHECKSUMS_FILE]
+    names = [*payload_files(export_dir), CHECKSUMS_FILE]
     files = [
         (n, (export_dir / n).stat().st_size, sums.get(n) or sha256_file(export_dir / n))
         for n in sorted(names)
@@ -97,15 +97,19 @@ def push_export(
     if not get_token():
         raise RuntimeError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then retry")
     api = HfApi(library_name="gsg-zoo")
-    repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    if revision and revision != "main":
-        api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
     ops = [
         CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(plan.export_dir / n)) for n, _, _ in plan.files
     ]
-    info = api.create_commit(
-        repo.repo_id, ops, commit_message=plan.commit_message, revision=revision, repo_type="model"
-    )
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision and revision != "main":
+            api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
+        info = api.create_commit(
+            repo.repo_id, ops, commit_message=plan.commit_message, revision=revision, repo_type="model"
+        )
+    except Exception as err:  # HTTP errors, offline mode, connection failures: one clear message
+        hint = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
+        raise RuntimeError(f"push to {repo_id} failed{hint}: {type(err).__name__}: {err}") from err
     return plan, {"oid": getattr(info, "oid", None), "url": getattr(info, "commit_url", str(info))}
 
 
@@ -136,7 +140,7 @@ def install_to_cache(
         raise ValueError(f"commit must be 40 hex digits, got {commit!r}")
     repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo_dir / "snapshots" / commit
-    for name in [*_payload_files(export_dir), CHECKSUMS_FILE]:
+    for name in [*payload_files(export_dir), CHECKSUMS_FILE]:
         (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(export_dir / name, snapshot / name)
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)

@@ -150,3 +150,22 @@ def test_shipped_manifest_is_valid_and_real():
     assert len(names) == len(set(names))
     if not names:
         assert "no checkpoint has been published yet" in format_table([])
+
+
+def test_hub_failures_become_clear_errors(export_dir, monkeypatch):
+    import huggingface_hub
+
+    class DownApi:
+        def __init__(self, **kwargs):
+            pass
+
+        def create_repo(self, *args, **kwargs):
+            raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", DownApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_secret_never_shown")
+    with pytest.raises(
+        RuntimeError, match="push to gsg-org/x failed.*ConnectionError: hub unreachable"
+    ) as info:
+        push_export(export_dir, "gsg-org/x")
+    assert "hf_secret" not in str(info.value)
