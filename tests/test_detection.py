@@ -207,3 +207,65 @@ def test_train_two_iterations_and_coco_eval_on_synthetic(tmp_path, capsys):
     md = (out / "results.md").read_text()
     assert "| bbox |" in md and "| segm |" in md
     assert "| task | AP50 | AP | AP75 | seeds |" in capsys.readouterr().out
+
+
+def _write_voc(ds, root, split: str) -> None:
+    """A Pascal VOC devkit layout (JPEGImages, Annotations, ImageSets/Main) naming shapes as VOC classes."""
+    from detectron2.data.datasets.pascal_voc import CLASS_NAMES
+
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i in range(len(ds)):
+        image, _ = ds[i]
+        fid = f"{split}_{i:04d}"
+        image.save(root / "JPEGImages" / f"{fid}.jpg", quality=95)
+        ann = ds.annotation(i)
+        objs = "".join(
+            f"<object><name>{CLASS_NAMES[int(label)]}</name><pose>Unspecified</pose><truncated>0</truncated>"
+            f"<difficult>0</difficult><bndbox><xmin>{x0 + 1:.0f}</xmin><ymin>{y0 + 1:.0f}</ymin>"
+            f"<xmax>{x1:.0f}</xmax><ymax>{y1:.0f}</ymax></bndbox></object>"
+            for (x0, y0, x1, y1), label in zip(ann["boxes"].tolist(), ann["labels"].tolist())
+        )
+        size = f"<size><width>{image.width}</width><height>{image.height}</height><depth>3</depth></size>"
+        (root / "Annotations" / f"{fid}.xml").write_text(f"<annotation>{size}{objs}</annotation>")
+        ids.append(fid)
+    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+
+
+@pytest.mark.det
+@requires_d2
+def test_voc_recipe_trains_and_evaluates_with_pascal_voc_metric(tmp_path):
+    from gsg_zoo.data.synthetic import SyntheticShapes
+    from gsg_zoo.transfer import detectron2_train as d2t
+
+    data = tmp_path / "datasets"
+    _write_voc(SyntheticShapes(4, image_size=96, split="train"), data / "VOC2007", "trainval")
+    _write_voc(SyntheticShapes(2, image_size=96, split="val"), data / "VOC2007", "test")
+    small = {
+        "DATASETS.TRAIN": "('voc_2007_trainval',)",  # the recipe also trains on VOC2012
+        "SOLVER.MAX_ITER": "1",
+        "SOLVER.IMS_PER_BATCH": "2",
+        "SOLVER.REFERENCE_WORLD_SIZE": "0",
+        "DATALOADER.NUM_WORKERS": "0",
+        "TEST.PRECISE_BN.ENABLED": "False",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "16",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN": "32",
+        "MODEL.RPN.POST_NMS_TOPK_TEST": "16",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": "0.0",
+        "TEST.DETECTIONS_PER_IMAGE": "8",
+        "INPUT.MIN_SIZE_TRAIN": "(96,)",
+        "INPUT.MIN_SIZE_TEST": "96",
+    }
+    report = d2t.train_seeds(
+        "random:resnet18",
+        "voc",
+        data,
+        out_dir=tmp_path / "run",
+        num_gpus=0,
+        seeds=2,
+        opts=[x for kv in small.items() for x in kv],
+    )
+    assert [r["seed"] for r in report["runs"]] == [0, 1]
+    assert set(report["summary"]["bbox"]) == {"AP", "AP50", "AP75"}
+    assert all(report["summary"]["bbox"][m]["n"] == 2 for m in ("AP", "AP50", "AP75"))

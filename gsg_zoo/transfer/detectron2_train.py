@@ -300,7 +300,7 @@ def train_seeds(
         if seed == 0 and synthetic:
             ensure_synthetic_coco(data_root, splits={s: 256 if s == "train" else 64 for s in synthetic})
         cfg.freeze()
-        launch(_worker, max(1, num_gpus), args=(cfg, str(data_root), str(pkl)))
+        launch(_worker, max(1, num_gpus), dist_url="auto", args=(cfg, str(data_root), str(pkl)))
         run = json.loads((run_dir / "results.json").read_text())
         runs.append({"seed": seed, "dir": str(run_dir), **run})
         per_seed.append(run["results"])
