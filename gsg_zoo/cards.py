@@ -7,7 +7,9 @@ beside a result of the same method, protocol and dataset.
 Results: ``results.json`` may hold ``"results": [{"task", "dataset", "metric", "value", ...}]``
 (``task``: knn | linear | finetune; ``value`` in percent) and/or flat keys such as ``knn_top1``,
 ``final_knn_top1``, ``best_linear_top5`` (nested one level deep, e.g. ``{"final": {"knn_top1": ..}}``,
-is flattened to ``final_knn_top1``). Flat values in [0, 1] are read as fractions and shown in percent.
+is flattened to ``final_knn_top1``), as ``gsg pretrain``'s ``summary.json`` writes them. Values are
+percentages, shown as recorded. A kNN result measured on a subset (the pretraining monitor's
+``train_limit``/``test_limit``) is labelled so and never put beside the paper's full-set numbers.
 """
 
 from __future__ import annotations
@@ -111,9 +113,11 @@ def normalize_results(
         return []
     recipe = recipe or {}
     monitor, data = recipe.get("monitor") or {}, recipe.get("data") or {}
+    # The monitor's dataset is the kNN dataset; summary["dataset"] is the pretraining one.
     default_ds = (
-        raw.get("eval_dataset") or raw.get("dataset") or monitor.get("dataset") or data.get("dataset")
+        raw.get("eval_dataset") or monitor.get("dataset") or raw.get("dataset") or data.get("dataset")
     )
+    knn = {**monitor, **(raw.get("knn_protocol") or {})}
     out: list[dict[str, Any]] = []
     for i, r in enumerate(raw.get("results") or []):
         missing = {"task", "dataset", "metric", "value"} - set(r)
@@ -127,6 +131,7 @@ def normalize_results(
                 "value": float(r["value"]),
                 "split": r.get("split", "test"),
                 "protocol": r.get("protocol", ""),
+                "full_protocol": bool(r.get("full_protocol", True)),
                 "source": r.get("source", f"results[{i}]"),
             }
         )
@@ -134,20 +139,23 @@ def normalize_results(
         m = _FLAT_RESULT.match(key)
         if not m or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        value = float(value)
-        pct = round(value * 100, 6) if 0.0 <= value <= 1.0 else value
         task, qual = m["task"], m["qual"]
-        protocol = ""
-        if task == "knn" and monitor:
-            protocol = f"k={monitor.get('k')}, T={monitor.get('t')}, cosine on L2-normalised pooled features"
+        protocol, full = "", True
+        if task == "knn" and knn:
+            protocol = f"k={knn.get('k')}, T={knn.get('t')}, cosine on L2-normalised pooled features"
+            limits = [f"{n} {knn[f'{n}_limit']} images" for n in ("train", "test") if knn.get(f"{n}_limit")]
+            if limits:
+                protocol += "; subset: " + ", ".join(limits)
+                full = False
         out.append(
             {
                 "task": task,
                 "dataset": _canonical_dataset(default_ds),
                 "metric": m["metric"] + (f" ({qual.replace('_', ' ')})" if qual else ""),
-                "value": pct,
-                "split": "test",
+                "value": float(value),
+                "split": (knn.get("test_split") or knn.get("test") or "test") if task == "knn" else "test",
                 "protocol": protocol,
+                "full_protocol": full,
                 "source": f"{RESULTS_FILE}:{key}",
             }
         )
@@ -165,7 +173,7 @@ def _metric_name(r: dict[str, Any]) -> str:
 
 def paper_value(method: str, r: dict[str, Any]) -> float | None:
     """The paper's number for the same method, protocol and dataset as result ``r``, if any."""
-    if not r["metric"].startswith("top1"):
+    if not r["metric"].startswith("top1") or not r.get("full_protocol", True):
         return None
     entry = PAPER_RESULTS.get((r["task"], r["dataset"]))
     return entry["top1"].get(method) if entry else None
@@ -277,7 +285,9 @@ def build_model_card(
             ("Optimizer", ", ".join(f"{k}={v}" for k, v in optim.items() if not isinstance(v, (dict, list))))
         )
     lines += _table(["", ""], [(k, v) for k, v in rows if v not in (None, "", "None / None")])
-    compute = {k: v for k, v in raw.items() if not isinstance(v, (dict, list)) and not _FLAT_RESULT.match(k)}
+    compute = {
+        k: v for k, v in raw.items() if v is not None and not isinstance(v, (dict, list)) and not _FLAT_RESULT.match(k)
+    }
     if compute:
         lines += ["", "Run summary (from the run's `summary.json`; compute and throughput as measured):", ""]
         lines += _table(["key", "value"], [(f"`{k}`", _fmt(v)) for k, v in compute.items()])

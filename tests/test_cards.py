@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from test_export import make_run
 
-from gsg_zoo.cards import PAPER_RESULTS, normalize_results, parse_front_matter, write_model_card
+from gsg_zoo.cards import PAPER_RESULTS, normalize_results, paper_value, parse_front_matter, write_model_card
 from gsg_zoo.export import export_checkpoint, verify_export
 
 PAPER_NUMBERS = {f"{v:.1f}" for e in PAPER_RESULTS.values() for v in e["top1"].values()}
@@ -23,7 +23,7 @@ PAPER_NUMBERS = {f"{v:.1f}" for e in PAPER_RESULTS.values() for v in e["top1"].v
 @pytest.fixture(scope="module")
 def cifar_export(tmp_path_factory):
     run = tmp_path_factory.mktemp("card_run")
-    ckpt, _ = make_run(run, summary={"knn_top1": 0.4125, "images_per_s": 812.5, "epochs_done": 2})
+    ckpt, _ = make_run(run, summary={"knn_top1": 41.25, "images_per_s": 812.5, "epochs_done": 2})
     return export_checkpoint(ckpt, run / "export", "card-simsiam-gsg", verify=False)
 
 
@@ -54,9 +54,10 @@ def test_front_matter_and_model_index_match_results(cifar_export):
             "task": "knn",
             "dataset": "cifar10",
             "metric": "top1",
-            "value": 41.25,  # measured 0.4125, shown in percent
+            "value": 41.25,
             "split": "test",
             "protocol": "k=200, T=0.1, cosine on L2-normalised pooled features",
+            "full_protocol": True,
             "source": "results.json:knn_top1",
         }
     ]
@@ -131,6 +132,24 @@ def test_usage_snippets_run(cifar_export):
     assert ns["model"].feature_info.reduction() == [1, 2, 4, 8]  # the last block: features_only
     with torch.no_grad():
         assert [o.shape[-1] for o in ns["model"].eval()(torch.randn(1, 3, 32, 32))] == [32, 16, 8, 4]
+
+
+def test_subset_knn_is_labelled_and_not_compared_with_the_paper():
+    summary = {"knn_top1": 12.5, "dataset": "cifar10", "knn_protocol": {"k": 20, "t": 0.07, "test": "val"}}
+    recipe = {"monitor": {"k": 200, "t": 0.1, "train_limit": 2000, "test_limit": 1000}}
+    (r,) = normalize_results(summary, recipe)
+    assert r["value"] == 12.5 and r["dataset"] == "cifar10" and r["split"] == "val"
+    assert (
+        r["protocol"]
+        == "k=20, T=0.07, cosine on L2-normalised pooled features; subset: train 2000 images, test 1000 images"
+    )
+    assert r["full_protocol"] is False and paper_value("simsiam_gsg", r) is None
+    (full,) = normalize_results(summary, {"monitor": {"train_limit": None, "test_limit": None}})
+    assert paper_value("simsiam_gsg", full) == 86.4 and paper_value("byol", full) == 88.0
+    (r,) = normalize_results(
+        {"knn_top1": 50.0}, {"monitor": {"dataset": "cifar10"}, "data": {"dataset": "synthetic"}}
+    )
+    assert r["dataset"] == "cifar10"  # the monitor's dataset, not the pretraining one
 
 
 def test_normalize_results_rejects_incomplete_entries():
