@@ -329,10 +329,13 @@ def _layout(rng: np.random.Generator, shape: str, size: int, max_extra: int) -> 
         aspect, scale, angle = rng.random(3).tolist()
         aspect = 0.85 + 0.3 * aspect
         stretch = extent * max(aspect, 1 / aspect)
-        radius = (0.2 + 0.2 * scale if k == 0 else 0.1 + 0.07 * scale) * size
+        if k == 0:  # leave room for the extra instances, if any
+            radius = (0.2 + 0.2 * scale if n_extra == 0 else 0.19 + 0.12 * scale) * size
+        else:
+            radius = (0.09 + 0.06 * scale) * size
         radius = min(radius, (0.5 * size - 1.5) / stretch)
         bound = radius * stretch
-        for x, y in rng.random((1 if k == 0 else 8, 2)).tolist():
+        for x, y in rng.random((1 if k == 0 else 16, 2)).tolist():
             x, y = bound + 1 + x * (size - 2 * bound - 2), bound + 1 + y * (size - 2 * bound - 2)
             if all(math.hypot(x - p[0], y - p[1]) > bound + q + 1.5 for p, q in zip(placed, bounds)):
                 placed.append((x, y, radius, 2 * math.pi * angle, aspect))
