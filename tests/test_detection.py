@@ -269,3 +269,6 @@ def test_voc_recipe_trains_and_evaluates_with_pascal_voc_metric(tmp_path):
     assert [r["seed"] for r in report["runs"]] == [0, 1]
     assert set(report["summary"]["bbox"]) == {"AP", "AP50", "AP75"}
     assert all(report["summary"]["bbox"][m]["n"] == 2 for m in ("AP", "AP50", "AP75"))
+    for seed in (0, 1):
+        cfg_text = (tmp_path / "run" / f"seed{seed}" / "config.yaml").read_text()
+        assert f"SEED: {seed}" in cfg_text and "Res5ROIHeadsExtraNorm" in cfg_text

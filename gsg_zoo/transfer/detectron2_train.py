@@ -37,8 +37,6 @@ from detectron2.utils.logger import setup_logger
 
 from .detection import Detectron2Weights, markdown_table, recipe_path, save_detectron2_pkl, summarize
 
-logger = logging.getLogger(__name__)
-
 VOC_SPLITS = {  # Detectron2's builtin names: (directory under the data root, split, year)
     "voc_2007_trainval": ("VOC2007", "trainval", 2007),
     "voc_2007_train": ("VOC2007", "train", 2007),
@@ -227,7 +225,10 @@ def _worker(cfg: CfgNode, data_root: str, converted_path: str) -> None:
     """One training run (one process per GPU under ``launch``); the main process writes results.json."""
     import pickle
 
+    logging.getLogger("detectron2").handlers.clear()  # one log file per seed, not every earlier one too
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
+    if comm.is_main_process():
+        Path(cfg.OUTPUT_DIR, "config.yaml").write_text(cfg.dump())
     register_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), data_root)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
