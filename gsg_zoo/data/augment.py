@@ -1,0 +1,91 @@
+"""Multi-view augmentations: the MoCo-v2/SimSiam recipe (224 px) and the CIFAR recipe (32 px)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from PIL import Image, ImageFilter
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class GaussianBlur:
+    """MoCo-v2 Gaussian blur with sigma drawn uniformly from ``sigma`` (uses torch's RNG)."""
+
+    def __init__(self, sigma: Sequence[float] = (0.1, 2.0)) -> None:
+        self.sigma = tuple(sigma)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        s = self.sigma[0] + float(torch.rand(())) * (self.sigma[1] - self.sigma[0])
+        return img.filter(ImageFilter.GaussianBlur(radius=s))
+
+    def __repr__(self) -> str:
+        return f"GaussianBlur(sigma={self.sigma})"
+
+
+def mocov2_transform(
+    size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD, min_scale: float = 0.2
+) -> T.Compose:
+    """SimSiam/MoCo-v2 augmentation: crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p=0.8, gray 0.2, blur 0.5, flip."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def cifar_transform(size: int = 32, mean=CIFAR_MEAN, std=CIFAR_STD, min_scale: float = 0.2) -> T.Compose:
+    """CIFAR recipe: crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p=0.8, grayscale 0.2, flip; no blur."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct: float = 0.875) -> T.Compose:
+    """Resize (size / crop_pct) + center crop + normalise; ``crop_pct=1`` for CIFAR-size images."""
+    resize = int(round(size / crop_pct))
+    return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+
+
+AUGMENTATIONS: dict[str, Callable[..., T.Compose]] = {"mocov2": mocov2_transform, "cifar": cifar_transform}
+NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar": (CIFAR_MEAN, CIFAR_STD)}
+
+
+def build_augmentation(name: str, size: int, normalization: str = "imagenet", **kwargs: Any) -> T.Compose:
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(AUGMENTATIONS)}")
+    mean, std = NORMALIZATION[normalization]
+    return AUGMENTATIONS[name](size, mean=mean, std=std, **kwargs)
+
+
+class MultiView:
+    """Apply one augmentation ``num_views`` times to an image decoded once."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], num_views: int) -> None:
+        self.transform = transform
+        self.num_views = num_views
+
+    def __call__(self, img: Image.Image) -> list[torch.Tensor]:
+        return [self.transform(img) for _ in range(self.num_views)]
+
+    def __repr__(self) -> str:
+        return f"MultiView({self.num_views} x {self.transform!r})"

@@ -1,0 +1,174 @@
+"""Pretraining recipes: YAML files with optional ``base:`` inheritance and ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .learner import METHODS, LearnerConfig
+from .optim import OptimConfig
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "pretrain"
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # synthetic | cifar10 | cifar100 | stl10 | imagefolder
+    root: str | None = None
+    split: str = "train"
+    download: bool = False
+    image_size: int = 32
+    augmentation: str = "cifar"  # cifar | mocov2
+    normalization: str = "cifar"  # cifar | imagenet
+    min_scale: float = 0.2
+    num_images: int = 4000  # synthetic only
+    synthetic_image_size: int | None = None  # rendered size (defaults to image_size)
+    synthetic_seed: int = 0
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 800
+    batch_size: int = 512  # global batch (split evenly across ranks)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: str = "auto"  # auto (on for multi-GPU) | on | off
+    checkpoint_every: int = 50  # also writes checkpoints/last.pt every epoch
+    max_steps_per_epoch: int | None = None  # truncate epochs (smoke tests)
+    log_every: int = 20  # steps between finite-loss checks and progress updates
+
+
+@dataclass
+class MonitorConfig:
+    every: int = 1  # epochs between kNN/collapse monitors (0: only at the end, -1: never)
+    dataset: str | None = None  # default: data.dataset
+    root: str | None = None  # default: data.root
+    train_split: str = "train"
+    test_split: str = "test"
+    train_limit: int | None = 2000  # synthetic: bank size; others: first N (None: all)
+    test_limit: int | None = 1000
+    k: int = 200
+    t: float = 0.1
+    batch_size: int = 256
+    tensorboard: bool = False
+
+
+@dataclass
+class Recipe:
+    name: str = "unnamed"
+    method: str = "simsiam_gsg"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    paper: dict[str, Any] = field(default_factory=dict)  # expected numbers of the paper (documentation)
+
+    def learner_config(self) -> LearnerConfig:
+        return LearnerConfig.for_method(self.method, **self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.learner_config().to_dict()  # fully resolved
+        return d
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        merge = isinstance(v, dict) and v and isinstance(out.get(k), dict)  # {} replaces
+        out[k] = _merge(out[k], v) if merge else v
+    return out
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for cand in (RECIPE_DIR / name_or_path, RECIPE_DIR / f"{name_or_path}.yaml"):
+        if cand.is_file():
+            return cand
+    available = sorted(q.stem for q in RECIPE_DIR.glob("*.yaml") if not q.stem.startswith("_"))
+    raise FileNotFoundError(f"recipe {name_or_path!r} not found; available: {', '.join(available)}")
+
+
+def load_raw(path: Path) -> dict[str, Any]:
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = raw.pop("base", None)
+    return _merge(load_raw((path.parent / base).resolve()), raw) if base else raw
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.epochs=3", "model.predictor=false"]`` -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def _coerce(value: Any, type_name: str) -> Any:
+    """YAML 1.1 reads ``1e30`` as a string: convert numbers for numeric fields, with a clear error."""
+    if not isinstance(value, str):
+        return value
+    for name, cast in (("float", float), ("int", int)):
+        if type_name.startswith(name):
+            try:
+                return cast(value)
+            except ValueError as err:
+                raise ValueError(f"expected a number of type {type_name}, got {value!r}") from err
+    return value
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    raw = dict(raw)
+    sections = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "monitor": MonitorConfig}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            cls = sections[key]
+            known = {f.name for f in fields(cls)}
+            unknown = set(value) - known
+            if unknown:
+                raise ValueError(f"unknown {key} option(s) {sorted(unknown)}; known: {sorted(known)}")
+            kwargs[key] = cls(
+                **{k: _coerce(v, types[k]) for k, v in value.items()}
+                if (types := {f.name: str(f.type) for f in fields(cls)})
+                else value
+            )
+        elif key in {f.name for f in fields(Recipe)}:
+            kwargs[key] = value
+        else:
+            raise ValueError(f"unknown recipe section {key!r}")
+    recipe = Recipe(**kwargs)
+    if recipe.method not in METHODS:
+        raise ValueError(f"unknown method {recipe.method!r}; choose one of {sorted(METHODS)}")
+    known_model = {f.name for f in fields(LearnerConfig)} - {"target", "guidance"}
+    unknown = set(recipe.model) - known_model
+    if unknown:
+        raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(known_model)}")
+    return recipe
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe by name (``pretrain/NAME.yaml``) or path and apply ``key=value`` overrides."""
+    raw = load_raw(resolve_recipe_path(name_or_path))
+    raw = _merge(raw, parse_overrides(overrides or []))
+    return recipe_from_dict(raw)

@@ -1,0 +1,222 @@
+"""Pretraining engine: exact kill-and-resume, DDP (gloo), corrupt images, NaN guard, collapse proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from gsg_zoo.checkpoint import CheckpointError, load_checkpoint
+from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.losses import negative_cosine
+from gsg_zoo.monitors import collapse_metrics, effective_rank, normalized_std
+from gsg_zoo.recipes import load_recipe
+from gsg_zoo.trainer import NonFiniteLossError, Pretrainer
+
+TINY = [
+    "model.backbone=resnet18",
+    "model.projector_hidden_dim=64",
+    "model.projector_dim=32",
+    "model.predictor_hidden_dim=16",
+    "data.image_size=16",
+    "data.synthetic_image_size=32",
+    "data.num_images=64",
+    "data.num_workers=0",
+    "train.batch_size=16",
+    "train.channels_last=false",
+    "train.log_every=1",
+    "monitor.train_limit=64",
+    "monitor.test_limit=32",
+    "monitor.k=10",
+]
+
+
+def gsg_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gsg_zoo", *args]
+
+
+def sets(*extra: str) -> list[str]:
+    out = []
+    for s in [*TINY, *extra]:
+        out += ["--set", s]
+    return out
+
+
+def run_cli(tmp: Path, *extra: str, out: str = "run", check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        gsg_cmd("pretrain", "demo", "--out", str(tmp / out), "--no-progress", *sets(*extra)),
+        capture_output=True, text=True, env=env, check=check, timeout=600,
+    )  # fmt: skip
+
+
+def test_recipes_load_and_overrides():
+    for name in [
+        "demo",
+        "cifar10_simsiam",
+        "cifar10_byol_gsg_nopred",
+        "imagenet_simsiam_gsg",
+        "imagenet_byol",
+    ]:
+        r = load_recipe(name)
+        assert r.learner_config().method in r.name
+    r = load_recipe("cifar10_simsiam_gsg_nopred", ["train.epochs=3", "optim.lr=0.5"])
+    assert r.train.epochs == 3 and r.optim.lr == 0.5 and r.model["predictor"] is False
+    assert r.learner_config().num_views == 4 and r.paper == {}
+    assert load_recipe("cifar10_byol_gsg").paper == {"knn_top1": 90.3}
+    with pytest.raises(ValueError, match="unknown train option"):
+        load_recipe("demo", ["train.epoch=3"])
+    with pytest.raises(FileNotFoundError, match="available"):
+        load_recipe("no_such_recipe")
+
+
+@pytest.mark.slow
+def test_kill_and_resume_is_exact(tmp_path):
+    """SIGKILL during epoch 2, resume: final weights equal an uninterrupted run's, bit for bit."""
+    extra = ["train.epochs=3", "monitor.every=-1", "method=byol_gsg"]
+    run_cli(tmp_path, *extra, out="full")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = gsg_cmd("pretrain", "demo", "--out", str(tmp_path / "killed"), "--no-progress", *sets(*extra))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # somewhere inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(last)["epoch"] < 3, "the run finished before it could be killed"
+    run_cli(tmp_path, *extra, out="killed")
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(last)
+    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "gsg_zoo", "pretrain", "demo", "--out", str(tmp_path / "ddp"), "--no-progress",
+           *sets("train.epochs=1", "train.max_steps_per_epoch=2")]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert summary["knn_top1"] is not None
+
+
+def test_epoch_sampler_shards_are_disjoint_and_deterministic():
+    from gsg_zoo.data.datasets import EpochShardSampler
+
+    a = [list(EpochShardSampler(10, r, 2, seed=3)) for r in range(2)]
+    assert not {i for i, _ in a[0]} & {i for i, _ in a[1]} and len(a[0]) == 5
+    s = EpochShardSampler(10, 0, 1, seed=3)
+    s.set_epoch(1)
+    e1 = list(s)
+    s.set_epoch(2)
+    assert list(s) != e1 and all(ep == 2 for _, ep in s)
+
+
+def test_corrupt_image_is_reported_and_skipped(tmp_path, caplog):
+    root = tmp_path / "folder"
+    for c in ("a", "b"):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (20, 20), (i * 20, 100 if c == "a" else 10, 50)).save(
+                root / "train" / c / f"{i}.png"
+            )
+    bad = root / "train" / "a" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    recipe = load_recipe("demo", [*TINY, "data.dataset=imagefolder", f"data.root={root}", "train.epochs=1",
+                                  "monitor.every=-1", "train.batch_size=25"])  # fmt: skip
+    with caplog.at_level("WARNING"):
+        summary = Pretrainer(recipe, tmp_path / "run", progress=False).run()
+    assert summary["skipped_images"] == 1 and summary["steps"] == 1
+    assert str(bad) in caplog.text
+
+
+def test_missing_dataset_names_layout(tmp_path):
+    recipe = load_recipe("demo", [*TINY, "data.dataset=cifar10", f"data.root={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        Pretrainer(recipe, tmp_path / "run", progress=False)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
+    base = [*TINY, "train.epochs=1", "monitor.every=-1", "train.max_steps_per_epoch=2"]
+    Pretrainer(load_recipe("demo", base), tmp_path / "run", progress=False).run()
+    good = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    blowup = load_recipe("demo", [*base, "train.epochs=2", "optim.lr=1e30"])
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        Pretrainer(blowup, tmp_path / "run", progress=False).run()
+    kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert kept["epoch"] == 1
+    assert all(torch.equal(v, good["model"][k]) for k, v in kept["model"].items())
+
+
+def test_resume_refuses_other_model_and_wrong_files(tmp_path):
+    base = [*TINY, "train.epochs=1", "monitor.every=-1", "train.max_steps_per_epoch=1"]
+    Pretrainer(load_recipe("demo", base), tmp_path / "run", progress=False).run()
+    other = load_recipe("demo", [*base, "train.epochs=2", "model.projector_dim=48"])
+    with pytest.raises(ValueError, match="different model"):
+        Pretrainer(other, tmp_path / "run", progress=False).run()
+    junk = tmp_path / "junk.pt"
+    torch.save({"state_dict": {}}, junk)
+    with pytest.raises(CheckpointError, match="not a gsg-zoo pretraining checkpoint"):
+        load_checkpoint(junk)
+    (tmp_path / "w.safetensors").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_checkpoint(tmp_path / "w.safetensors")
+
+
+def test_collapse_indicators():
+    torch.manual_seed(0)
+    healthy = torch.randn(256, 64)
+    point = torch.randn(1, 64).repeat(256, 1) + 1e-4 * torch.randn(256, 64)
+    assert normalized_std(healthy) > 0.9 and normalized_std(point) < 0.05
+    line = torch.randn(256, 1) * torch.randn(1, 64)  # dimensional collapse: rank one
+    assert effective_rank(healthy) > 40 and effective_rank(line) < 1.5
+    m = collapse_metrics(healthy, line)
+    assert m["h_rank"] > 40 and m["z_rank"] < 1.5
+
+
+def test_collapse_proxy_without_stop_gradient():
+    """SimSiam *without* stop-gradient collapses: the projections' effective rank falls."""
+    torch.manual_seed(0)
+    learner = SelfSupervisedLearner(
+        LearnerConfig.for_method(
+            "simsiam", backbone="resnet18", projector_hidden_dim=64, projector_dim=32, predictor_hidden_dim=16
+        )  # fmt: skip
+    )
+    opt = torch.optim.SGD(learner.parameters(), lr=0.1, momentum=0.9)
+    x = torch.rand(64, 3, 16, 16)
+
+    def views():
+        return [(x + 0.3 * torch.randn_like(x)) for _ in range(2)]
+
+    def rank():
+        with torch.no_grad():
+            return effective_rank(learner.encoder(x)[1])
+
+    before = rank()
+    for _ in range(25):
+        v1, v2 = views()
+        z1, z2 = learner.encoder(v1)[1], learner.encoder(v2)[1]
+        p1, p2 = learner.predictor(z1), learner.predictor(z2)
+        loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))  # no stop-gradient
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = rank()
+    assert after < 0.5 * before, (before, after)
