@@ -527,6 +527,9 @@ def train(
         "gpus": gpus,
         "depth": backbone.depth,
         "batch_per_gpu": cfg.train_dataloader.batch_size,
+        # mmengine's auto_scale_lr scales the recipe's lr by total_batch / reference_batch
+        "total_batch": cfg.train_dataloader.batch_size * gpus,
+        "reference_batch": cfg.auto_scale_lr["base_batch_size"],
         **metrics,
     }
     if _is_main_process():
