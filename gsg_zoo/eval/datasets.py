@@ -392,11 +392,16 @@ def build_split(
 
 
 def num_classes_of(name: str, labels: Tensor) -> int:
-    """The dataset's class count (registry, or from the labels for ImageFolder/synthetic)."""
-    info = get_info(name)
-    if info.num_classes is not None:
-        return info.num_classes
-    return int(labels.shape[1] if labels.ndim == 2 else labels.max().item() + 1)
+    """Number of classes seen in ``labels`` (``max + 1``; multi-hot: its width).
+
+    Taken from the data rather than the registry, so classes absent from a subset get no output
+    that regularised fits would have to push to -inf; a label beyond the registry's count is an error.
+    """
+    n = int(labels.shape[1] if labels.ndim == 2 else labels.max().item() + 1)
+    expected = get_info(name).num_classes
+    if expected is not None and n > expected:
+        raise ValueError(f"{name}: found label {n - 1}, but the dataset has {expected} classes")
+    return n
 
 
 def protocol_indices(train_len: int, seed: int = SPLIT_SEED) -> dict[str, Tensor]:

@@ -80,11 +80,13 @@ class Features:
     path: Path | None = None
 
 
-@torch.inference_mode()
 def extract_features(
     model: nn.Module, dataset: Dataset, options: ExtractOptions | None = None, desc: str = "features"
 ) -> tuple[Tensor, Tensor]:
-    """Run ``model`` (returning pooled features) over ``dataset`` of ``(image tensor, label)``."""
+    """Run ``model`` (returning pooled features) over ``dataset`` of ``(image tensor, label)``.
+
+    Returns ordinary (not inference-mode) CPU tensors, usable in autograd afterwards.
+    """
     from tqdm.auto import tqdm
 
     opt = options or ExtractOptions()
@@ -102,7 +104,10 @@ def extract_features(
     feats, labels = [], []
     for images, targets in tqdm(loader, desc=desc, disable=not opt.progress, unit="batch"):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and opt.amp):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and opt.amp),
+        ):
             out = model(images)
         if out.ndim != 2:
             raise RuntimeError(f"model returned {tuple(out.shape)}; expected pooled features [batch, dim]")
@@ -110,7 +115,7 @@ def extract_features(
         labels.append(torch.as_tensor(targets))
     if not feats:
         raise ValueError(f"{desc}: the dataset is empty")
-    return torch.cat(feats), torch.cat(labels)
+    return torch.cat(feats).clone(), torch.cat(labels).clone()  # clone: normal tensors
 
 
 class FeatureCache:

@@ -235,6 +235,9 @@ def run_transfer(
                 (f, lab),
             )
         test = (feats["test"].feats, feats["test"].labels)
+        if info.multilabel:  # classes without a training positive have no binary problem to fit
+            keep = train[1].sum(0) > 0
+            train, val, trainval, test = ((x, y[:, keep]) for x, y in (train, val, trainval, test))
         num_classes = None if info.multilabel else num_classes_of(name, torch.cat([trainval[1], test[1]]))
         res = transfer_protocol(train, val, trainval, test, info.metric, cs=c_grid(num_c), num_classes=num_classes,
                                 multilabel=info.multilabel, device=device, dtype=dtype, max_iter=max_iter,
