@@ -24,6 +24,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
     from ..hub import push_export
 
     plan, commit = push_export(
@@ -34,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
         commit_message=args.message,
         dry_run=args.dry_run,
     )
+    readme = Path(args.export_dir) / "README.md"
+    if f"hf-hub:{args.repo}" not in readme.read_text():
+        print(
+            f"note: README.md's usage snippets do not name hf-hub:{args.repo}; re-export with "
+            f"`--hub-id {args.repo}` to include them",
+            file=sys.stderr,
+        )
     if args.dry_run:
         print("dry run: nothing uploaded, no network used")
         print(plan.describe())
