@@ -91,12 +91,12 @@ def _arrow() -> np.ndarray:
 # Each shape is a list of (polygon in unit coordinates, fill): fill 1 paints, fill 0 cuts a hole.
 _SHAPES: dict[str, list[tuple[np.ndarray, int]]] = {
     "arrow": [(_arrow(), 1)],
-    "circle": [(_regular(64), 1)],
-    "crescent": [(_regular(64), 1), (_regular(64, 0.86) + np.array([0.5, -0.12]), 0)],
+    "circle": [(_regular(48), 1)],
+    "crescent": [(_regular(48), 1), (_regular(48, 0.86) + np.array([0.5, -0.12]), 0)],
     "cross": [(_cross(), 1)],
     "heart": [(_heart(), 1)],
     "hexagon": [(_regular(6, 1.05, 0.0), 1)],
-    "ring": [(_regular(64), 1), (_regular(64, 0.58), 0)],
+    "ring": [(_regular(48), 1), (_regular(40, 0.58), 0)],
     "square": [(_regular(4, 1.2, math.pi / 4), 1)],
     "star": [(_star(5, 1.2, 0.5), 1)],
     "triangle": [(_regular(3, 1.25), 1)],
@@ -271,9 +271,9 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return c[None, :], c[:, None]
 
 
-def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, tuple[np.ndarray, np.ndarray]]:
+def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, tuple[list[float], list[float]]]:
     """A textured background whose colours all lie on the segment between two random colours."""
-    c0, c1 = rng.uniform(0, 255, (2, 3)).astype(np.float32)
+    colors = rng.uniform(0, 255, (2, 3)).astype(np.float32)
     kind, theta, a, b, c, d = rng.random(6).tolist()
     kind = int(kind * 5)
     x, y = _grid(size)
@@ -281,7 +281,7 @@ def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, tuple
     if kind == 0:  # linear gradient
         t = (x * (0.7 * cos) + y * (0.7 * sin)) + 0.5
     elif kind == 1:  # radial gradient around a random centre
-        t = np.sqrt((x - (a - 0.5)) ** 2 + (y - (b - 0.5)) ** 2) * (1 / (0.5 + 0.7 * c))
+        t = np.minimum(np.sqrt((x - (a - 0.5)) ** 2 + (y - (b - 0.5)) ** 2) * (1 / (0.5 + 0.7 * c)), 1)
     elif kind == 2:  # soft or hard stripes
         t = np.sin((x * cos + y * sin) * (2 * math.pi * (2.5 + 5.5 * a)) + 2 * math.pi * b)
         t = 0.5 + 0.5 * (np.sign(t) if c < 0.5 else t)
@@ -290,14 +290,15 @@ def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, tuple
         t = (np.floor((x * cos + y * sin) * n) + np.floor((x * sin - y * cos) * n)) % 2
     else:  # smooth blotches
         cells = 2 + int(a * 4)
-        grid = Image.frombytes(
-            "L", (cells, cells), rng.integers(0, 256, cells * cells, dtype=np.uint8).tobytes()
-        )
+        grid = Image.frombytes("L", (cells, cells), rng.bytes(cells * cells))
         t = np.frombuffer(grid.resize((size, size), Image.BILINEAR).tobytes(), np.uint8).reshape(size, size)
         t = t * np.float32(1 / 255)
-    canvas = c0 + (np.clip(t, 0, 1)[..., None] * (c1 - c0))
-    canvas += rng.standard_normal((size, size, 1), dtype=np.float32) * np.float32(14 * d)
-    np.clip(canvas, 0, 255, out=canvas)
+    # t is in [0, 1]; then uniform pixel noise with a standard deviation of up to 14 grey levels
+    canvas = (t[..., None] * (colors[1] - colors[0])) + colors[0]
+    canvas += (rng.random((size, size, 1), dtype=np.float32) - np.float32(0.5)) * np.float32(48.5 * d)
+    np.maximum(canvas, 0, out=canvas)
+    np.minimum(canvas, 255, out=canvas)
+    c0, c1 = colors.tolist()
     return Image.frombytes("RGB", (size, size), canvas.astype(np.uint8).tobytes()), (c0, c1)
 
 
@@ -363,15 +364,19 @@ def _rasterize(
 
 
 def _contrasting_color(
-    rng: np.random.Generator, palette: tuple[np.ndarray, np.ndarray]
+    rng: np.random.Generator, palette: tuple[list[float], list[float]]
 ) -> tuple[int, int, int]:
     """The candidate colour farthest (in RGB) from the background's colour segment, of 6 random ones."""
     c0, c1 = palette
-    cands = rng.uniform(0, 255, (6, 3)).astype(np.float32)
-    d = c1 - c0
-    t = np.clip(((cands - c0) @ d) / max(float(d @ d), 1e-6), 0, 1)
-    dist = ((cands - (c0 + t[:, None] * d)) ** 2).sum(1)
-    return tuple(int(round(v)) for v in cands[int(np.argmax(dist))].tolist())
+    d = [q - p for p, q in zip(c0, c1)]
+    dd = max(sum(v * v for v in d), 1e-6)
+    best, best_dist = (0, 0, 0), -1.0
+    for cand in rng.integers(0, 256, (6, 3)).tolist():
+        t = min(1.0, max(0.0, sum((v - p) * w for v, p, w in zip(cand, c0, d)) / dd))
+        dist = sum((v - p - t * w) ** 2 for v, p, w in zip(cand, c0, d))
+        if dist > best_dist:
+            best, best_dist = tuple(cand), dist
+    return best
 
 
 def _tight_box(mask: np.ndarray) -> list[float]:
