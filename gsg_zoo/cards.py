@@ -286,7 +286,9 @@ def build_model_card(
         )
     lines += _table(["", ""], [(k, v) for k, v in rows if v not in (None, "", "None / None")])
     compute = {
-        k: v for k, v in raw.items() if v is not None and not isinstance(v, (dict, list)) and not _FLAT_RESULT.match(k)
+        k: v
+        for k, v in raw.items()
+        if v is not None and not isinstance(v, (dict, list)) and not _FLAT_RESULT.match(k)
     }
     if compute:
         lines += ["", "Run summary (from the run's `summary.json`; compute and throughput as measured):", ""]
