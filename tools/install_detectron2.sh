@@ -12,7 +12,8 @@
 #      COCOeval are unavailable; Faster/Mask R-CNN C4/FPN use torchvision's ROIAlign and NMS);
 #   3. numpy's removed aliases np.int/np.bool/np.float/np.str -> builtins; Pillow's Image.LINEAR ->
 #      Image.BILINEAR.
-# Nothing is patched outside the temporary build directory. If `import detectron2` already works
+# The sdist is fetched with urllib and checked against its sha256 because `pip download` refuses it (its
+# `all` extra declares a direct-URL dependency). Nothing is patched outside the temporary build directory. If `import detectron2` already works
 # (e.g. a GPU build from source), the script does nothing. Set D2_SDIST=/path/pb1-detectron2-0.6.tar.gz
 # to install from a local copy of the sdist (offline); its sha256 is checked as well.
 set -euo pipefail
@@ -37,6 +38,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/gsg-detectron2.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 # Pins for everything detectron2 0.6 pulls in (resolved on 2026-11-22 with torch 2.14.1, numpy 2.4).
+# Packages it shares with the base stack (numpy, Pillow, matplotlib and its deps, tqdm, PyYAML, click,
+# packaging, MarkupSafe) are left to tools/requirements.lock so that this step never moves them.
 cat >"$tmp/constraints.txt" <<'PINS'
 setuptools==80.10.2
 pycocotools==2.0.11
@@ -53,6 +56,7 @@ omegaconf==2.3.1
 hydra-core==1.3.8
 antlr4-python3-runtime==4.9.3
 black==21.4b2
+regex==2026.11.15
 appdirs==1.4.4
 mypy_extensions==1.2.0
 pathspec==0.12.1
