@@ -22,4 +22,13 @@ __all__ = [
     "symmetric_negative_cosine",
     "pair_indices",
     "random_derangement",
+    "load",
 ]
+
+
+def __getattr__(name: str):
+    if name == "load":  # lazy: zoo manifest + timm Hub loading
+        from .zoo import load
+
+        return load
+    raise AttributeError(f"module 'gsg_zoo' has no attribute {name!r}")

@@ -34,17 +34,12 @@ def collapse_metrics(features: Tensor, projections: Tensor) -> dict[str, float]:
     }
 
 
+
 def knn_top1(
     bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor, num_classes: int,
-    k: int = 200, t: float = 0.1, chunk_size: int = 1024,
+    k: int = 200, t: float = 0.1,
 ) -> float:  # fmt: skip
-    """Weighted kNN top-1 accuracy (%) on L2-normalised features, cosine similarity, weights exp(s/T)."""
-    bank = F.normalize(bank.float(), dim=1)
-    query = F.normalize(query.float(), dim=1)
-    k = min(k, bank.shape[0])
-    correct = 0
-    for i in range(0, query.shape[0], chunk_size):
-        sim, idx = (query[i : i + chunk_size] @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(sim.shape[0], num_classes).scatter_add_(1, bank_labels[idx], (sim / t).exp())
-        correct += int((votes.argmax(1) == query_labels[i : i + chunk_size]).sum())
-    return 100.0 * correct / max(query.shape[0], 1)
+    """Weighted kNN top-1 accuracy (%) (cosine, weights exp(s/T)); see :mod:`gsg_zoo.eval.knn`."""
+    from .eval.knn import knn_evaluate
+
+    return knn_evaluate(bank, bank_labels, query, query_labels, [(k, t)], num_classes)[(k, t)]["top1"]

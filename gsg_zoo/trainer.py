@@ -477,7 +477,7 @@ class Pretrainer:
 
 def _cpu_name() -> str:
     with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip() + f" x{os.cpu_count()}"
     return f"cpu x{os.cpu_count()}"
