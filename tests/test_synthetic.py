@@ -296,6 +296,19 @@ def test_mmseg_label_maps(tmp_path):
         write_mmseg(SyntheticShapes(2, 32, num_classes=3), tmp_path, "test", progress=False)
 
 
+def test_writers_in_worker_processes_give_the_same_files(tmp_path):
+    ds = SyntheticShapes(24, 32, seed=11)
+    serial = write_coco(ds, tmp_path / "a", "train", progress=False)
+    parallel = write_coco(ds, tmp_path / "b", "train", progress=False, workers=2)
+    assert serial.read_text() == parallel.read_text()
+    for name in ("000000.png", "000023.png"):
+        assert (tmp_path / "a" / "train" / name).read_bytes() == (
+            tmp_path / "b" / "train" / name
+        ).read_bytes()
+    with pytest.raises(ValueError, match="picklable"):
+        write_imagefolder(SyntheticShapes(4, 32, transform=lambda x: x), tmp_path / "c", workers=2)
+
+
 def test_writers_reject_bad_arguments(tmp_path):
     ds = SyntheticShapes(2, 32)
     (tmp_path / "file").write_text("x")
@@ -305,6 +318,8 @@ def test_writers_reject_bad_arguments(tmp_path):
         write_coco(ds, tmp_path, "train", segmentation="bitmap")
     with pytest.raises(ValueError, match="split"):
         write_mmseg(ds, tmp_path, "../up")
+    with pytest.raises(ValueError, match="workers"):
+        write_imagefolder(ds, tmp_path / "d", workers=-1)
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -41,6 +41,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grid", type=Path, default=None, help="also save a PNG contact sheet of the first 64 images"
     )
+    parser.add_argument("--workers", type=int, default=0, help="render and encode in N processes (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -52,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
     ds = SyntheticShapes(
         args.num_images, args.image_size, seed=args.seed, split=args.split, num_classes=args.num_classes
     )
-    progress = not args.no_progress
+    kw = {"progress": not args.no_progress, "workers": args.workers}
     start = time.perf_counter()
     if args.format == "imagefolder":
-        written = write_imagefolder(ds, args.out / args.split, progress=progress)
+        written = write_imagefolder(ds, args.out / args.split, **kw)
     elif args.format == "coco":
-        written = write_coco(ds, args.out, args.split, segmentation=args.segmentation, progress=progress)
+        written = write_coco(ds, args.out, args.split, segmentation=args.segmentation, **kw)
     else:
-        written = write_mmseg(ds, args.out, args.split, progress=progress)
+        written = write_mmseg(ds, args.out, args.split, **kw)
     seconds = time.perf_counter() - start
     if args.grid is not None:
         args.grid.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,10 @@ zeros; polygon coordinates put the centre of pixel ``(row, col)`` at ``(x=col, y
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import pickle
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +32,27 @@ SEGMENTATION_FORMATS = ("polygon", "rle")
 # ------------------------------------------------------------------------------------------ writers
 
 
-def write_imagefolder(ds: Any, root: str | Path, *, progress: bool = True) -> Path:
+def write_imagefolder(ds: Any, root: str | Path, *, progress: bool = True, workers: int = 0) -> Path:
     """Write ``root/<class_name>/<index>.png`` for every item; returns ``root``.
 
     Class names of :class:`SyntheticShapes` are alphabetical, so ImageFolder's indices equal the labels.
+    ``workers`` > 1 renders and encodes in that many processes (the dataset must be picklable).
     """
     root = _prepare(root)
     for name in ds.classes:
         (root / name).mkdir(parents=True, exist_ok=True)
-    for i, image, label, _ in _items(ds, "imagefolder", progress, annotations=False):
-        _save_png(image, root / ds.classes[label] / _name(i, len(ds)))
+    _run(ds, partial(_imagefolder_item, ds, root), "imagefolder", progress, workers)
     return root
 
 
 def write_coco(
-    ds: Any, root: str | Path, split: str, *, segmentation: str = "polygon", progress: bool = True
+    ds: Any,
+    root: str | Path,
+    split: str,
+    *,
+    segmentation: str = "polygon",
+    progress: bool = True,
+    workers: int = 0,
 ) -> Path:
     """Write images to ``root/<split>/`` and COCO instances to ``root/annotations/instances_<split>.json``.
 
@@ -59,25 +68,11 @@ def write_coco(
     image_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for i, image, _, ann in _items(ds, f"coco/{split}", progress, annotations=True):
-        name = _name(i, len(ds))
-        _save_png(image, image_dir / name)
-        w, h = image.size
-        images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
-        for box, label, mask in zip(ann["boxes"].tolist(), ann["labels"].tolist(), ann["masks"]):
-            x0, y0, x1, y1 = box
-            seg = mask_to_polygons(mask) if segmentation == "polygon" else mask_to_rle(mask)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i + 1,
-                    "category_id": int(label) + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": float(mask.sum()),
-                    "iscrowd": 0,
-                    "segmentation": seg,
-                }
-            )
+    job = partial(_coco_item, ds, image_dir, segmentation)
+    for image, anns in _run(ds, job, f"coco/{split}", progress, workers):
+        images.append(image)
+        for ann in anns:
+            annotations.append({"id": len(annotations) + 1, **ann})
     doc = {
         "info": {"description": f"gsg-zoo synthetic shapes ({_describe(ds)})", "version": "1.0"},
         "licenses": [],
@@ -90,7 +85,7 @@ def write_coco(
     return path
 
 
-def write_mmseg(ds: Any, root: str | Path, split: str, *, progress: bool = True) -> Path:
+def write_mmseg(ds: Any, root: str | Path, split: str, *, progress: bool = True, workers: int = 0) -> Path:
     """Write the mmsegmentation folder layout for ``split``; returns ``root``.
 
     ``root/img_dir/<split>/<index>.png`` (RGB) and ``root/ann_dir/<split>/<index>.png`` (uint8 label
@@ -101,23 +96,19 @@ def write_mmseg(ds: Any, root: str | Path, split: str, *, progress: bool = True)
     if len(ds.classes) > 254:
         raise ValueError(f"mmseg label maps are uint8: at most 254 classes, got {len(ds.classes)}")
     root = _prepare(root)
-    img_dir, ann_dir = root / "img_dir" / split, root / "ann_dir" / split
-    img_dir.mkdir(parents=True, exist_ok=True)
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    for i, image, _, ann in _items(ds, f"mmseg/{split}", progress, annotations=True):
-        w, h = image.size
-        label_map = np.zeros((h, w), dtype=np.uint8)
-        for label, mask in zip(ann["labels"].tolist(), ann["masks"]):
-            label_map[mask] = int(label) + 1
-        name = _name(i, len(ds))
-        _save_png(image, img_dir / name)
-        _save_png(Image.fromarray(label_map, "L"), ann_dir / name)
     classes = ["background", *ds.classes]
-    (root / "classes.txt").write_text("\n".join(classes) + "\n")
     meta_path = root / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if meta.get("classes", classes) != classes:
-        raise ValueError(f"{meta_path} lists classes {meta['classes']}, but this dataset has {classes}")
+        raise ValueError(
+            f"{meta_path} lists classes {meta['classes']}, but this dataset has {classes}: "
+            "write it to another folder"
+        )
+    img_dir, ann_dir = root / "img_dir" / split, root / "ann_dir" / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    _run(ds, partial(_mmseg_item, ds, img_dir, ann_dir), f"mmseg/{split}", progress, workers)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
     meta.update(
         classes=classes,
         palette=_palette(len(classes)),
@@ -130,6 +121,43 @@ def write_mmseg(ds: Any, root: str | Path, split: str, *, progress: bool = True)
     meta.setdefault("splits", {})[split] = len(ds)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return root
+
+
+def _imagefolder_item(ds: Any, root: Path, i: int) -> None:
+    image, label, _ = _item(ds, i, annotations=False)
+    _save_png(image, root / ds.classes[label] / _name(i, len(ds)))
+
+
+def _coco_item(ds: Any, image_dir: Path, segmentation: str, i: int) -> tuple[dict, list[dict]]:
+    image, _, ann = _item(ds, i, annotations=True)
+    name = _name(i, len(ds))
+    _save_png(image, image_dir / name)
+    anns = []
+    for box, label, mask in zip(ann["boxes"].tolist(), ann["labels"].tolist(), ann["masks"]):
+        x0, y0, x1, y1 = box
+        anns.append(
+            {
+                "image_id": i + 1,
+                "category_id": int(label) + 1,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": float(mask.sum()),
+                "iscrowd": 0,
+                "segmentation": mask_to_polygons(mask) if segmentation == "polygon" else mask_to_rle(mask),
+            }
+        )
+    w, h = image.size
+    return {"id": i + 1, "file_name": name, "width": w, "height": h}, anns
+
+
+def _mmseg_item(ds: Any, img_dir: Path, ann_dir: Path, i: int) -> None:
+    image, _, ann = _item(ds, i, annotations=True)
+    w, h = image.size
+    label_map = np.zeros((h, w), dtype=np.uint8)
+    for label, mask in zip(ann["labels"].tolist(), ann["masks"]):
+        label_map[mask] = int(label) + 1
+    name = _name(i, len(ds))
+    _save_png(image, img_dir / name)
+    _save_png(Image.fromarray(label_map, "L"), ann_dir / name)
 
 
 # ------------------------------------------------------------------------------------- mask codecs
@@ -251,26 +279,54 @@ def _shoelace(loop: list[tuple[int, int]]) -> float:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _items(
-    ds: Any, desc: str, progress: bool, *, annotations: bool
-) -> Iterator[tuple[int, Image.Image, int, Any]]:
-    """(index, PIL image, label, annotation or None); renders each SyntheticShapes item once."""
-    if len(ds) == 0:
+def _item(ds: Any, i: int, *, annotations: bool) -> tuple[Image.Image, int, dict | None]:
+    """(PIL image, label, annotation or None); a SyntheticShapes item is rendered once."""
+    if hasattr(ds, "render"):
+        s = ds.render(i)
+        ann = None
+        if annotations:
+            ann = {"boxes": s.boxes, "labels": np.full(len(s.boxes), s.label, np.int64), "masks": s.masks}
+        return Image.fromarray(s.image, "RGB"), s.label, ann
+    image, label = ds[i]
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"items must be (PIL image, label); item {i} holds a {type(image).__name__}")
+    return image.convert("RGB"), int(label), ds.annotation(i) if annotations else None
+
+
+def _run(ds: Any, job: Callable[[int], Any], desc: str, progress: bool, workers: int) -> list[Any]:
+    """``[job(i) for i in range(len(ds))]`` with a progress bar, in ``workers`` processes if > 1."""
+    n = len(ds)
+    if n == 0:
         raise ValueError("the dataset is empty: nothing to write")
-    if annotations and not hasattr(ds, "annotation"):
+    if ("coco" in desc or "mmseg" in desc) and not hasattr(ds, "annotation"):
         raise ValueError(f"{type(ds).__name__} has no annotation(i): it cannot be written as {desc}")
-    for i in tqdm(range(len(ds)), desc=f"writing {desc}", unit="img", disable=not progress):
-        if hasattr(ds, "render"):
-            s = ds.render(i)
-            ann = None
-            if annotations:
-                ann = {"boxes": s.boxes, "labels": np.full(len(s.boxes), s.label, np.int64), "masks": s.masks}
-            yield i, Image.fromarray(s.image, "RGB"), s.label, ann
-        else:
-            image, label = ds[i]
-            if not isinstance(image, Image.Image):
-                raise ValueError(f"items must be (PIL image, label); item {i} holds a {type(image).__name__}")
-            yield i, image.convert("RGB"), int(label), ds.annotation(i) if annotations else None
+    if not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
+    bar = tqdm(total=n, desc=f"writing {desc}", unit="img", disable=not progress)
+    with bar:
+        if workers <= 1:
+            results = []
+            for i in range(n):
+                results.append(job(i))
+                bar.update()
+            return results
+        try:
+            pickle.dumps(job)
+        except Exception as err:
+            raise ValueError(f"workers={workers} needs a picklable dataset (drop lambdas): {err}") from err
+        step = max(1, min(256, n // (4 * workers)))
+        chunks = [range(k, min(n, k + step)) for k in range(0, n, step)]
+        out: list[list[Any]] = [[] for _ in chunks]
+        with ProcessPoolExecutor(workers) as pool:
+            futures = {pool.submit(_run_chunk, job, chunk): k for k, chunk in enumerate(chunks)}
+            for future in as_completed(futures):
+                out[futures[future]] = future.result()
+                bar.update(len(chunks[futures[future]]))
+        return [r for part in out for r in part]
+
+
+def _run_chunk(job: Callable[[int], Any], indices: range) -> list[Any]:
+    return [job(i) for i in indices]
 
 
 def _prepare(root: str | Path) -> Path:
