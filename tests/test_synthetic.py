@@ -274,6 +274,31 @@ def test_coco_loads_with_pycocotools(tmp_path):
         assert all(np.array_equal(coco.annToMask(a).astype(bool), m) for a, m in zip(anns, masks))
 
 
+@pytest.mark.det
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+def test_coco_polygons_through_detectron2(tmp_path):
+    """detectron2's default (polygon) mask format reproduces the masks exactly, ring holes included."""
+    pytest.importorskip("detectron2")
+    from detectron2.data import detection_utils
+    from detectron2.data.datasets import load_coco_json
+    from detectron2.structures import polygons_to_bitmask
+
+    ds = SyntheticShapes(10, 64, seed=3)
+    path = write_coco(ds, tmp_path, "train", progress=False)
+    records = load_coco_json(str(path), str(tmp_path / "train"), f"gsg_synthetic_{tmp_path.name}")
+    assert len(records) == 10
+    for record in records:
+        ann = ds.annotation(record["image_id"] - 1)
+        inst = detection_utils.annotations_to_instances(
+            record["annotations"], (64, 64), mask_format="polygon"
+        )
+        assert inst.gt_classes.tolist() == ann["labels"].tolist()
+        assert np.array_equal(inst.gt_boxes.tensor.numpy(), ann["boxes"])
+        assert inst.gt_masks.area().tolist() == ann["masks"].sum((1, 2)).tolist()
+        for polygons, mask in zip(inst.gt_masks.polygons, ann["masks"]):
+            assert np.array_equal(polygons_to_bitmask(polygons, 64, 64), mask)
+
+
 def test_mmseg_label_maps(tmp_path):
     ds = SyntheticShapes(10, 64, seed=10)
     root = write_mmseg(ds, tmp_path, "train", progress=False)
