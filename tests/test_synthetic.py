@@ -353,8 +353,19 @@ def test_writers_reject_bad_arguments(tmp_path):
 @pytest.mark.parametrize("fmt", ["imagefolder", "coco", "mmseg"])
 def test_cli_round_trip(tmp_path, capsys, fmt):
     args = ["data", "synth", "--out", str(tmp_path), "--format", fmt, "--num-images", "20"]
-    args += ["--image-size", "32", "--seed", "4", "--split", "val", "--no-progress"]
+    args += [
+        "--image-size",
+        "32",
+        "--seed",
+        "4",
+        "--split",
+        "val",
+        "--no-progress",
+        "--grid",
+        str(tmp_path / "g.png"),
+    ]
     assert gsg(args) == 0
+    assert Image.open(tmp_path / "g.png").size == (5 * 34, 4 * 34)  # 20 images, 5 columns
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["num_images"] == 20 and summary["format"] == fmt
     ds = SyntheticShapes(20, 32, seed=4, split="val")

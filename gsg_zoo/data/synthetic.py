@@ -12,6 +12,12 @@ and segmentation have several instances while the class label stays unambiguous.
 :meth:`SyntheticShapes.annotation` returns their boxes, labels and masks; masks are the anti-aliased
 alpha of each drawn shape thresholded at 0.5 (instances never overlap and clutter is drawn beneath
 them), so they match the pixels exactly; boxes are the tight boxes of the masks.
+
+Speed on one core (``benchmarks/synthetic_data.py``): about 3200 images/s at 32 px (10k in ~3 s),
+1900/s at 64 px and 430/s at 224 px. Raw pixels are a weak feature by design: kNN (k=20, cosine)
+on flattened 32-px images scores ~18% top-1 with 2000 training images (chance 10%).
+On disk: ``gsg data synth --format imagefolder|coco|mmseg`` (see :mod:`gsg_zoo.data.writers`);
+:func:`sample_grid` makes a contact sheet to look at.
 """
 
 from __future__ import annotations
