@@ -5,7 +5,8 @@ nuisance that self-supervised learning has to learn to ignore: colour, scale, as
 position, the background texture (gradients, stripes, checkers, blotchy noise, pixel noise) and
 clutter (line segments and dots, never annotated). Images are rendered on the fly in ``__getitem__``
 (nothing is stored, so DataLoader workers just work) and are a pure function of
-``(seed, split, index)``: every item draws from ``numpy.random.default_rng([seed, split_id, index])``.
+``(seed, split, index)``: every item draws from ``numpy.random.default_rng([seed, split_id, index])``
+(bit-identical for given numpy and Pillow versions; Pillow owns the polygon rasteriser).
 
 Besides the primary shape an image may hold up to two smaller shapes *of the same class*, so detection
 and segmentation have several instances while the class label stays unambiguous.
