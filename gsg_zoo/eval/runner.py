@@ -185,9 +185,11 @@ def _lbfgs_probe(train: Features, test: Features, num_classes: int, device: str 
     x, y = train.feats.to(dev), train.labels.to(dev)
     std = Standardizer.fit(x[idx["train"]])
     sweep = sweep_c(std(x[idx["train"]]), y[idx["train"]], std(x[idx["val"]]), y[idx["val"]], "top1",
-                    c_grid(12), num_classes=num_classes)  # fmt: skip
+                    c_grid(12), num_classes=num_classes, max_iter=300)  # fmt: skip
     std = Standardizer.fit(x)
-    model = fit_logreg(std(x), y, sweep.best_C, num_classes=num_classes, init=sweep.models[sweep.best_C])
+    model = fit_logreg(
+        std(x), y, sweep.best_C, num_classes=num_classes, init=sweep.models[sweep.best_C], max_iter=300
+    )
     scores = model.decision_function(std(test.feats.to(dev))).cpu()
     ranked = scores.topk(min(5, scores.shape[1]), dim=1).indices
     return topk_accuracy(ranked, test.labels), {"best_C": sweep.best_C, "val_top1": sweep.best_val}

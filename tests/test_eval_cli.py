@@ -1,0 +1,109 @@
+"""End-to-end: `gsg eval knn`, `gsg eval linear` and `gsg transfer classification` on tiny fakes."""
+
+import json
+
+import pytest
+import torch
+from eval_fakes import SUITE_WRITERS, write_cifar, write_imagefolder, write_stl10
+
+from gsg_zoo.cli import main
+from gsg_zoo.eval.logreg import c_grid
+
+MODEL = ["--model", "random:mobilenetv3_small_050", "--image-size", "32", "--workers", "0", "--quiet"]
+
+
+def _run(args, capsys=None):
+    torch.manual_seed(0)  # random: weights are drawn at load time; equal seeds give equal weights
+    return main(args)
+
+
+def test_knn_cli_reports_pairs_and_reuses_cache(tmp_path, capsys):
+    write_cifar(tmp_path / "data")
+    args = ["eval", "knn", *MODEL, "--dataset", "cifar10", "--data", str(tmp_path / "data"),
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert _run(args) == 0
+    res = json.loads((tmp_path / "out" / "knn_cifar10.json").read_text())
+    assert [(r["k"], r["T"]) for r in res["results"]] == [(200, 0.1), (20, 0.07), (200, 0.2)]
+    assert res["num_train"] == 50 and res["num_test"] == 20 and not res["features_cached"]
+    assert all(r["top1"] >= 40 and r["top5"] == 100 for r in res["results"])  # 5 colour classes, chance 20
+    assert "| 20 | 0.07 |" in (tmp_path / "out" / "knn_cifar10.md").read_text()
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+    assert _run(args) == 0
+    again = json.loads((tmp_path / "out" / "knn_cifar10.json").read_text())
+    assert again["features_cached"] and again["results"] == res["results"]
+
+
+def test_linear_cli_both_protocols(tmp_path):
+    write_imagefolder(tmp_path / "data", n_train=12, n_test=6)
+    common = [*MODEL, "--dataset", "imagefolder", "--data", str(tmp_path / "data"), "--cache-dir",
+              str(tmp_path / "cache"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert _run(["eval", "linear", *common, "--protocol", "reference", "--optimizer", "sgd", "--epochs", "2",
+                 "--batch-size", "16", "--lr", "1.0"]) == 0  # fmt: skip
+    ref = json.loads((tmp_path / "out" / "linear_reference_imagefolder.json").read_text())
+    assert ref["protocol"] == "reference" and ref["solver"] == "sgd" and ref["num_train"] == 36
+    assert ref["config"]["epochs"] == 2 and 0 <= ref["top1"] <= 100 and ref["wall_seconds"] > 0
+    assert _run(["eval", "linear", *common, "--protocol", "fast", "--epochs", "30", "--batch-size", "16",
+                 "--optimizer", "sgd", "--lr", "2.0"]) == 0  # fmt: skip
+    fast = json.loads((tmp_path / "out" / "linear_fast_imagefolder.json").read_text())
+    assert fast["protocol"] == "fast" and fast["top1"] > 60  # 3 colour classes, chance 33
+    assert _run(["eval", "linear", *common, "--protocol", "fast", "--solver", "lbfgs"]) == 0
+    lb = json.loads((tmp_path / "out" / "linear_fast_imagefolder.json").read_text())
+    assert lb["solver"] == "lbfgs" and lb["top1"] > 60 and lb["features_cached"]  # reused the sgd run's
+    assert lb["lbfgs"]["best_C"] > 0
+
+
+def test_knn_on_builtin_synthetic_and_stl10(tmp_path):
+    out = tmp_path / "out"
+    assert _run(["eval", "knn", *MODEL, "--dataset", "synthetic", "--subset", "40", "--no-cache",
+                 "--out", str(out), "--knn", "10:0.1"]) == 0  # fmt: skip
+    res = json.loads((out / "knn_synthetic.json").read_text())
+    assert res["num_train"] == 40 and res["num_test"] == 40 and len(res["results"]) == 1
+    write_stl10(tmp_path / "data")
+    assert _run(["eval", "knn", *MODEL, "--dataset", "stl10", "--data", str(tmp_path / "data"), "--no-cache",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert json.loads((out / "knn_stl10.json").read_text())["results"][0]["top1"] > 40
+
+
+def test_user_errors_are_clear(tmp_path, capsys):
+    assert main(["eval", "knn", *MODEL, "--dataset", "cifar10", "--data", str(tmp_path)]) == 1
+    assert "cifar-10-batches-py" in capsys.readouterr().err
+    SUITE_WRITERS["voc2007"](tmp_path)
+    assert main(["eval", "knn", *MODEL, "--dataset", "voc2007", "--data", str(tmp_path)]) == 1
+    assert "multi-label" in capsys.readouterr().err
+    assert main(["eval", "knn", *MODEL, "--dataset", "cifar10", "--knn", "200"]) == 1
+    assert "k:T" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_transfer_suite_end_to_end(tmp_path, capsys):
+    """All 11 datasets through the CLI (tiny fakes, 3 values of C), plus a skipped missing one."""
+    data = tmp_path / "data"
+    names = list(SUITE_WRITERS)
+    for name in names:
+        SUITE_WRITERS[name](data)
+    out = tmp_path / "out"
+    args = ["transfer", "classification", *MODEL, "--datasets", ",".join(names), "--data", str(data),
+            "--out", str(out), "--num-c", "3", "--max-iter", "50", "--no-cache"]  # fmt: skip
+    assert _run(args) == 0
+    res = json.loads((out / "transfer_classification.json").read_text())
+    assert list(res["datasets"]) == names
+    for name, r in res["datasets"].items():
+        assert any(r["best_C"] == pytest.approx(c) for c in c_grid(3)), name
+        assert 0 <= r["test"] <= 100 and len(r["val_curve"]) == 3
+    assert res["datasets"]["voc2007"]["metric"] == "map11"
+    assert res["datasets"]["caltech101"]["sizes"] == {"train": 72, "val": 18, "trainval": 90, "test": 9}
+    assert res["datasets"]["dtd"]["sizes"]["val"] == 12  # official validation split
+    assert "partition 01" in res["datasets"]["sun397"]["notes"]
+    md = (out / "transfer_classification.md").read_text()
+    assert "| Pascal VOC2007 | 11-point mAP |" in md and "| FGVC-Aircraft | mean per-class acc. |" in md
+
+
+def test_transfer_skips_missing_datasets(tmp_path, capsys):
+    SUITE_WRITERS["dtd"](tmp_path)
+    args = ["transfer", "classification", *MODEL, "--datasets", "dtd,food101", "--data", str(tmp_path),
+            "--out", str(tmp_path / "out"), "--num-c", "2", "--max-iter", "20", "--no-cache"]  # fmt: skip
+    assert _run(args) == 0
+    captured = capsys.readouterr().out
+    assert "food101: skipped: Food-101 not found" in captured
+    res = json.loads((tmp_path / "out" / "transfer_classification.json").read_text())
+    assert "skipped" in res["datasets"]["food101"] and res["datasets"]["dtd"]["test"] >= 0
