@@ -9,6 +9,17 @@ Three independent choices replace the four near-identical classes of the referen
 
 Each view is a separate encoder call, so BatchNorm statistics are per view-batch of N, as in the
 reference implementation.
+
+``source_only`` (GSG only, off by default) is a cheaper but equivalent formulation of the same loss:
+all four views go through the *target* encoder without gradient (the online encoder under
+``no_grad`` for SimSiam, the EMA encoder for BYOL), which gives the distances, the selection and the
+targets; then the online network runs with gradient on the two selected source views only,
+regrouped into two batches of N (batch A: the image-1 source view of each sample, batch B: the
+image-2 source view). With batch-independent normalisation the loss and gradients equal the
+reference formulation's exactly; with BatchNorm in train mode the online BN sees the regrouped
+batches instead of the per-view batches (and for SimSiam the no-grad pass also updates the running
+statistics). BYOL+GSG: 2 online passes instead of 4; SimSiam+GSG: 4 no-grad + 2 grad passes instead
+of 4 grad passes (half the backward).
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from torch import Tensor, nn
 from .backbones import create_backbone, feature_dim
 from .ema import MomentumSchedule, ema_momentum, ema_update
 from .heads import prediction_mlp, projection_mlp
-from .losses import Distance, gsg_loss, gsg_select, symmetric_negative_cosine
+from .losses import Distance, gsg_loss, gsg_select, negative_cosine, symmetric_negative_cosine
 from .pairing import PairingMode, pair_indices
 
 METHODS: dict[str, dict[str, str]] = {
@@ -53,6 +64,7 @@ class LearnerConfig:
     distance: Distance = "euclidean"
     ema_momentum: float = 0.99
     ema_schedule: MomentumSchedule = "constant"
+    source_only: bool = False  # GSG: backward through the two selected source views only
 
     @classmethod
     def for_method(cls, method: str, **overrides: Any) -> LearnerConfig:
@@ -91,8 +103,8 @@ class LearnerOutput:
     """What one step produced. Tensors other than ``loss`` are detached."""
 
     loss: Tensor
-    features: list[Tensor]  # pooled backbone features per view
-    projections: list[Tensor]  # online projections per view
+    features: list[Tensor]  # pooled backbone features per view (target encoder's when source_only)
+    projections: list[Tensor]  # online projections per view (target encoder's when source_only)
     selection: Tensor | None = None  # GSG pair index per sample (0..3)
     pairing: Tensor | None = None  # GSG partner index per sample
 
@@ -106,6 +118,11 @@ class SelfSupervisedLearner(nn.Module):
             raise ValueError(f"target must be 'stopgrad' or 'ema', got {config.target!r}")
         if config.guidance not in ("none", "gsg"):
             raise ValueError(f"guidance must be 'none' or 'gsg', got {config.guidance!r}")
+        if config.source_only and config.guidance != "gsg":
+            raise ValueError(
+                f"source_only applies to GSG methods only ({config.method} has no source selection); "
+                "set model.source_only=false or use simsiam_gsg/byol_gsg"
+            )
         self.config = config
         backbone = create_backbone(
             config.backbone, zero_init_residual=config.zero_init_residual, **config.backbone_kwargs
@@ -160,6 +177,8 @@ class SelfSupervisedLearner(nn.Module):
             )
         if any(v.shape != views[0].shape for v in views):
             raise ValueError(f"all views must have one shape, got {[tuple(v.shape) for v in views]}")
+        if self.config.source_only:
+            return self._forward_source_only(views)
         feats, zs = zip(*(self.encoder(v) for v in views))
         ps = [self.predictor(z) for z in zs]
         targets = self._targets(views, list(zs))
@@ -171,7 +190,7 @@ class SelfSupervisedLearner(nn.Module):
         if self.config.guidance == "none":
             out.loss = symmetric_negative_cosine(ps[0], ps[1], targets[0], targets[1])
             return out
-        r = pair_indices(views[0].shape[0], self.config.pairing).to(views[0].device, non_blocking=True)
+        r = self._pairing(views[0])
         # Image 2 of sample i is image r[i]: views 3 and 4 re-indexed after the encoder (BatchNorm
         # statistics over a view-batch do not depend on its order, so this equals indexing inputs).
         p4 = [ps[0], ps[1], ps[2][r], ps[3][r]]
@@ -180,3 +199,32 @@ class SelfSupervisedLearner(nn.Module):
         out.pairing = r
         out.loss = gsg_loss(p4, z4, selection=out.selection)
         return out
+
+    def _pairing(self, x: Tensor) -> Tensor:
+        # Sampled on the CPU and copied without a host-device sync.
+        return pair_indices(x.shape[0], self.config.pairing).to(x.device, non_blocking=True)
+
+    def _forward_source_only(self, views: list[Tensor]) -> LearnerOutput:
+        """GSG with gradient through the two selected source views only (see the module docstring)."""
+        target = self.target_encoder if self.target_encoder is not None else self.encoder
+        with torch.no_grad():
+            feats, zs = zip(*(target(v) for v in views))
+        r = self._pairing(views[0])
+        z4 = [zs[0], zs[1], zs[2][r], zs[3][r]]
+        selection = gsg_select(z4, self.config.distance)
+        first_is_12 = (selection // 2).bool()  # source of image 1 is view 12 (else 11)
+        second_is_22 = (selection % 2).bool()  # source of image 2 is view 22 (else 21)
+        # Batch A: the image-1 source view of each sample; batch B: the image-2 source view.
+        x_a = torch.where(first_is_12.view(-1, 1, 1, 1), views[1], views[0])
+        x_b = torch.where(second_is_22.view(-1, 1, 1, 1), views[3][r], views[2][r])
+        t_a = torch.where(first_is_12.unsqueeze(1), z4[0], z4[1])  # the positive partner of the source
+        t_b = torch.where(second_is_22.unsqueeze(1), z4[2], z4[3])
+        p_a = self.predictor(self.encoder(x_a)[1])
+        p_b = self.predictor(self.encoder(x_b)[1])
+        return LearnerOutput(
+            loss=0.5 * (negative_cosine(p_a, t_a) + negative_cosine(p_b, t_b)),
+            features=list(feats),
+            projections=list(zs),
+            selection=selection,
+            pairing=r,
+        )
