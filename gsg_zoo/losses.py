@@ -29,10 +29,12 @@ PAIRS: tuple[tuple[str, str], ...] = (("11", "21"), ("11", "22"), ("12", "21"), 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     """Mean over the batch of ``-cos(p, z)`` along dim 1. No stop-gradient: the caller places it.
 
-    Shapes: ``p, z: (N, D)`` -> scalar. Computed in float32 for stability under autocast.
+    Shapes: ``p, z: (N, D)`` -> scalar. Computed in at least float32 (for stability under autocast;
+    float64 inputs stay float64).
     """
     _check_same_shape(p=p, z=z)
-    return -F.cosine_similarity(p.float(), z.float(), dim=1).mean()
+    dtype = torch.promote_types(torch.promote_types(p.dtype, z.dtype), torch.float32)
+    return -F.cosine_similarity(p.to(dtype), z.to(dtype), dim=1).mean()
 
 
 def symmetric_negative_cosine(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
