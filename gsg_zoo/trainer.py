@@ -222,7 +222,9 @@ class Pretrainer:
         if not path.exists():
             return False
         state = load_checkpoint(path)
-        saved_model = state["config"]["model"]
+        from .learner import LearnerConfig
+
+        saved_model = {**LearnerConfig().to_dict(), **state["config"]["model"]}  # older checkpoints lack new keys
         want_model = self.recipe.to_dict()["model"]
         if saved_model != want_model:
             diff = {k: (saved_model.get(k), v) for k, v in want_model.items() if saved_model.get(k) != v}
