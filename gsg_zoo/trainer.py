@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data.augment import MultiView, build_augmentation, eval_transform
+from .data.augment import NORMALIZATION, MultiView, build_augmentation, eval_transform
 from .data.datasets import EpochSeeded, EpochShardSampler, build_dataset, collate_images, collate_views
 from .learner import SelfSupervisedLearner
 from .monitors import collapse_metrics, knn_top1
@@ -330,8 +330,7 @@ class Pretrainer:
             return self._mon
         dc, mc = self.recipe.data, self.recipe.monitor
         name, root = mc.dataset or dc.dataset, mc.root or dc.root
-        mean_std = {"cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}.get(dc.normalization)
-        mean, std = mean_std or ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        mean, std = NORMALIZATION.get(dc.normalization, NORMALIZATION["imagenet"])
         tf = eval_transform(dc.image_size, mean, std, crop_pct=1.0 if dc.image_size <= 64 else 0.875)
         loaders = []
         for split, limit in ((mc.train_split, mc.train_limit), (mc.test_split, mc.test_limit)):
