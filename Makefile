@@ -22,5 +22,8 @@ lint:
 demo:  ## pretrain SimSiam+GSG on the built-in data, evaluate, export, reload, write the card
 	@V=$$(bash tools/venv.sh) && $$V/bin/gsg demo --out runs/demo
 
+experiment:  ## the paper's two qualitative claims at CPU scale, 3 seeds (~30 min on 2 cores)
+	@V=$$(bash tools/venv.sh) && $$V/bin/gsg experiment claims --seeds 0,1,2 --out runs/claims
+
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

@@ -25,6 +25,9 @@ class DataConfig:
     augmentation: str = "cifar"  # cifar | mocov2
     normalization: str = "cifar"  # cifar | imagenet
     min_scale: float = 0.2
+    jitter: float = 0.4  # colour jitter strength of brightness, contrast and saturation (applied p=0.8)
+    hue: float = 0.1  # colour jitter of hue (at most 0.5)
+    grayscale_p: float = 0.2
     num_images: int = 4000  # synthetic only
     synthetic_image_size: int | None = None  # rendered size (defaults to image_size)
     synthetic_seed: int = 0

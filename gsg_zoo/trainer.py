@@ -159,7 +159,10 @@ class Pretrainer:
 
     def _train_loader(self) -> DataLoader:
         dc, tc = self.recipe.data, self.recipe.train
-        aug = build_augmentation(dc.augmentation, dc.image_size, dc.normalization, min_scale=dc.min_scale)
+        aug = build_augmentation(
+            dc.augmentation, dc.image_size, dc.normalization,
+            min_scale=dc.min_scale, jitter=dc.jitter, hue=dc.hue, grayscale_p=dc.grayscale_p,
+        )  # fmt: skip
         views = MultiView(aug, self.learner.config.num_views)
         ds = build_dataset(
             dc.dataset,
