@@ -133,8 +133,11 @@ def normalize_results(
                 "protocol": r.get("protocol", ""),
                 "full_protocol": bool(r.get("full_protocol", True)),
                 "source": r.get("source", f"results[{i}]"),
+                # optional: the same protocol on a reference model, e.g. the architecture at random init
+                **({"baseline": float(r["baseline"]), "baseline_name": str(r.get("baseline_name", "baseline"))}
+                   if r.get("baseline") is not None else {}),
             }
-        )
+        )  # fmt: skip
     for key, value in _flatten({k: v for k, v in raw.items() if k != "results"}).items():
         m = _FLAT_RESULT.match(key)
         if not m or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -309,7 +312,8 @@ def build_model_card(
     lines += ["## Results", ""]
     if results:
         paper_cols = any(paper_value(method, r) is not None for r in results)
-        header = ["Protocol", "Dataset", "Metric", "This model"] + (
+        baseline = next((r["baseline_name"] for r in results if "baseline" in r), None)
+        header = ["Protocol", "Dataset", "Metric", "This model"] + ([baseline] if baseline else []) + (
             ["Paper (GSG, same method)"] if paper_cols else []
         )
         rows = []
@@ -320,6 +324,8 @@ def build_model_card(
                 r["metric"],
                 f"{r['value']:.2f}",
             ]
+            if baseline:
+                row.append(f"{r['baseline']:.2f}" if "baseline" in r else "-")
             if paper_cols:
                 pv = paper_value(method, r)
                 row.append(f"{pv:.1f} ({PAPER_RESULTS[(r['task'], r['dataset'])]['setting']})" if pv else "-")

@@ -7,8 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_NAME = "gsg-demo-simsiam-gsg-resnet18"
-
 
 def run_demo(out: str | Path, recipe_name: str = "demo", overrides: list[str] | None = None) -> dict[str, Any]:
     """Run every stage of the demo under ``out`` and return a summary (also ``out/demo_summary.json``)."""
@@ -25,6 +23,8 @@ def run_demo(out: str | Path, recipe_name: str = "demo", overrides: list[str] | 
     timings: dict[str, float] = {}
     recipe = load_recipe(recipe_name, overrides)
     size = recipe.data.image_size
+    arch = recipe.learner_config().backbone
+    name = f"gsg-demo-{recipe.method.replace('_', '-')}-{arch}"
 
     print(f"[1/5] pretraining {recipe.name} ({recipe.method}, {recipe.train.epochs} epochs) -> {out / 'pretrain'}")
     Pretrainer(recipe, out / "pretrain").run()
@@ -37,7 +37,7 @@ def run_demo(out: str | Path, recipe_name: str = "demo", overrides: list[str] | 
     opts = ExtractOptions(num_workers=0)
     evals: dict[str, Any] = {}
     linear_cfg = LinearConfig(epochs=30, batch_size=256, lr=0.1, optimizer="sgd")
-    for label, spec in (("pretrained", str(ckpt)), ("random_init", f"random:{recipe.learner_config().backbone}")):
+    for label, spec in (("pretrained", str(ckpt)), ("random_init", f"random:{arch}")):
         ctx = EvalContext.load(spec, image_size=size, cache_dir=cache, options=opts)
         evals[label] = {
             "knn": run_knn(ctx, "synthetic"),
@@ -48,29 +48,32 @@ def run_demo(out: str | Path, recipe_name: str = "demo", overrides: list[str] | 
 
     print(f"[3/5] exporting the backbone and reloading it through timm local-dir: -> {out / 'export'}")
     t = time.perf_counter()
-    export_dir = export_checkpoint(ckpt, out / "export", name=DEMO_NAME, overwrite=True, verify=True)
+    export_dir = export_checkpoint(ckpt, out / "export", name=name, overwrite=True, verify=True)
     timings["export_s"] = time.perf_counter() - t
 
     print("[4/5] writing the model card")
-    knn = _knn_at(evals["pretrained"]["knn"], 200, 0.1)
-    lin = evals["pretrained"]["linear_fast"]
+    knn, rand_knn = (_knn_at(evals[m]["knn"], 200, 0.1) for m in ("pretrained", "random_init"))
+    lin, rand_lin = (_linear_top1(evals[m]["linear_fast"]) for m in ("pretrained", "random_init"))
+    random_name = f"{arch}, random init (same protocol)"
     results = {
         "results": [
             {"task": "knn", "dataset": "synthetic", "metric": "top1", "value": knn, "split": "test",
-             "protocol": "k=200, T=0.1, cosine; bank 2000 train images, 1000 test (gsg eval knn)"},
-            {"task": "linear", "dataset": "synthetic", "metric": "top1", "value": _linear_top1(lin), "split": "test",
-             "protocol": "fast linear probe on cached features (gsg eval linear --protocol fast)"},
+             "protocol": "k=200, T=0.1, cosine; bank 2000 train images, 1000 test (gsg eval knn)",
+             "baseline": rand_knn, "baseline_name": random_name},
+            {"task": "linear", "dataset": "synthetic", "metric": "top1", "value": lin, "split": "test",
+             "protocol": "fast linear probe on cached features (gsg eval linear --protocol fast)",
+             "baseline": rand_lin, "baseline_name": random_name},
         ]
     }  # fmt: skip
-    card = write_model_card(export_dir, DEMO_NAME, results, cards_dir=out / "model_cards")
+    card = write_model_card(export_dir, name, results, cards_dir=out / "model_cards")
 
     print("[5/5] checking the reload through timm (fresh process, feature equality) ... done during export")
-    rand_knn = _knn_at(evals["random_init"]["knn"], 200, 0.1)
     summary = {
         "knn_top1_pretrained": knn,
         "knn_top1_random_init": rand_knn,
-        "linear_fast_top1_pretrained": _linear_top1(lin),
-        "linear_fast_top1_random_init": _linear_top1(evals["random_init"]["linear_fast"]),
+        "linear_fast_top1_pretrained": lin,
+        "linear_fast_top1_random_init": rand_lin,
+        "method": recipe.method,
         "run_dir": str(out / "pretrain"),
         "export_dir": str(export_dir),
         "model_card": str(card),
@@ -96,7 +99,7 @@ def _linear_top1(result: dict[str, Any]) -> float:
 def _print_summary(s: dict[str, Any]) -> None:
     print("\n=== gsg-zoo demo ===")
     print("| backbone | kNN top-1 (k=200, T=0.1) | fast linear top-1 |\n|---|---|---|")
-    print(f"| SimSiam+GSG pretrained | {s['knn_top1_pretrained']:.1f} | {s['linear_fast_top1_pretrained']:.1f} |")
+    print(f"| {s['method']} pretrained | {s['knn_top1_pretrained']:.1f} | {s['linear_fast_top1_pretrained']:.1f} |")
     print(f"| random init | {s['knn_top1_random_init']:.1f} | {s['linear_fast_top1_random_init']:.1f} |")
     print(f"\nrun dir (checkpoints, metrics.jsonl, curves.png): {s['run_dir']}")
     print(f"timm export (load with timm.create_model('local-dir:{s['export_dir']}', pretrained=True)): {s['export_dir']}")

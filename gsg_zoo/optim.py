@@ -61,6 +61,8 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | constant
     warmup_epochs: float = 0.0
     per_step: bool = False  # False: the reference's per-epoch cosine; True: updated every step
+    # None: foreach on every device type (torch's own default picks it on CUDA only; on CPU it was
+    # measured faster too, benchmarks/README.md "CPU options")
     foreach: bool | None = None
 
 
@@ -92,7 +94,8 @@ def build_optimizer(
     lr = effective_lr(cfg, global_batch)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=cfg.foreach
+            groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            foreach=True if cfg.foreach is None else cfg.foreach,
         )
     if cfg.optimizer == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data.augment import NORMALIZATION, MultiView, build_augmentation, eval_transform
+from .data.augment import NORMALIZATION, MultiView, build_augmentation, eval_transform, uint8_transform
+from .data.batch_augment import BatchAugment
 from .data.datasets import EpochSeeded, EpochShardSampler, build_dataset, collate_images, collate_views
 from .learner import SelfSupervisedLearner
 from .monitors import collapse_metrics, knn_top1
@@ -159,11 +160,16 @@ class Pretrainer:
 
     def _train_loader(self) -> DataLoader:
         dc, tc = self.recipe.data, self.recipe.train
-        aug = build_augmentation(
-            dc.augmentation, dc.image_size, dc.normalization,
-            min_scale=dc.min_scale, jitter=dc.jitter, hue=dc.hue, grayscale_p=dc.grayscale_p,
-        )  # fmt: skip
-        views = MultiView(aug, self.learner.config.num_views)
+        aug_args = dict(min_scale=dc.min_scale, jitter=dc.jitter, hue=dc.hue, grayscale_p=dc.grayscale_p)
+        self.batch_augment: BatchAugment | None = None
+        if dc.batch_augment:  # workers only decode; the views are drawn on the device, per batch
+            if dc.augmentation != "cifar":
+                raise ValueError("data.batch_augment supports augmentation=cifar only (no blur on the device)")
+            self.batch_augment = BatchAugment(dc.image_size, *NORMALIZATION[dc.normalization], **aug_args)
+            views = MultiView(uint8_transform(dc.image_size), 1)
+        else:
+            aug = build_augmentation(dc.augmentation, dc.image_size, dc.normalization, **aug_args)
+            views = MultiView(aug, self.learner.config.num_views)
         ds = build_dataset(
             dc.dataset,
             dc.root,
@@ -296,6 +302,10 @@ class Pretrainer:
                 )
                 set_lr(self.optimizer, lr, self.base_lr)
             views = [self._to_device(v) for v in views]
+            if self.batch_augment is not None:
+                gen = torch.Generator(self.device)
+                gen.manual_seed(_epoch_seed(tc.seed, self.epoch, self.dist.rank) * 100_003 + n_steps)
+                views = [self._to_device(v) for v in self.batch_augment.views(views[0], self.learner.config.num_views, gen)]
             with self._autocast():
                 out = self.model(views)
             self.optimizer.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ HELP = "SimSiam vs SimSiam+GSG, with and without predictor, at equal epochs and 
 def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/claims")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs of the 1x runs (the 2x baseline doubles it)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs of the 1x runs (the 2x baseline doubles it)")
     p.add_argument("--recipe", default="demo", help="base recipe (default: demo, the built-in data)")
     p.add_argument("--runs", help="comma-separated subset of run ids")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

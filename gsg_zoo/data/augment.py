@@ -83,6 +83,15 @@ def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct: fl
     return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
 
 
+def _rgb(img: Image.Image) -> Image.Image:
+    return img.convert("RGB")
+
+
+def uint8_transform(size: int) -> T.Compose:
+    """Decode only: RGB uint8 tensor ``(3, size, size)`` (resized if needed) for :mod:`.batch_augment`."""
+    return T.Compose([T.Lambda(_rgb), T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+
+
 AUGMENTATIONS: dict[str, Callable[..., T.Compose]] = {"mocov2": mocov2_transform, "cifar": cifar_transform}
 NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar": (CIFAR_MEAN, CIFAR_STD)}
 
