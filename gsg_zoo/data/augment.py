@@ -77,19 +77,40 @@ def cifar_transform(
     )
 
 
-def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct: float = 0.875) -> T.Compose:
-    """Resize (size / crop_pct) + center crop + normalise; ``crop_pct=1`` for CIFAR-size images."""
-    resize = int(round(size / crop_pct))
-    return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+class ToRGB:
+    """Convert any PIL image (grayscale, CMYK, palette) to RGB; Caltech-101 has grayscale images."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.convert("RGB") if image.mode != "RGB" else image
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
 
 
-def _rgb(img: Image.Image) -> Image.Image:
-    return img.convert("RGB")
+def _interp(name: str) -> T.InterpolationMode:
+    return {"bicubic": T.InterpolationMode.BICUBIC, "nearest": T.InterpolationMode.NEAREST}.get(
+        name, T.InterpolationMode.BILINEAR
+    )
+
+
+def eval_transform(
+    size: int, mean: Any, std: Any, crop_pct: float = 1.0, interpolation: str = "bilinear"
+) -> T.Compose:
+    """``Resize(size / crop_pct)`` (shorter side), ``CenterCrop(size)``, tensor, normalise."""
+    return T.Compose(
+        [
+            ToRGB(),
+            T.Resize(int(round(size / crop_pct)), interpolation=_interp(interpolation)),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(tuple(float(m) for m in mean), tuple(float(s) for s in std)),
+        ]
+    )
 
 
 def uint8_transform(size: int) -> T.Compose:
     """Decode only: RGB uint8 tensor ``(3, size, size)`` (resized if needed) for :mod:`.batch_augment`."""
-    return T.Compose([T.Lambda(_rgb), T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+    return T.Compose([ToRGB(), T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
 
 
 AUGMENTATIONS: dict[str, Callable[..., T.Compose]] = {"mocov2": mocov2_transform, "cifar": cifar_transform}

@@ -45,11 +45,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
+
+from ..data.augment import ToRGB, _interp, eval_transform  # noqa: F401  (re-exported)
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -60,37 +61,6 @@ SPLIT_SEED = 0
 VAL_FRACTION = 0.2
 
 # ----------------------------------------------------------------------------- transforms
-
-
-class ToRGB:
-    """Convert any PIL image (grayscale, CMYK, palette) to RGB; Caltech-101 has grayscale images."""
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        return image.convert("RGB") if image.mode != "RGB" else image
-
-    def __repr__(self) -> str:
-        return "ToRGB()"
-
-
-def _interp(name: str) -> T.InterpolationMode:
-    return {"bicubic": T.InterpolationMode.BICUBIC, "nearest": T.InterpolationMode.NEAREST}.get(
-        name, T.InterpolationMode.BILINEAR
-    )
-
-
-def eval_transform(
-    size: int, mean: Any, std: Any, crop_pct: float = 1.0, interpolation: str = "bilinear"
-) -> T.Compose:
-    """``Resize(size / crop_pct)`` (shorter side), ``CenterCrop(size)``, tensor, normalise."""
-    return T.Compose(
-        [
-            ToRGB(),
-            T.Resize(int(round(size / crop_pct)), interpolation=_interp(interpolation)),
-            T.CenterCrop(size),
-            T.ToTensor(),
-            T.Normalize(tuple(float(m) for m in mean), tuple(float(s) for s in std)),
-        ]
-    )
 
 
 def train_transform(size: int, mean: Any, std: Any, interpolation: str = "bilinear") -> T.Compose:
