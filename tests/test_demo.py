@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_runs_every_stage(tmp_path, capsys):
     out = tmp_path / "demo"
-    summary = run_demo(out, "demo", [*TINY, "model.backbone=resnet10t", "train.epochs=1"])
+    summary = run_demo(out, "demo", [*TINY, "model.backbone=resnet10t", "data.image_size=32", "train.epochs=1"])
     printed = capsys.readouterr().out
     assert "=== gsg-zoo demo ===" in printed and "random init" in printed
 
@@ -31,7 +31,7 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     assert (export / "model.safetensors").is_file() and (export / "config.json").is_file()
     model = timm.create_model(f"local-dir:{export}", pretrained=True).eval()
     with torch.no_grad():
-        assert model(torch.zeros(1, 3, 16, 16)).shape == (1, model.num_features)
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, model.num_features)
 
     card = (out / "model_cards").glob("*.md")
     text = next(card).read_text()
