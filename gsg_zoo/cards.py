@@ -313,8 +313,10 @@ def build_model_card(
     if results:
         paper_cols = any(paper_value(method, r) is not None for r in results)
         baseline = next((r["baseline_name"] for r in results if "baseline" in r), None)
-        header = ["Protocol", "Dataset", "Metric", "This model"] + ([baseline] if baseline else []) + (
-            ["Paper (GSG, same method)"] if paper_cols else []
+        header = (
+            ["Protocol", "Dataset", "Metric", "This model"]
+            + ([baseline] if baseline else [])
+            + (["Paper (GSG, same method)"] if paper_cols else [])
         )
         rows = []
         for r in results:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 
-def run_demo(out: str | Path, recipe_name: str = "demo", overrides: list[str] | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | Path, recipe_name: str = "demo", overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Run every stage of the demo under ``out`` and return a summary (also ``out/demo_summary.json``)."""
     from .cards import write_model_card
     from .eval.features import ExtractOptions
@@ -26,7 +28,9 @@ def run_demo(out: str | Path, recipe_name: str = "demo", overrides: list[str] | 
     arch = recipe.learner_config().backbone
     name = f"gsg-demo-{recipe.method.replace('_', '-')}-{arch}"
 
-    print(f"[1/5] pretraining {recipe.name} ({recipe.method}, {recipe.train.epochs} epochs) -> {out / 'pretrain'}")
+    print(
+        f"[1/5] pretraining {recipe.name} ({recipe.method}, {recipe.train.epochs} epochs) -> {out / 'pretrain'}"
+    )
     Pretrainer(recipe, out / "pretrain").run()
     ckpt = out / "pretrain" / "checkpoints" / "last.pt"
     timings["pretrain_s"] = time.perf_counter() - t0
@@ -99,9 +103,15 @@ def _linear_top1(result: dict[str, Any]) -> float:
 def _print_summary(s: dict[str, Any]) -> None:
     print("\n=== gsg-zoo demo ===")
     print("| backbone | kNN top-1 (k=200, T=0.1) | fast linear top-1 |\n|---|---|---|")
-    print(f"| {s['method']} pretrained | {s['knn_top1_pretrained']:.1f} | {s['linear_fast_top1_pretrained']:.1f} |")
+    print(
+        f"| {s['method']} pretrained | {s['knn_top1_pretrained']:.1f} | {s['linear_fast_top1_pretrained']:.1f} |"
+    )
     print(f"| random init | {s['knn_top1_random_init']:.1f} | {s['linear_fast_top1_random_init']:.1f} |")
     print(f"\nrun dir (checkpoints, metrics.jsonl, curves.png): {s['run_dir']}")
-    print(f"timm export (load with timm.create_model('local-dir:{s['export_dir']}', pretrained=True)): {s['export_dir']}")
+    print(
+        f"timm export (load with timm.create_model('local-dir:{s['export_dir']}', pretrained=True)): {s['export_dir']}"
+    )
     print(f"model card: {s['model_card']}")
-    print(f"wall time: {s['timings_s']['total_s']:.0f} s ({', '.join(f'{k} {v:.0f}' for k, v in s['timings_s'].items())})")
+    print(
+        f"wall time: {s['timings_s']['total_s']:.0f} s ({', '.join(f'{k} {v:.0f}' for k, v in s['timings_s'].items())})"
+    )

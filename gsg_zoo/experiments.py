@@ -90,6 +90,7 @@ def claims_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["table"]:
+
         def pm(k: str, fmt: str = ".1f", r: dict[str, Any] = r) -> str:
             return f"{r[k]:{fmt}} ± {r[k + '_std']:{fmt}}" if k in r else "-"
 

@@ -34,7 +34,6 @@ def collapse_metrics(features: Tensor, projections: Tensor) -> dict[str, float]:
     }
 
 
-
 def knn_top1(
     bank: Tensor, bank_labels: Tensor, query: Tensor, query_labels: Tensor, num_classes: int,
     k: int = 200, t: float = 0.1,

@@ -94,7 +94,10 @@ def build_optimizer(
     lr = effective_lr(cfg, global_batch)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            groups,
+            lr=lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
             foreach=True if cfg.foreach is None else cfg.foreach,
         )
     if cfg.optimizer == "lars":

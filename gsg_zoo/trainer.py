@@ -164,7 +164,9 @@ class Pretrainer:
         self.batch_augment: BatchAugment | None = None
         if dc.batch_augment:  # workers only decode; the views are drawn on the device, per batch
             if dc.augmentation != "cifar":
-                raise ValueError("data.batch_augment supports augmentation=cifar only (no blur on the device)")
+                raise ValueError(
+                    "data.batch_augment supports augmentation=cifar only (no blur on the device)"
+                )
             self.batch_augment = BatchAugment(dc.image_size, *NORMALIZATION[dc.normalization], **aug_args)
             views = MultiView(uint8_transform(dc.image_size), 1)
         else:
@@ -233,7 +235,10 @@ class Pretrainer:
         state = load_checkpoint(path)
         from .learner import LearnerConfig
 
-        saved_model = {**LearnerConfig().to_dict(), **state["config"]["model"]}  # older checkpoints lack new keys
+        saved_model = {
+            **LearnerConfig().to_dict(),
+            **state["config"]["model"],
+        }  # older checkpoints lack new keys
         want_model = self.recipe.to_dict()["model"]
         if saved_model != want_model:
             diff = {k: (saved_model.get(k), v) for k, v in want_model.items() if saved_model.get(k) != v}
@@ -305,7 +310,10 @@ class Pretrainer:
             if self.batch_augment is not None:
                 gen = torch.Generator(self.device)
                 gen.manual_seed(_epoch_seed(tc.seed, self.epoch, self.dist.rank) * 100_003 + n_steps)
-                views = [self._to_device(v) for v in self.batch_augment.views(views[0], self.learner.config.num_views, gen)]
+                views = [
+                    self._to_device(v)
+                    for v in self.batch_augment.views(views[0], self.learner.config.num_views, gen)
+                ]
             with self._autocast():
                 out = self.model(views)
             self.optimizer.zero_grad(set_to_none=True)

@@ -42,7 +42,9 @@ def test_colour_ops_match_torchvision_per_sample(images, ours, theirs, factors):
 
 
 def test_identity_crop_and_flip_are_exact(images):
-    aug = BatchAugment(12, (0, 0, 0), (1, 1, 1), min_scale=1.0, jitter=0.0, hue=0.0, grayscale_p=0.0, flip_p=0.0)
+    aug = BatchAugment(
+        12, (0, 0, 0), (1, 1, 1), min_scale=1.0, jitter=0.0, hue=0.0, grayscale_p=0.0, flip_p=0.0
+    )
     theta = crop_flip_theta(5, 1.0, 1.0, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert torch.all(theta[:, 0, 0] <= 0) and torch.all(theta[:, 1, 1] > 0)  # every sample flipped
     # area 1 only fits as the whole image: the crop is the image itself

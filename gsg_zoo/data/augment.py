@@ -31,7 +31,10 @@ class GaussianBlur:
 
 def _color(jitter: float, hue: float, grayscale_p: float) -> list[Any]:
     """Colour jitter (brightness = contrast = saturation = ``jitter``, ``hue``) with p=0.8, then grayscale."""
-    return [T.RandomApply([T.ColorJitter(jitter, jitter, jitter, hue)], p=0.8), T.RandomGrayscale(p=grayscale_p)]
+    return [
+        T.RandomApply([T.ColorJitter(jitter, jitter, jitter, hue)], p=0.8),
+        T.RandomGrayscale(p=grayscale_p),
+    ]
 
 
 def mocov2_transform(
