@@ -29,55 +29,38 @@ class GaussianBlur:
         return f"GaussianBlur(sigma={self.sigma})"
 
 
-def _color(jitter: float, hue: float, grayscale_p: float) -> list[Any]:
-    """Colour jitter (brightness = contrast = saturation = ``jitter``, ``hue``) with p=0.8, then grayscale."""
-    return [
-        T.RandomApply([T.ColorJitter(jitter, jitter, jitter, hue)], p=0.8),
-        T.RandomGrayscale(p=grayscale_p),
-    ]
-
-
-def mocov2_transform(
-    size: int = 224,
+def simsiam_transform(
+    size: int,
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     min_scale: float = 0.2,
     jitter: float = 0.4,
     hue: float = 0.1,
     grayscale_p: float = 0.2,
+    blur_p: float = 0.5,
 ) -> T.Compose:
+    """Crop ``min_scale``-1, colour jitter (b = c = s = ``jitter``, ``hue``) p=0.8, grayscale, blur, flip."""
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
+            T.RandomApply([T.ColorJitter(jitter, jitter, jitter, hue)], p=0.8),
+            T.RandomGrayscale(p=grayscale_p),
+            *([T.RandomApply([GaussianBlur((0.1, 2.0))], p=blur_p)] if blur_p > 0 else []),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def mocov2_transform(size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs: Any) -> T.Compose:
     """SimSiam/MoCo-v2 augmentation: crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p=0.8, gray 0.2, blur 0.5, flip."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
-            *_color(jitter, hue, grayscale_p),
-            T.RandomApply([GaussianBlur((0.1, 2.0))], p=0.5),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
+    return simsiam_transform(size, mean, std, blur_p=0.5, **kwargs)
 
 
-def cifar_transform(
-    size: int = 32,
-    mean=CIFAR_MEAN,
-    std=CIFAR_STD,
-    min_scale: float = 0.2,
-    jitter: float = 0.4,
-    hue: float = 0.1,
-    grayscale_p: float = 0.2,
-) -> T.Compose:
+def cifar_transform(size: int = 32, mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs: Any) -> T.Compose:
     """CIFAR recipe: crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p=0.8, grayscale 0.2, flip; no blur."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
-            *_color(jitter, hue, grayscale_p),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
+    return simsiam_transform(size, mean, std, blur_p=0.0, **kwargs)
 
 
 class ToRGB:
