@@ -90,6 +90,14 @@ _FLAT_RESULT = re.compile(
 
 
 # ------------------------------------------------------------------------------------------ results
+def _baselines(r: dict[str, Any]) -> dict[str, float]:
+    """``{name: value}`` of a result's reference models: ``baselines`` and/or ``baseline``/``baseline_name``."""
+    out = {str(k): float(v) for k, v in (r.get("baselines") or {}).items() if v is not None}
+    if r.get("baseline") is not None:
+        out.setdefault(str(r.get("baseline_name", "baseline")), float(r["baseline"]))
+    return out
+
+
 def _canonical_dataset(name: str | None) -> str:
     name = (name or "unknown").lower()
     return "imagenet" if name in ("imagenet-1k", "imagenet1k", "in1k", "ilsvrc2012") else name
@@ -133,9 +141,8 @@ def normalize_results(
                 "protocol": r.get("protocol", ""),
                 "full_protocol": bool(r.get("full_protocol", True)),
                 "source": r.get("source", f"results[{i}]"),
-                # optional: the same protocol on a reference model, e.g. the architecture at random init
-                **({"baseline": float(r["baseline"]), "baseline_name": str(r.get("baseline_name", "baseline"))}
-                   if r.get("baseline") is not None else {}),
+                # optional: the same protocol on reference models (random init, raw pixels, ...)
+                **({"baselines": _baselines(r)} if _baselines(r) else {}),
             }
         )  # fmt: skip
     for key, value in _flatten({k: v for k, v in raw.items() if k != "results"}).items():
@@ -312,10 +319,10 @@ def build_model_card(
     lines += ["## Results", ""]
     if results:
         paper_cols = any(paper_value(method, r) is not None for r in results)
-        baseline = next((r["baseline_name"] for r in results if "baseline" in r), None)
+        baselines = list(dict.fromkeys(name for r in results for name in r.get("baselines", {})))
         header = (
             ["Protocol", "Dataset", "Metric", "This model"]
-            + ([baseline] if baseline else [])
+            + baselines
             + (["Paper (GSG, same method)"] if paper_cols else [])
         )
         rows = []
@@ -326,8 +333,7 @@ def build_model_card(
                 r["metric"],
                 f"{r['value']:.2f}",
             ]
-            if baseline:
-                row.append(f"{r['baseline']:.2f}" if "baseline" in r else "-")
+            row += [f"{r['baselines'][b]:.2f}" if b in r.get("baselines", {}) else "-" for b in baselines]
             if paper_cols:
                 pv = paper_value(method, r)
                 row.append(f"{pv:.1f} ({PAPER_RESULTS[(r['task'], r['dataset'])]['setting']})" if pv else "-")

@@ -35,13 +35,15 @@ def run_demo(
     ckpt = out / "pretrain" / "checkpoints" / "last.pt"
     timings["pretrain_s"] = time.perf_counter() - t0
 
-    print("[2/5] evaluating kNN and the fast linear probe (pretrained vs random init, same protocol)")
+    print(
+        "[2/5] evaluating kNN and the fast linear probe (pretrained vs random init vs raw pixels, same protocol)"
+    )
     t = time.perf_counter()
     cache = str(out / "feature_cache")
     opts = ExtractOptions(num_workers=0)
     evals: dict[str, Any] = {}
     linear_cfg = LinearConfig(epochs=30, batch_size=256, lr=0.1, optimizer="sgd")
-    for label, spec in (("pretrained", str(ckpt)), ("random_init", f"random:{arch}")):
+    for label, spec in (("pretrained", str(ckpt)), ("random_init", f"random:{arch}"), ("pixels", "pixels")):
         ctx = EvalContext.load(spec, image_size=size, cache_dir=cache, options=opts)
         evals[label] = {
             "knn": run_knn(ctx, "synthetic"),
@@ -56,17 +58,17 @@ def run_demo(
     timings["export_s"] = time.perf_counter() - t
 
     print("[4/5] writing the model card")
-    knn, rand_knn = (_knn_at(evals[m]["knn"], 200, 0.1) for m in ("pretrained", "random_init"))
-    lin, rand_lin = (_linear_top1(evals[m]["linear_fast"]) for m in ("pretrained", "random_init"))
-    random_name = f"{arch}, random init (same protocol)"
+    knn, rand_knn, pix_knn = (_knn_at(evals[m]["knn"], 200, 0.1) for m in evals)
+    lin, rand_lin, pix_lin = (_linear_top1(evals[m]["linear_fast"]) for m in evals)
+    random_name, pixels_name = f"{arch}, random init (same protocol)", "raw pixels (same protocol)"
     results = {
         "results": [
             {"task": "knn", "dataset": "synthetic", "metric": "top1", "value": knn, "split": "test",
              "protocol": "k=200, T=0.1, cosine; bank 2000 train images, 1000 test (gsg eval knn)",
-             "baseline": rand_knn, "baseline_name": random_name},
+             "baselines": {random_name: rand_knn, pixels_name: pix_knn}},
             {"task": "linear", "dataset": "synthetic", "metric": "top1", "value": lin, "split": "test",
              "protocol": "fast linear probe on cached features (gsg eval linear --protocol fast)",
-             "baseline": rand_lin, "baseline_name": random_name},
+             "baselines": {random_name: rand_lin, pixels_name: pix_lin}},
         ]
     }  # fmt: skip
     card = write_model_card(export_dir, name, results, cards_dir=out / "model_cards")
@@ -77,6 +79,8 @@ def run_demo(
         "knn_top1_random_init": rand_knn,
         "linear_fast_top1_pretrained": lin,
         "linear_fast_top1_random_init": rand_lin,
+        "knn_top1_pixels": pix_knn,
+        "linear_fast_top1_pixels": pix_lin,
         "method": recipe.method,
         "run_dir": str(out / "pretrain"),
         "export_dir": str(export_dir),
@@ -107,6 +111,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"| {s['method']} pretrained | {s['knn_top1_pretrained']:.1f} | {s['linear_fast_top1_pretrained']:.1f} |"
     )
     print(f"| random init | {s['knn_top1_random_init']:.1f} | {s['linear_fast_top1_random_init']:.1f} |")
+    print(f"| raw pixels | {s['knn_top1_pixels']:.1f} | {s['linear_fast_top1_pixels']:.1f} |")
     print(f"\nrun dir (checkpoints, metrics.jsonl, curves.png): {s['run_dir']}")
     print(
         f"timm export (load with timm.create_model('local-dir:{s['export_dir']}', pretrained=True)): {s['export_dir']}"

@@ -7,6 +7,7 @@ A spec is one of:
 * ``hf-hub:ORG/NAME`` (works offline from the Hugging Face cache with ``HF_HUB_OFFLINE=1``);
 * ``zoo:NAME``, a checkpoint listed in the zoo manifest (resolved to its ``hf-hub:`` id);
 * ``random:ARCH``, a randomly initialised timm architecture (the usual lower baseline);
+* ``pixels``, the normalised image itself, flattened (the raw-pixel baseline; any ``image_size``);
 * a plain timm name (``resnet50``, ``resnet50.a1_in1k``), loaded with its pretrained weights.
 """
 
@@ -41,7 +42,19 @@ def describe_spec(spec: str) -> str:
     return spec if len(spec) < 80 else "..." + spec[-77:]
 
 
+class RawPixels(nn.Module):
+    """The raw-pixel baseline: features are the normalised input image, flattened (``C*H*W`` dims)."""
+
+    pretrained_cfg = {"input_size": (3, 32, 32), "interpolation": "bilinear", "crop_pct": 1.0,
+                      "mean": timm.data.IMAGENET_DEFAULT_MEAN, "std": timm.data.IMAGENET_DEFAULT_STD}  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
 def _build(spec: str) -> nn.Module:
+    if spec == "pixels":
+        return RawPixels()
     if spec.startswith("random:"):
         return _timm(spec[len("random:") :], pretrained=False)
     if spec.startswith("zoo:"):
@@ -95,7 +108,7 @@ def _timm(name: str, pretrained: bool) -> nn.Module:
         if "Unknown model" in str(err):
             raise ValueError(
                 f"{name!r} is not a model spec gsg-zoo understands: not a checkpoint file, directory, "
-                "local-dir:/hf-hub:/zoo:/random: spec or timm architecture"
+                "local-dir:/hf-hub:/zoo:/random: spec, pixels, or a timm architecture"
             ) from err
         raise
     except OSError as err:  # offline hub misses (LocalEntryNotFoundError is an OSError)

@@ -157,3 +157,22 @@ def test_normalize_results_rejects_incomplete_entries():
         normalize_results({"results": [{"task": "knn", "dataset": "cifar10", "value": 1}]})
     assert normalize_results({"loss": -0.9, "knn_top1": True}) == []
     assert normalize_results(None) == []
+
+
+def test_baseline_columns_beside_the_measured_numbers(cifar_export, tmp_path):
+    import shutil
+
+    d = shutil.copytree(cifar_export, tmp_path / "exp")
+    results = {"results": [
+        {"task": "knn", "dataset": "synthetic", "metric": "top1", "value": 30.0,
+         "baselines": {"random init": 14.0, "raw pixels": 19.5}},
+        {"task": "linear", "dataset": "synthetic", "metric": "top1", "value": 33.0,
+         "baseline": 15.0, "baseline_name": "random init"},  # the single-baseline form still works
+    ]}  # fmt: skip
+    (knn, lin) = normalize_results(results)
+    assert knn["baselines"] == {"random init": 14.0, "raw pixels": 19.5} and lin["baselines"] == {
+        "random init": 15.0
+    }
+    table = _section(write_model_card(d, "b", results, cards_dir=None).read_text(), "Results")
+    assert "| This model | random init | raw pixels |" in table
+    assert "| 30.00 | 14.00 | 19.50 |" in table and "| 33.00 | 15.00 | - |" in table

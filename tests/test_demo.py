@@ -24,7 +24,12 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     assert "=== gsg-zoo demo ===" in printed and "random init" in printed
 
     assert json.loads((out / "demo_summary.json").read_text()) == summary
-    for key in ("knn_top1_pretrained", "knn_top1_random_init", "linear_fast_top1_pretrained"):
+    for key in (
+        "knn_top1_pretrained",
+        "knn_top1_random_init",
+        "knn_top1_pixels",
+        "linear_fast_top1_pretrained",
+    ):
         assert 0.0 <= summary[key] <= 100.0
     assert set(summary["timings_s"]) >= {"pretrain_s", "eval_s", "export_s", "total_s"}
     assert (out / "pretrain" / "curves.png").stat().st_size > 0
@@ -37,7 +42,7 @@ def test_demo_runs_every_stage(tmp_path, capsys):
 
     card = (out / "model_cards").glob("*.md")
     text = next(card).read_text()
-    assert "resnet10t, random init (same protocol)" in text  # the baseline column beside ours
+    assert "resnet10t, random init (same protocol) | raw pixels (same protocol)" in text  # baseline columns
     front = yaml.safe_load(text.split("---")[1])
     assert front["library_name"] == "timm"
     measured = front["model-index"][0]["results"]

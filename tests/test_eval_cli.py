@@ -107,3 +107,22 @@ def test_transfer_skips_missing_datasets(tmp_path, capsys):
     assert "food101: skipped: Food-101 not found" in captured
     res = json.loads((tmp_path / "out" / "transfer_classification.json").read_text())
     assert "skipped" in res["datasets"]["food101"] and res["datasets"]["dtd"]["test"] >= 0
+
+
+def test_pixels_spec_is_the_normalised_image(tmp_path):
+    """`--model pixels` is the raw-pixel baseline: its features are the normalised images, flattened."""
+    from torchvision.transforms.functional import normalize, to_tensor
+
+    from gsg_zoo.data.synthetic import SyntheticShapes
+    from gsg_zoo.eval.runner import EvalContext
+
+    ctx = EvalContext.load("pixels", image_size=32, use_cache=False, options=None)
+    feats = ctx.features("synthetic", "test", ctx.eval_transform())
+    images = SyntheticShapes(feats.feats.shape[0], 32, split="test")
+    mean, std = ctx.data_config["mean"], ctx.data_config["std"]
+    expected = torch.stack([normalize(to_tensor(images[i][0]), mean, std).flatten() for i in range(3)])
+    assert feats.feats.shape[1] == 3 * 32 * 32
+    torch.testing.assert_close(feats.feats[:3], expected, atol=1e-5, rtol=0)
+    assert _run(["eval", "knn", "--model", "pixels", "--image-size", "32", "--workers", "0", "--quiet",
+                 "--dataset", "synthetic", "--subset", "40", "--no-cache", "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "knn_synthetic.json").read_text())["model"] == "pixels"

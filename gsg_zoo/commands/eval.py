@@ -15,7 +15,9 @@ DATASET_HELP = (
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model", required=True, help="model spec: checkpoint, local-dir:, hf-hub:, zoo:, random:, timm name"
+        "--model",
+        required=True,
+        help="model spec: checkpoint, local-dir:, hf-hub:, zoo:, random:, pixels (raw-pixel baseline), timm name",
     )
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--data", default=None, metavar="ROOT", help="dataset root in torchvision's layout")

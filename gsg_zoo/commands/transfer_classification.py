@@ -12,7 +12,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_run)
     suite = "aircraft,caltech101,cars,cifar10,cifar100,dtd,flowers,food101,pets,sun397,voc2007"
     parser.add_argument(
-        "--model", required=True, help="model spec (checkpoint, local-dir:, hf-hub:, zoo:, random:, timm)"
+        "--model",
+        required=True,
+        help="model spec (checkpoint, local-dir:, hf-hub:, zoo:, random:, pixels, timm)",
     )
     parser.add_argument("--datasets", default=suite, help=f"comma-separated subset of {suite}")
     parser.add_argument(
