@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_every_stage(tmp_path, capsys):
     out = tmp_path / "demo"
     summary = run_demo(
-        out, "demo", [*TINY, "model.backbone=resnet10t", "data.image_size=32", "train.epochs=1"]
-    )
+        out, "demo", [*TINY, "model.backbone=resnet10t", "data.image_size=32", "train.epochs=1",
+                      "data.batch_augment=true"]  # as the demo recipe ships
+    )  # fmt: skip
     printed = capsys.readouterr().out
     assert "=== gsg-zoo demo ===" in printed and "random init" in printed
 

@@ -30,6 +30,7 @@ TINY = [
     "data.synthetic_image_size=32",
     "data.num_images=64",
     "data.num_workers=0",
+    "data.batch_augment=false",  # the PIL loader path (DataConfig default); tests/test_batch_augment.py covers the other
     "train.batch_size=16",
     "train.channels_last=false",
     "train.log_every=1",
