@@ -131,6 +131,7 @@ def normalize_results(
         missing = {"task", "dataset", "metric", "value"} - set(r)
         if missing:
             raise ValueError(f"results[{i}] lacks {sorted(missing)}: {r}")
+        baselines = _baselines(r)
         out.append(
             {
                 "task": str(r["task"]),
@@ -142,7 +143,7 @@ def normalize_results(
                 "full_protocol": bool(r.get("full_protocol", True)),
                 "source": r.get("source", f"results[{i}]"),
                 # optional: the same protocol on reference models (random init, raw pixels, ...)
-                **({"baselines": _baselines(r)} if _baselines(r) else {}),
+                **({"baselines": baselines} if baselines else {}),
             }
         )  # fmt: skip
     for key, value in _flatten({k: v for k, v in raw.items() if k != "results"}).items():

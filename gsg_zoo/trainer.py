@@ -306,14 +306,12 @@ class Pretrainer:
                     self.recipe.optim, self.base_lr, self.epoch + n_steps / self.steps_per_epoch, tc.epochs
                 )
                 set_lr(self.optimizer, lr, self.base_lr)
-            views = [self._to_device(v) for v in views]
-            if self.batch_augment is not None:
+            if self.batch_augment is not None:  # one uint8 batch in; channels_last only for the views
                 gen = torch.Generator(self.device)
                 gen.manual_seed(_epoch_seed(tc.seed, self.epoch, self.dist.rank) * 100_003 + n_steps)
-                views = [
-                    self._to_device(v)
-                    for v in self.batch_augment.views(views[0], self.learner.config.num_views, gen)
-                ]
+                images = views[0].to(self.device, non_blocking=True)
+                views = self.batch_augment.views(images, self.learner.config.num_views, gen)
+            views = [self._to_device(v) for v in views]
             with self._autocast():
                 out = self.model(views)
             self.optimizer.zero_grad(set_to_none=True)
