@@ -32,10 +32,32 @@ class DataConfig:
     num_images: int = 4000  # synthetic only
     synthetic_image_size: int | None = None  # rendered size (defaults to image_size)
     synthetic_seed: int = 0
+    synthetic_textured_background: bool = True  # nuisance switches of the built-in data (ablations)
+    synthetic_clutter: bool = True
+    synthetic_grayscale: bool = False
     num_workers: int = 2
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int = 2
+
+    def augment_options(self) -> dict[str, Any]:
+        """Keyword options of the view augmentation (``build_augmentation`` and ``BatchAugment``)."""
+        return {
+            "min_scale": self.min_scale,
+            "jitter": self.jitter,
+            "hue": self.hue,
+            "grayscale_p": self.grayscale_p,
+        }
+
+    def synthetic_options(self) -> dict[str, Any]:
+        """Keyword options of the built-in dataset for :func:`~gsg_zoo.data.datasets.build_dataset`."""
+        return {
+            "image_size": self.synthetic_image_size or self.image_size,
+            "seed": self.synthetic_seed,
+            "textured_background": self.synthetic_textured_background,
+            "clutter": self.synthetic_clutter,
+            "grayscale": self.synthetic_grayscale,
+        }
 
 
 @dataclass

@@ -160,7 +160,7 @@ class Pretrainer:
 
     def _train_loader(self) -> DataLoader:
         dc, tc = self.recipe.data, self.recipe.train
-        aug_args = dict(min_scale=dc.min_scale, jitter=dc.jitter, hue=dc.hue, grayscale_p=dc.grayscale_p)
+        aug_args = dc.augment_options()
         self.batch_augment: BatchAugment | None = None
         if dc.batch_augment:  # workers only decode; the views are drawn on the device, per batch
             if dc.augmentation != "cifar":
@@ -179,8 +179,7 @@ class Pretrainer:
             transform=views,
             download=dc.download and self.dist.is_main,
             num_images=dc.num_images,
-            image_size=dc.synthetic_image_size or dc.image_size,
-            seed=dc.synthetic_seed,
+            **dc.synthetic_options(),
         )
         self.train_dataset = EpochSeeded(ds, tc.seed)
         self.sampler = EpochShardSampler(len(ds), self.dist.rank, self.dist.world_size, seed=tc.seed)
@@ -354,9 +353,8 @@ class Pretrainer:
         loaders = []
         for split, limit in ((mc.train_split, mc.train_limit), (mc.test_split, mc.test_limit)):
             ds = build_dataset(
-                name, root, split, transform=tf, num_images=limit or 2000,
-                image_size=dc.synthetic_image_size or dc.image_size, seed=dc.synthetic_seed,
-            )  # fmt: skip
+                name, root, split, transform=tf, num_images=limit or 2000, **dc.synthetic_options()
+            )
             if limit and len(ds) > limit:
                 ds = torch.utils.data.Subset(ds, range(limit))
             loaders.append(

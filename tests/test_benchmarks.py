@@ -82,3 +82,55 @@ def test_bench_throughput_tiny(tmp_path):
     for r in result["results"]:
         assert r["image_size"] == 32 and r["augmentation"] == "cifar" and r["method"] == "simsiam_gsg"
         assert r["images_per_s"] > 0 and 0 <= r["data_wait_frac"] < 1 and r["loader_only_images_per_s"] > 0
+
+
+def test_learnability_tiny(tmp_path, capsys):
+    """Both objectives train (steps taken, weights moved) and the table lists every variant."""
+    module = load("learnability")
+    args = [
+        "--seconds",
+        "0.5",
+        "--num-images",
+        "40",
+        "--bank",
+        "40",
+        "--test",
+        "20",
+        "--out",
+        str(tmp_path / "l"),
+    ]
+    heads = ["--set", "model.projector_hidden_dim=32", "--set", "model.projector_dim=32",
+             "--set", "model.predictor_hidden_dim=8", "--set", "train.batch_size=8"]  # fmt: skip
+    result = module.main([*args, *heads, "--variants", "full", "flat_grey"])
+    assert json.loads((tmp_path / "l.json").read_text()) == result
+    assert [r["variant"] for r in result["rows"]] == ["full", "flat_grey"]
+    for row in result["rows"]:
+        for key in ("pixels", "random_init", "supervised", "ssl"):
+            assert 0 <= row[key] <= 100
+        assert row["supervised_steps"] >= 1 and row["ssl_steps"] >= 1
+    assert result["rows"][1]["grayscale"] is True and result["method"] == "simsiam_gsg"
+    assert "| flat_grey |" in capsys.readouterr().out
+
+
+def test_learnability_training_moves_the_backbone():
+    import torch
+
+    from gsg_zoo.learner import SelfSupervisedLearner
+    from gsg_zoo.recipes import load_recipe
+
+    module = load("learnability")
+    recipe = load_recipe("demo", ["model.projector_hidden_dim=32", "model.projector_dim=32",
+                                  "model.predictor_hidden_dim=8", "train.batch_size=8"])  # fmt: skip
+    images, labels = module.render(16, "train", 32, 0, "full")
+    assert images.dtype == torch.uint8 and images.shape == (16, 3, 32, 32) and labels.shape == (16,)
+    torch.manual_seed(recipe.train.seed)
+    start = SelfSupervisedLearner(recipe.learner_config()).backbone.state_dict()
+    for objective in ("supervised", "ssl"):
+        backbone, steps = module.train(objective, recipe, images, labels, 0.3, torch.device("cpu"))
+        assert steps >= 1
+        moved = [
+            k
+            for k, v in backbone.state_dict().items()
+            if v.is_floating_point() and not torch.equal(v, start[k])
+        ]
+        assert moved, objective

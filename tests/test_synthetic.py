@@ -112,6 +112,32 @@ def test_primary_shape_varies_in_scale_position_and_colour():
     assert np.ptp(np.array(colors), axis=0).min() > 150
 
 
+def test_nuisance_switches_keep_the_shapes_and_remove_the_nuisance():
+    full = SyntheticShapes(40, 32, seed=3)
+    bare = SyntheticShapes(40, 32, seed=3, textured_background=False, clutter=False)
+    grey = SyntheticShapes(40, 32, seed=3, grayscale=True)
+    flat_seen = 0
+    for i in range(len(full)):
+        a, b, g = full.render(i), bare.render(i), grey.render(i)
+        assert a.label == b.label == g.label
+        for other in (b, g):  # same random numbers: same instances, in the same place
+            np.testing.assert_array_equal(other.masks, a.masks)
+            np.testing.assert_array_equal(other.boxes, a.boxes)
+        np.testing.assert_array_equal(b.colors, a.colors)
+        # nothing but flat background outside the anti-aliased shapes (masks dilated by 2 px)
+        shapes = torch.from_numpy(b.masks.any(0))[None, None].float()
+        covered = torch.nn.functional.max_pool2d(shapes, 5, 1, 2)[0, 0].bool().numpy()
+        outside = b.image[~covered].reshape(-1, 3)
+        assert (outside == outside[0]).all()
+        flat_seen += int((a.image[~covered].reshape(-1, 3) != outside[0]).any())
+        assert (g.image == g.image[..., :1]).all()  # R == G == B
+        assert (g.colors == g.colors[:, :1]).all()
+        inside = g.image[g.masks[0]]
+        assert np.isin(g.colors[0, 0], inside[:, 0])  # the grey fill is what is painted
+    assert flat_seen > 30  # the full images did have texture or clutter there
+    assert "clutter=False" in repr(bare) and "grayscale=True" in repr(grey)
+
+
 def test_pixels_are_a_weak_feature():
     """Raw-pixel kNN (k=20, cosine) must beat chance but stay far from perfect: nuisances dominate."""
     tr, te = SyntheticShapes(1000, 32, seed=0, split="train"), SyntheticShapes(500, 32, seed=0, split="test")

@@ -56,7 +56,8 @@ def build_dataset(
 ) -> Dataset:
     """A dataset of ``(transform(image), label)`` items.
 
-    ``name``: ``synthetic`` (built-in; options ``num_images``, ``image_size``, ``seed``), ``cifar10``,
+    ``name``: ``synthetic`` (built-in; options ``num_images``, ``image_size``, ``seed`` and the nuisance
+    switches ``textured_background``, ``clutter``, ``grayscale`` of :class:`.SyntheticShapes`), ``cifar10``,
     ``cifar100``, ``stl10`` (splits ``unlabeled``, ``train``, ``test``, ``train+unlabeled``) or
     ``imagefolder`` (``ROOT/<split>/<class>/...``).
     """
@@ -68,6 +69,9 @@ def build_dataset(
             image_size=int(options.get("image_size", 64)),
             seed=int(options.get("seed", 0)),
             split=split,
+            textured_background=bool(options.get("textured_background", True)),
+            clutter=bool(options.get("clutter", True)),
+            grayscale=bool(options.get("grayscale", False)),
         )
         return TransformDataset(ds, transform)
     if name not in DATASETS:

@@ -140,6 +140,12 @@ class SyntheticShapes(Dataset):
         num_classes: use the first ``num_classes`` (2 to 10) of :data:`CLASSES`.
         max_extra_instances: up to this many (0 to 2) smaller shapes of the same class per image.
         transform: optional callable applied to the PIL image in ``__getitem__``.
+        textured_background: ``False`` paints the background flat (its first colour) instead.
+        clutter: ``False`` leaves out the distractor lines and dots.
+        grayscale: ``True`` renders grey images (still RGB; instance ``colors`` become grey too).
+
+    The three nuisance switches are for ablations: they consume the same random numbers whether on or
+    off, so item ``i`` keeps its label, shapes, layout, masks and boxes and only loses the nuisance.
 
     Labels are balanced: each consecutive block of ``num_classes`` indices holds every class once, in
     an order shuffled by ``(seed, split, block)``.
@@ -155,6 +161,9 @@ class SyntheticShapes(Dataset):
         num_classes: int = len(CLASSES),
         max_extra_instances: int = MAX_EXTRA_INSTANCES,
         transform: Callable[[Image.Image], Any] | None = None,
+        textured_background: bool = True,
+        clutter: bool = True,
+        grayscale: bool = False,
     ) -> None:
         _check_int("num_images", num_images, 1, None)
         _check_int("image_size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
@@ -173,6 +182,7 @@ class SyntheticShapes(Dataset):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.max_extra_instances = int(max_extra_instances)
         self.transform = transform
+        self.textured_background, self.clutter, self.grayscale = textured_background, clutter, grayscale
         self._split_id = split_id(split)
         self._orders: dict[int, list[int]] = {}  # label order of each block, cached
 
@@ -180,9 +190,11 @@ class SyntheticShapes(Dataset):
         return self.num_images
 
     def __repr__(self) -> str:
+        off = [k for k in ("textured_background", "clutter") if not getattr(self, k)]
+        extra = "".join(f", {k}=False" for k in off) + (", grayscale=True" if self.grayscale else "")
         return (
             f"SyntheticShapes(num_images={self.num_images}, image_size={self.image_size}, seed={self.seed}, "
-            f"split={self.split!r}, num_classes={len(self.classes)})"
+            f"split={self.split!r}, num_classes={len(self.classes)}{extra})"
         )
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
@@ -242,13 +254,18 @@ class SyntheticShapes(Dataset):
         rng = np.random.default_rng([self.seed, self._split_id, index])
         size, shape = self.image_size, self.classes[label]
         image, palette = _background(rng, size)
-        _clutter(rng, image, size)
+        if not self.textured_background:
+            image = Image.new("RGB", (size, size), tuple(round(c) for c in palette[0]))
+        _clutter(rng, image, size, paint=self.clutter)
         instances = []
         for x, y, radius, angle, aspect in _layout(rng, shape, size, self.max_extra_instances):
             color = _contrasting_color(rng, palette)
             alpha, origin = _rasterize(shape, x, y, radius, angle, aspect, size)
             image.paste(color, (*origin, origin[0] + alpha.width, origin[1] + alpha.height), alpha)
             instances.append((alpha, origin, color))
+        if self.grayscale:
+            image = image.convert("L").convert("RGB")
+            instances = [(a, o, (_luma(c),) * 3) for a, o, c in instances]
         return image, label, instances
 
     def _check_index(self, index: int) -> int:
@@ -309,10 +326,18 @@ def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, tuple
     return Image.frombytes("RGB", (size, size), canvas.astype(np.uint8).tobytes()), (c0, c1)
 
 
-def _clutter(rng: np.random.Generator, image: Image.Image, size: int) -> None:
-    """Unannotated distractors drawn beneath the shapes: line segments and small dots."""
+def _clutter(rng: np.random.Generator, image: Image.Image, size: int, paint: bool = True) -> None:
+    """Unannotated distractors drawn beneath the shapes: line segments and small dots.
+
+    ``paint=False`` draws the same random numbers and paints nothing.
+    """
     n_lines, n_dots = rng.integers(0, (5, 7)).tolist()
     if n_lines + n_dots == 0:
+        return
+    if not paint:
+        rng.integers(0, 256, (n_lines + n_dots, 3))
+        rng.random((n_lines, 4))
+        rng.random((n_dots, 3))
         return
     draw = ImageDraw.Draw(image)
     width = max(1, round(size / 48))
@@ -384,6 +409,11 @@ def _contrasting_color(
         if dist > best_dist:
             best, best_dist = tuple(cand), dist
     return best
+
+
+def _luma(color: tuple[int, int, int]) -> int:
+    """The grey level PIL's ``convert("L")`` gives ``color``."""
+    return Image.new("RGB", (1, 1), color).convert("L").getpixel((0, 0))
 
 
 def _tight_box(mask: np.ndarray) -> list[float]:
