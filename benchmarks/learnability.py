@@ -2,8 +2,8 @@
 
 For each variant of the synthetic data (``full``: every nuisance; ``flat``: flat background, no
 clutter; ``flat_grey``: that, in grey), the same backbone is trained for ``--seconds`` of wall-clock
-time twice, with the same views (the recipe's per-batch augmentation), optimizer and cosine schedule
-(over the time budget):
+time twice, with the same views (the recipe's per-batch augmentation), optimizer and lr schedule
+(the recipe's epochs mapped onto the time budget):
 
 * ``supervised``: cross-entropy of a linear head on one view per image (an upper reference: what the
   backbone can learn about shape in that time when it is told the shape);
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -40,8 +39,9 @@ from gsg_zoo.data.batch_augment import BatchAugment
 from gsg_zoo.data.synthetic import SyntheticShapes
 from gsg_zoo.learner import SelfSupervisedLearner
 from gsg_zoo.monitors import knn_top1
-from gsg_zoo.optim import build_optimizer, set_lr
+from gsg_zoo.optim import build_optimizer, lr_at, set_lr
 from gsg_zoo.recipes import Recipe, load_recipe
+from gsg_zoo.trainer import resolve_device
 
 VARIANTS: dict[str, dict[str, bool]] = {
     "full": {},
@@ -63,9 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-images", type=int, default=None, help="training images (default: the recipe's)")
     p.add_argument("--bank", type=int, default=2000, help="kNN bank: the first N training images")
     p.add_argument("--test", type=int, default=1000, help="test images")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override, repeatable (e.g. train.seed=1, data.min_scale=0.6)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -115,12 +115,13 @@ def train(
     dc = recipe.data
     aug = BatchAugment(dc.image_size, *NORMALIZATION[dc.normalization], **dc.augment_options())
     gen = torch.Generator().manual_seed(recipe.train.seed)
+    epochs = recipe.train.epochs  # the recipe's schedule, stretched over the time budget
     steps, start = 0, time.perf_counter()
     with tqdm(
         total=round(seconds), desc=objective, bar_format="{l_bar}{bar}| {n}/{total} s", leave=False
     ) as bar:
         while (elapsed := time.perf_counter() - start) < seconds:
-            set_lr(opt, base_lr * 0.5 * (1 + math.cos(math.pi * elapsed / seconds)), base_lr)
+            set_lr(opt, lr_at(recipe.optim, base_lr, epochs * elapsed / seconds, epochs), base_lr)
             idx = torch.randint(0, len(images), (batch,), generator=gen)
             x = images[idx].to(device, non_blocking=True)
             if objective == "supervised":
@@ -172,8 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(
             f"recipe {args.recipe!r} trains on {recipe.data.dataset!r}; this needs the synthetic data"
         )
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)  # fmt: skip
+    device = resolve_device(args.device, 0)
     n = args.num_images or recipe.data.num_images
     rows = []
     for variant in args.variants:

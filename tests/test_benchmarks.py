@@ -84,24 +84,17 @@ def test_bench_throughput_tiny(tmp_path):
         assert r["images_per_s"] > 0 and 0 <= r["data_wait_frac"] < 1 and r["loader_only_images_per_s"] > 0
 
 
+# the demo recipe with small heads and batch, for the learnability benchmark's tests
+SMALL_DEMO = ["model.projector_hidden_dim=32", "model.projector_dim=32", "model.predictor_hidden_dim=8",
+              "train.batch_size=8"]  # fmt: skip
+
+
 def test_learnability_tiny(tmp_path, capsys):
-    """Both objectives train (steps taken, weights moved) and the table lists every variant."""
+    """Both objectives take steps, every score is a percentage and the table lists every variant."""
     module = load("learnability")
-    args = [
-        "--seconds",
-        "0.5",
-        "--num-images",
-        "40",
-        "--bank",
-        "40",
-        "--test",
-        "20",
-        "--out",
-        str(tmp_path / "l"),
-    ]
-    heads = ["--set", "model.projector_hidden_dim=32", "--set", "model.projector_dim=32",
-             "--set", "model.predictor_hidden_dim=8", "--set", "train.batch_size=8"]  # fmt: skip
-    result = module.main([*args, *heads, "--variants", "full", "flat_grey"])
+    args = ["--seconds", "0.5", "--num-images", "40", "--bank", "40", "--test", "20", "--out", str(tmp_path / "l"),
+            *(a for kv in SMALL_DEMO for a in ("--set", kv))]  # fmt: skip
+    result = module.main([*args, "--variants", "full", "flat_grey"])
     assert json.loads((tmp_path / "l.json").read_text()) == result
     assert [r["variant"] for r in result["rows"]] == ["full", "flat_grey"]
     for row in result["rows"]:
@@ -119,8 +112,7 @@ def test_learnability_training_moves_the_backbone():
     from gsg_zoo.recipes import load_recipe
 
     module = load("learnability")
-    recipe = load_recipe("demo", ["model.projector_hidden_dim=32", "model.projector_dim=32",
-                                  "model.predictor_hidden_dim=8", "train.batch_size=8"])  # fmt: skip
+    recipe = load_recipe("demo", SMALL_DEMO)
     images, labels = module.render(16, "train", 32, 0, "full")
     assert images.dtype == torch.uint8 and images.shape == (16, 3, 32, 32) and labels.shape == (16,)
     torch.manual_seed(recipe.train.seed)
