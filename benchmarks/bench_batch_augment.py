@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gsg_zoo.data.augment import CIFAR_MEAN, CIFAR_STD, cifar_transform
+from gsg_zoo.data.augment import cifar_transform
+from gsg_zoo.normalization import CIFAR_MEAN, CIFAR_STD
 from gsg_zoo.data.batch_augment import BatchAugment
 from gsg_zoo.data.synthetic import SyntheticShapes
 

@@ -34,14 +34,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from gsg_zoo.backbones import feature_dim
-from gsg_zoo.data.augment import NORMALIZATION
+from gsg_zoo.normalization import NORMALIZATION
 from gsg_zoo.data.batch_augment import BatchAugment
 from gsg_zoo.data.synthetic import SyntheticShapes
 from gsg_zoo.learner import SelfSupervisedLearner
 from gsg_zoo.monitors import knn_top1
 from gsg_zoo.optim import build_optimizer, lr_at, set_lr
 from gsg_zoo.recipes import Recipe, load_recipe
-from gsg_zoo.trainer import resolve_device
+from gsg_zoo.device import resolve_device
 
 VARIANTS: dict[str, dict[str, bool]] = {
     "full": {},

@@ -135,13 +135,10 @@ def export_data_config(architecture: str, data: dict[str, Any] | None) -> dict[s
 
     CIFAR-stem models default to 32 px and CIFAR mean/std, others to timm's ImageNet defaults.
     """
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    from .backbones import CIFAR_MEAN, CIFAR_STD
+    from .normalization import NORMALIZATION as norms
 
     data = data or {}
     cifar = needs_gsg_zoo(architecture)
-    norms = {"cifar": (CIFAR_MEAN, CIFAR_STD), "imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)}
     mean, std = norms["cifar" if cifar else "imagenet"]
     if data.get("normalization") in norms:
         mean, std = norms[data["normalization"]]

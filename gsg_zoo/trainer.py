@@ -40,10 +40,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data.augment import NORMALIZATION, MultiView, build_augmentation, eval_transform, uint8_transform
+from .data.augment import MultiView, build_augmentation, eval_transform, uint8_transform
 from .data.batch_augment import BatchAugment
+from .device import resolve_device
 from .data.datasets import EpochSeeded, EpochShardSampler, build_dataset, collate_images, collate_views
 from .learner import SelfSupervisedLearner
+from .normalization import NORMALIZATION
 from .monitors import collapse_metrics, knn_top1
 from .optim import build_optimizer, effective_lr, lr_at, set_lr
 from .recipes import Recipe
@@ -73,17 +75,6 @@ def init_distributed(device_type: str) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

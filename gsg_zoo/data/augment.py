@@ -9,10 +9,7 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+from ..normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, mean_std
 
 
 class GaussianBlur:
@@ -100,13 +97,12 @@ def uint8_transform(size: int) -> T.Compose:
 
 
 AUGMENTATIONS: dict[str, Callable[..., T.Compose]] = {"mocov2": mocov2_transform, "cifar": cifar_transform}
-NORMALIZATION = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "cifar": (CIFAR_MEAN, CIFAR_STD)}
 
 
 def build_augmentation(name: str, size: int, normalization: str = "imagenet", **kwargs: Any) -> T.Compose:
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(AUGMENTATIONS)}")
-    mean, std = NORMALIZATION[normalization]
+    mean, std = mean_std(normalization)
     return AUGMENTATIONS[name](size, mean=mean, std=std, **kwargs)
 
 

@@ -48,13 +48,6 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def resolve_device(device: str | None = None) -> torch.device:
-    """``auto``/None: CUDA when available, else CPU."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @dataclass
 class ExtractOptions:
     """How features are computed (none of it changes the result except ``amp``)."""

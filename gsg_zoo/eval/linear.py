@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .features import resolve_device
+from ..device import resolve_device
 from .knn import topk_accuracy
 
 

@@ -176,7 +176,7 @@ def _num_classes(dataset: str, train_set: Any, test_labels: Tensor) -> int:
 
 
 def _lbfgs_probe(train: Features, test: Features, num_classes: int, device: str | None) -> tuple[dict, dict]:
-    from .features import resolve_device
+    from ..device import resolve_device
     from .knn import topk_accuracy
     from .logreg import Standardizer, c_grid, fit_logreg, sweep_c
 
@@ -209,7 +209,7 @@ def run_transfer(
     Preprocessing: Resize(size, bicubic) + CenterCrop(size) (size 224 unless overridden), the model's
     normalisation. Datasets missing under ROOT are skipped with a message.
     """
-    from .features import resolve_device
+    from ..device import resolve_device
     from .logreg import c_grid, transfer_protocol
 
     transform = ctx.eval_transform(crop_pct=1.0, interpolation="bicubic")

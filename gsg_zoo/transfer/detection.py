@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
+
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "transfer" / "detectron2"
 AUTHOR = "gsg-zoo"
 
@@ -129,8 +131,8 @@ def convert_resnet(
             f"unloaded: {unconverted[:10]}{' ...' if len(unconverted) > 10 else ''}"
         )
     _check_complete(converted, resnets)
-    mean = [round(255.0 * m, 4) for m in (mean or (0.485, 0.456, 0.406))]
-    std = [round(255.0 * s, 4) for s in (std or (0.229, 0.224, 0.225))]
+    mean = [round(255.0 * m, 4) for m in (mean or IMAGENET_MEAN)]
+    std = [round(255.0 * s, 4) for s in (std or IMAGENET_STD)]
     return Detectron2Weights(converted, resnets, mean, std, skipped)
 
 
