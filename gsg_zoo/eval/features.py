@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import atomic_write
+from ..device import resolve_device
 
 CACHE_FORMAT = 1
 
