@@ -1,9 +1,12 @@
 """The ``gsg`` command line.
 
 Commands live in :mod:`gsg_zoo.commands`, one module each. A module declares ``PATH`` (the words
-that select it, e.g. ``("transfer", "detection")``), ``HELP`` and ``register(parser)``, which adds its
-arguments (or its own sub-commands) and sets ``parser.set_defaults(func=...)``. Modules must import
-nothing heavy at module level, so ``gsg --help`` stays fast; handlers import torch when they run.
+that select it, e.g. ``("transfer", "detection")``), ``HELP``, optionally ``OPTIONS`` (shared option
+groups of :mod:`gsg_zoo.commands._common`; default ``("debug",)``; ``()`` for a module that creates
+its own sub-commands with ``_common.parents(...)``) and ``register(parser)``, which adds its own
+arguments and sets ``parser.set_defaults(func=...)``. Neither the commands nor ``import gsg_zoo`` import
+torch at module level, so help, usage errors and recipe listings answer at once; handlers import what
+they need when they run.
 """
 
 from __future__ import annotations
@@ -14,28 +17,34 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from . import commands as _commands
+from .commands._common import parents
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gsg", description="gsg-zoo: Guided Stop-Gradient model zoo and toolkit"
     )
-    parser.add_argument("--version", action="version", version="gsg-zoo 0.1.0")
+    parser.add_argument("--version", action="version", version=f"gsg-zoo {__version__}")
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="command")}
     modules = [
         importlib.import_module(f"{_commands.__name__}.{m.name}")
         for m in pkgutil.iter_modules(_commands.__path__)
+        if not m.name.startswith("_")
     ]
     for mod in sorted(modules, key=lambda m: m.PATH):
-        *parents, leaf = mod.PATH
-        for depth in range(len(parents)):
-            key = tuple(parents[: depth + 1])
+        *words, leaf = mod.PATH
+        for depth in range(len(words)):
+            key = tuple(words[: depth + 1])
             if key not in groups:
                 group = groups[key[:-1]].add_parser(key[-1], help=f"{key[-1]} commands")
                 group.set_defaults(func=_print_help(group))
                 groups[key] = group.add_subparsers(dest="_".join(key))
-        sub = groups[tuple(parents)].add_parser(leaf, help=mod.HELP, description=mod.HELP)
+        options = getattr(mod, "OPTIONS", ("debug",))
+        sub = groups[tuple(words)].add_parser(
+            leaf, help=mod.HELP, description=mod.HELP, parents=parents(*options) if options else []
+        )
         mod.register(sub)
     return parser
 

@@ -75,7 +75,15 @@ class LearnerConfig:
 
     @property
     def method(self) -> str:
-        return next(k for k, v in METHODS.items() if v == {"target": self.target, "guidance": self.guidance})
+        """The method name of ``(target, guidance)``; ValueError for a pair no method has."""
+        pair = {"target": self.target, "guidance": self.guidance}
+        for name, spec in METHODS.items():
+            if spec == pair:
+                return name
+        raise ValueError(
+            f"no method has target={self.target!r} and guidance={self.guidance!r}; "
+            f"known: {', '.join(f'{k} ({v})' for k, v in METHODS.items())}"
+        )
 
     @property
     def num_views(self) -> int:

@@ -37,11 +37,6 @@ def load_backbone(spec: str, *, device: str | torch.device = "cpu") -> tuple[nn.
     return model, timm.data.resolve_data_config({}, model=model)
 
 
-def describe_spec(spec: str) -> str:
-    """A short label for reports: the architecture and where the weights came from."""
-    return spec if len(spec) < 80 else "..." + spec[-77:]
-
-
 class RawPixels(nn.Module):
     """The raw-pixel baseline: features are the normalised input image, flattened (``C*H*W`` dims)."""
 

@@ -11,8 +11,7 @@ import yaml
 
 from .learner import METHODS, LearnerConfig
 from .optim import OptimConfig
-
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "pretrain"
+from .resources import config_dir, list_configs
 
 
 @dataclass
@@ -118,15 +117,23 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes (``pretrain/*.yaml`` without the ``_base`` files)."""
+    return list_configs("pretrain", ".yaml")
+
+
 def resolve_recipe_path(name_or_path: str) -> Path:
+    """A recipe file: a path to a user's YAML, or the name of a shipped recipe."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    for cand in (RECIPE_DIR / name_or_path, RECIPE_DIR / f"{name_or_path}.yaml"):
+    shipped = config_dir("pretrain")
+    for cand in (shipped / name_or_path, shipped / f"{name_or_path}.yaml"):
         if cand.is_file():
             return cand
-    available = sorted(q.stem for q in RECIPE_DIR.glob("*.yaml") if not q.stem.startswith("_"))
-    raise FileNotFoundError(f"recipe {name_or_path!r} not found; available: {', '.join(available)}")
+    raise FileNotFoundError(
+        f"recipe {name_or_path!r} is neither a file nor a shipped recipe; shipped: {', '.join(list_recipes())}"
+    )
 
 
 def load_raw(path: Path) -> dict[str, Any]:
@@ -150,8 +157,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _coerce(value: Any, type_name: str) -> Any:
-    """YAML 1.1 reads ``1e30`` as a string: convert numbers for numeric fields, with a clear error."""
+def _coerce(value: Any, type_name: str, key: str) -> Any:
+    """YAML 1.1 reads ``1e30`` as a string: convert numbers for numeric fields; errors name ``key``."""
     if not isinstance(value, str):
         return value
     for name, cast in (("float", float), ("int", int)):
@@ -159,7 +166,7 @@ def _coerce(value: Any, type_name: str) -> Any:
             try:
                 return cast(value)
             except ValueError as err:
-                raise ValueError(f"expected a number of type {type_name}, got {value!r}") from err
+                raise ValueError(f"{key}: expected a number of type {type_name}, got {value!r}") from err
     return value
 
 
@@ -174,11 +181,8 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
             unknown = set(value) - known
             if unknown:
                 raise ValueError(f"unknown {key} option(s) {sorted(unknown)}; known: {sorted(known)}")
-            kwargs[key] = cls(
-                **{k: _coerce(v, types[k]) for k, v in value.items()}
-                if (types := {f.name: str(f.type) for f in fields(cls)})
-                else value
-            )
+            types = {f.name: str(f.type) for f in fields(cls)}
+            kwargs[key] = cls(**{k: _coerce(v, types[k], f"{key}.{k}") for k, v in value.items()})
         elif key in {f.name for f in fields(Recipe)}:
             kwargs[key] = value
         else:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 PATH = ("data", "synth")
 HELP = "write the built-in synthetic shapes dataset as ImageFolder, COCO instances or mmseg folders"
+OPTIONS = ("progress",)
 FORMATS = ("imagefolder", "coco", "mmseg")
 
 
@@ -42,7 +43,6 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--grid", type=Path, default=None, help="also save a PNG contact sheet of the first 64 images"
     )
     parser.add_argument("--workers", type=int, default=0, help="render and encode in N processes (default 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 

@@ -6,13 +6,12 @@ import argparse
 
 PATH = ("demo",)
 HELP = "pretrain SimSiam+GSG on the built-in data, evaluate, export, reload through timm, write the card"
+OPTIONS = ("overrides",)
 
 
 def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--recipe", default="demo", help="pretraining recipe (default: demo)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
 

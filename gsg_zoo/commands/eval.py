@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_model_argument, parents
+
 PATH = ("eval",)
 HELP = "evaluate a frozen backbone: weighted kNN or linear probe"
+OPTIONS = ()  # each probe has its own options
 
 DATASET_HELP = (
     "cifar10, cifar100, stl10, imagefolder (ROOT/train, ROOT/val), synthetic (built in), or a transfer-suite "
@@ -13,45 +16,32 @@ DATASET_HELP = (
 )
 
 
+#: shared option groups of each probe (gsg_zoo.commands._common)
+PROBE_OPTIONS = ("dataset", "device", "progress", "features")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        required=True,
-        help="model spec: checkpoint, local-dir:, hf-hub:, zoo:, random:, pixels (raw-pixel baseline), timm name",
-    )
+    add_model_argument(p)
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--data", default=None, metavar="ROOT", help="dataset root in torchvision's layout")
-    p.add_argument("--download", action="store_true", help="let torchvision download the dataset if missing")
     p.add_argument(
         "--image-size", type=int, default=None, help="input size (default: the model's data config)"
     )
-    p.add_argument(
-        "--cache-dir", default=None, help="feature cache (default $GSG_CACHE or ~/.cache/gsg-zoo/features)"
-    )
-    p.add_argument("--no-cache", action="store_true", help="recompute features and do not store them")
-    p.add_argument("--batch-size-extract", type=int, default=256, help="batch size of feature extraction")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(8, CPUs))")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bf16 autocast")
-    p.add_argument(
-        "--subset", type=int, default=None, help="seeded subset of at most N images per split (quick runs)"
-    )
     p.add_argument("--out", default=None, metavar="DIR", help="write results as JSON + markdown here")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="eval_command")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
-    knn = sub.add_parser("knn", help="weighted kNN (cosine, several k/T pairs)", description=__doc__)
+    knn = sub.add_parser("knn", help="weighted kNN (cosine, several k/T pairs)", description=__doc__,
+                         parents=parents(*PROBE_OPTIONS))  # fmt: skip
     _common(knn)
     knn.add_argument("--knn", default="200:0.1,20:0.07,200:0.2", help="comma-separated k:T pairs")
     knn.add_argument("--chunk-size", type=int, default=256, help="test queries per similarity chunk")
     knn.set_defaults(func=_knn)
 
-    lin = sub.add_parser("linear", help="linear probe (reference protocol or fast cached-feature probe)")
+    lin = sub.add_parser("linear", help="linear probe (reference protocol or fast cached-feature probe)",
+                         parents=parents(*PROBE_OPTIONS))  # fmt: skip
     _common(lin)
     lin.add_argument("--protocol", choices=("reference", "fast"), default="reference",
                      help="reference: augmented images through the frozen backbone every epoch (SimSiam); "
@@ -85,7 +75,7 @@ def context(args: argparse.Namespace):
     from gsg_zoo.eval.runner import EvalContext
 
     opts = ExtractOptions(batch_size=args.batch_size_extract, num_workers=args.workers, device=args.device,
-                          amp=not args.no_amp, progress=not args.quiet)  # fmt: skip
+                          amp=not args.no_amp, progress=not args.no_progress)  # fmt: skip
     return EvalContext.load(args.model, image_size=args.image_size, cache_dir=args.cache_dir,
                             use_cache=not args.no_cache, options=opts, data_root=args.data,
                             download=args.download, subset=args.subset)  # fmt: skip

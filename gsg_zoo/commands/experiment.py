@@ -6,6 +6,7 @@ import argparse
 
 PATH = ("experiment", "claims")
 HELP = "SimSiam vs SimSiam+GSG, with and without predictor, at equal epochs and equal encoder passes"
+OPTIONS = ("overrides",)
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -14,7 +15,6 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=4, help="epochs of the 1x runs (the 2x baseline doubles it)")
     p.add_argument("--recipe", default="demo", help="base recipe (default: demo, the built-in data)")
     p.add_argument("--runs", help="comma-separated subset of run ids")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=run)
 
 

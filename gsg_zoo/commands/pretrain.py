@@ -6,23 +6,30 @@ import argparse
 
 PATH = ("pretrain",)
 HELP = "pretrain a backbone from a recipe (pretrain/*.yaml); resumes from OUT/checkpoints/last.pt"
+OPTIONS = ("dataset", "overrides", "progress")  # --data sets data.root, --download data.download
 
 
 def register(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="recipe name in pretrain/ (e.g. demo, cifar10_simsiam_gsg) or a YAML path")
-    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, curves)")
-    p.add_argument("--data", help="dataset root (sets data.root)")
-    p.add_argument("--download", action="store_true", help="allow torchvision to download the dataset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set train.epochs=10 --set model.predictor=false")  # fmt: skip
+    p.add_argument("recipe", nargs="?", help="shipped recipe name (see --list) or a YAML path")
+    p.add_argument("--out", help="run directory (checkpoints, metrics, curves); required to train")
     p.add_argument("--resume", help="resume from this checkpoint instead of OUT/checkpoints/last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=run)
+    p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
+    p.set_defaults(func=run, parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..recipes import list_recipes
+
+    if args.list:
+        print("\n".join(list_recipes()))
+        return 0
+    if not args.recipe or not (args.out or args.print_recipe):
+        args.parser.error("a RECIPE and --out DIR are required (or --list, or RECIPE --print-recipe)")
+    return train(args)
+
+
+def train(args: argparse.Namespace) -> int:
     import logging
 
     import yaml

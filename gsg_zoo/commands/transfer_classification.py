@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_model_argument
+
 PATH = ("transfer", "classification")
 HELP = "linear transfer to 11 classification datasets (L-BFGS logistic regression, C chosen on val)"
+OPTIONS = ("dataset", "device", "progress", "features")  # --data: the root of every dataset
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_run)
     suite = "aircraft,caltech101,cars,cifar10,cifar100,dtd,flowers,food101,pets,sun397,voc2007"
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="model spec (checkpoint, local-dir:, hf-hub:, zoo:, random:, pixels, timm)",
-    )
+    add_model_argument(parser)
     parser.add_argument("--datasets", default=suite, help=f"comma-separated subset of {suite}")
-    parser.add_argument(
-        "--data", required=True, metavar="ROOT", help="root holding every dataset in torchvision's layout"
-    )
     parser.add_argument(
         "--out", default=None, metavar="DIR", help="write transfer_classification.{json,md} here"
     )
@@ -30,20 +26,6 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--num-c", type=int, default=45, help="number of log-spaced 1/C values in [1e-6, 1e5]"
     )
     parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations per C")
-    parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
-    parser.add_argument(
-        "--cache-dir", default=None, help="feature cache (default $GSG_CACHE or ~/.cache/gsg-zoo/features)"
-    )
-    parser.add_argument("--no-cache", action="store_true", help="recompute features and do not store them")
-    parser.add_argument("--batch-size-extract", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(8, CPUs))")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bf16 autocast")
-    parser.add_argument(
-        "--subset", type=int, default=None, help="seeded subset of at most N images per split"
-    )
-    parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--debug", action="store_true")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,6 +33,8 @@ def _run(args: argparse.Namespace) -> int:
     from gsg_zoo.eval.datasets import get_info
     from gsg_zoo.eval.runner import run_transfer, transfer_markdown, write_report
 
+    if not args.data:
+        raise ValueError("--data ROOT is required: the folder holding every dataset in torchvision's layout")
     names = [n.strip().lower() for n in args.datasets.split(",") if n.strip()]
     for n in names:
         get_info(n)  # unknown names fail before the model loads

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_model_argument, parents
+
 PATH = ("transfer", "detection")
 HELP = "Detectron2 detection transfer: convert a ResNet backbone, fine-tune on VOC/COCO, report AP"
+OPTIONS = ()  # each sub-command has its own options
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="detection_command")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
-    conv = sub.add_parser("convert", help="convert a ResNet backbone spec to a Detectron2 .pkl")
-    conv.add_argument(
-        "spec", metavar="MODEL_SPEC", help="checkpoint, local-dir:, hf-hub:, zoo:, random: or timm name"
+    conv = sub.add_parser(
+        "convert", help="convert a ResNet backbone spec to a Detectron2 .pkl", parents=parents()
     )
+    add_model_argument(conv, "spec")
     conv.add_argument(
         "--out", required=True, metavar="FILE.pkl", help="output .pkl (a .json with settings beside it)"
     )
-    conv.add_argument("--debug", action="store_true", help="show tracebacks")
     conv.set_defaults(func=_convert)
 
-    train = sub.add_parser("train", help="convert, fine-tune and evaluate over N seeds (Detectron2)")
-    train.add_argument("--model", required=True, metavar="SPEC", help="backbone model spec (a ResNet)")
+    train = sub.add_parser(
+        "train", help="convert, fine-tune and evaluate over N seeds (Detectron2)", parents=parents()
+    )
+    add_model_argument(train)
     train.add_argument("--recipe", required=True, help="recipe name in transfer/detectron2/ or a YAML path")
     train.add_argument(
         "--data", required=True, metavar="ROOT", help="datasets root (Detectron2 datasets/ layout)"
@@ -36,10 +40,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--out", default=None, metavar="DIR", help="output dir (default runs/detection/RECIPE)"
     )
-    train.add_argument("--debug", action="store_true", help="show tracebacks")
     train.set_defaults(func=_train)
 
-    rec = sub.add_parser("recipes", help="list the detection recipes")
+    rec = sub.add_parser("recipes", help="list the detection recipes", parents=parents())
     rec.set_defaults(func=_recipes)
 
 
@@ -82,11 +85,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from ..transfer.detection import RECIPE_DIR, list_recipes
+    from ..resources import config_dir
+    from ..transfer.detection import list_recipes
 
     for name in list_recipes():
         print(name)
-    print(f"(in {RECIPE_DIR})")
+    print(f"(in {config_dir('transfer/detectron2')})")
     return 0
 
 

@@ -9,16 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ._common import add_model_argument, parents
+
 PATH = ("transfer", "segmentation")
 HELP = "semantic segmentation transfer with mmsegmentation (VOC12aug/Cityscapes FCN, ADE20K UperNet)"
+OPTIONS = ()  # each sub-command has its own options
 
 
 def register(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="segmentation_command")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    t = sub.add_parser("train", help="export the backbone, fine-tune and evaluate (mIoU, mAcc, aAcc)")
-    t.add_argument("--model", required=True, help="model spec (checkpoint, export dir, local-dir:, hf-hub:, zoo:, ...)")  # fmt: skip
+    t = sub.add_parser(
+        "train", help="export the backbone, fine-tune and evaluate (mIoU, mAcc, aAcc)", parents=parents()
+    )
+    add_model_argument(t)
     t.add_argument("--recipe", required=True, help="recipe name (see `gsg transfer segmentation recipes`) or an mmengine .py config")  # fmt: skip
     t.add_argument("--data", required=True, help="dataset root in the recipe's layout (mmseg's data_root)")
     t.add_argument("--gpus", type=int, default=1, help="processes/GPUs; >1 launches torch.distributed.run (SyncBN)")  # fmt: skip
@@ -30,15 +35,14 @@ def register(p: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="resume from the latest mmengine checkpoint in OUT/mmseg"
     )
     t.add_argument("--exported", help=argparse.SUPPRESS)  # backbone file from the launching process
-    t.add_argument("--debug", action="store_true", help="show tracebacks")
     t.set_defaults(func=train)
 
-    r = sub.add_parser("recipes", help="list the built-in recipes")
+    r = sub.add_parser("recipes", help="list the built-in recipes", parents=parents())
     r.set_defaults(func=recipes)
 
 
 def recipes(args: argparse.Namespace) -> int:
-    from ..transfer.segmentation import RECIPES
+    from ..transfer.segmentation_recipes import RECIPES
 
     for recipe in RECIPES.values():
         print(f"{recipe.name:18s} {recipe.description}\n{'':18s} {recipe.path}")

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import parents
+
 PATH = ("zoo",)
 HELP = "list the published checkpoints, or add a pushed export to the manifest"
+OPTIONS = ("debug",)  # `gsg zoo` alone lists; its sub-commands have --debug too
 MANIFEST_HELP = "manifest file (default: $GSG_ZOO_MANIFEST, else the package's zoo_manifest.json)"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="zoo_command")
-    ls = sub.add_parser("list", help="show the manifest as a table")
+    ls = sub.add_parser("list", help="show the manifest as a table", parents=parents())
     ls.add_argument("--manifest", help=MANIFEST_HELP)
     ls.add_argument("--json", action="store_true", help="print the entries as JSON")
     ls.set_defaults(func=run_list)
-    add = sub.add_parser("add", help="add a pushed export (verified) to the manifest")
+    add = sub.add_parser("add", help="add a pushed export (verified) to the manifest", parents=parents())
     add.add_argument("--manifest", help=MANIFEST_HELP)
     add.add_argument("export_dir", help="directory written by `gsg export` and pushed with `gsg push`")
     add.add_argument("--hub-id", required=True, help="Hub repo ORG/NAME it was pushed to")

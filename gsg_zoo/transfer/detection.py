@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..resources import config_dir, list_configs
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "transfer" / "detectron2"
 AUTHOR = "gsg-zoo"
 
 # Detectron2's ResNet depths by block type and blocks per stage.
@@ -287,7 +287,7 @@ RECIPE_ALIASES = {"synthetic-coco": "synthetic_coco_R_50_C4", "voc": "voc_R_50_C
 
 def list_recipes() -> list[str]:
     """Names of the recipes in ``transfer/detectron2/`` (files not starting with ``Base-``)."""
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if not p.name.startswith("Base-"))
+    return list_configs("transfer/detectron2", ".yaml", hidden_prefixes=("Base-",))
 
 
 def recipe_path(name: str) -> Path:
@@ -297,7 +297,7 @@ def recipe_path(name: str) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"recipe file not found: {path}")
         return path
-    path = RECIPE_DIR / f"{RECIPE_ALIASES.get(name, name).replace('-', '_')}.yaml"
+    path = config_dir("transfer/detectron2") / f"{RECIPE_ALIASES.get(name, name).replace('-', '_')}.yaml"
     if not path.exists():
         raise ValueError(f"unknown detection recipe {name!r}; available: {', '.join(list_recipes())}")
     return path

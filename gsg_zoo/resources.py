@@ -1,0 +1,42 @@
+"""Where the shipped configuration files live: pretraining recipes and framework configs.
+
+In a checkout they are the top-level folders ``pretrain/`` and ``transfer/``; a wheel ships the same
+files as package data under ``gsg_zoo/_configs/`` (see ``setup.py``), read with
+:mod:`importlib.resources`. Light to import (no torch), so recipe listings stay fast.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+#: The shipped folders: ``pretrain`` (recipes) and ``transfer/detectron2``, ``transfer/mmseg``.
+CONFIG_FOLDERS = ("pretrain", "transfer")
+PACKAGED_ROOT = "_configs"  # gsg_zoo/_configs/<folder> in an installed distribution
+
+
+def config_dir(folder: str) -> Path:
+    """The directory of a shipped config folder: ``pretrain``, ``transfer/detectron2``, ``transfer/mmseg``.
+
+    Prefers the installed package data, then the checkout beside the package. Raises a clear error
+    when neither exists (a broken install).
+    """
+    top = folder.split("/", 1)[0]
+    if top not in CONFIG_FOLDERS:
+        raise ValueError(f"unknown config folder {folder!r}; shipped: {', '.join(CONFIG_FOLDERS)}")
+    packaged = Path(str(resources.files("gsg_zoo").joinpath(PACKAGED_ROOT, *folder.split("/"))))
+    checkout = Path(__file__).resolve().parent.parent.joinpath(*folder.split("/"))
+    for candidate in (packaged, checkout):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"gsg-zoo's {folder}/ configs are missing (looked in {packaged} and {checkout}); "
+        "reinstall the package (pip install gsg-zoo) or run from a complete checkout"
+    )
+
+
+def list_configs(folder: str, suffix: str, *, hidden_prefixes: tuple[str, ...] = ("_",)) -> list[str]:
+    """Sorted stems of the ``*suffix`` files of a config folder, leaving out bases (``_x``, ``Base-x``)."""
+    return sorted(
+        p.stem for p in config_dir(folder).glob(f"*{suffix}") if not p.name.startswith(hidden_prefixes)
+    )
