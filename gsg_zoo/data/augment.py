@@ -76,6 +76,10 @@ def _interp(name: str) -> T.InterpolationMode:
     )
 
 
+def _normalize(mean: Any, std: Any) -> T.Normalize:
+    return T.Normalize(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+
 def eval_transform(
     size: int, mean: Any, std: Any, crop_pct: float = 1.0, interpolation: str = "bilinear"
 ) -> T.Compose:
@@ -86,7 +90,20 @@ def eval_transform(
             T.Resize(int(round(size / crop_pct)), interpolation=_interp(interpolation)),
             T.CenterCrop(size),
             T.ToTensor(),
-            T.Normalize(tuple(float(m) for m in mean), tuple(float(s) for s in std)),
+            _normalize(mean, std),
+        ]
+    )
+
+
+def probe_transform(size: int, mean: Any, std: Any, interpolation: str = "bilinear") -> T.Compose:
+    """The linear-probe training augmentation: ``RandomResizedCrop(size)`` + horizontal flip."""
+    return T.Compose(
+        [
+            ToRGB(),
+            T.RandomResizedCrop(size, interpolation=_interp(interpolation)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            _normalize(mean, std),
         ]
     )
 

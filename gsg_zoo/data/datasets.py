@@ -1,49 +1,20 @@
-"""Pretraining datasets through torchvision's own classes and layouts, plus the built-in one.
+"""Pretraining datasets (from the one registry, :mod:`.registry`), the epoch-keyed sampler and collates.
 
 Nothing is downloaded unless ``download=True``. A missing dataset raises FileNotFoundError naming
 the layout that was expected. Corrupt images in folder datasets are reported with their path and
-skipped (counted), never a crash.
+skipped (counted), never a crash; evaluation (:func:`collate_pairs`) refuses them instead.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, Sampler
-from torchvision import datasets as tvd
+from torch.utils.data import Dataset, Sampler, default_collate
 
-log = logging.getLogger(__name__)
-
-LAYOUTS = {
-    "cifar10": "ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta} (torchvision CIFAR10)",
-    "cifar100": "ROOT/cifar-100-python/{train,test,meta} (torchvision CIFAR100)",
-    "stl10": "ROOT/stl10_binary/{unlabeled_X.bin,train_X.bin,train_y.bin,test_X.bin,test_y.bin,...}",
-    "imagefolder": "ROOT/<split>/<class>/<image files> (torchvision ImageFolder; ImageNet: ROOT/train, ROOT/val)",
-}
-DATASETS = ("synthetic", "cifar10", "cifar100", "stl10", "imagefolder")
-
-
-class SafeImageFolder(tvd.ImageFolder):
-    """ImageFolder that reports an unreadable image with its path and yields ``None`` for it."""
-
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
-        path, target = self.samples[index]
-        try:
-            with open(path, "rb") as f:
-                img = Image.open(f)
-                img = img.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            log.warning("skipping unreadable image %s: %s", path, err)
-            return None
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, target
+from .registry import get_info, open_split
 
 
 def build_dataset(
@@ -54,54 +25,19 @@ def build_dataset(
     download: bool = False,
     **options: Any,
 ) -> Dataset:
-    """A dataset of ``(transform(image), label)`` items.
+    """A dataset of ``(transform(image), label)`` items (``None`` for an unreadable folder image).
 
-    ``name``: ``synthetic`` (built-in; options ``num_images``, ``image_size``, ``seed`` and the nuisance
-    switches ``textured_background``, ``clutter``, ``grayscale`` of :class:`.SyntheticShapes`), ``cifar10``,
-    ``cifar100``, ``stl10`` (splits ``unlabeled``, ``train``, ``test``, ``train+unlabeled``) or
-    ``imagefolder`` (``ROOT/<split>/<class>/...``).
+    ``name``: ``synthetic`` (built-in; options ``num_images`` (default 4000), ``image_size``, ``seed`` and
+    the nuisance switches ``textured_background``, ``clutter``, ``grayscale`` of :class:`.SyntheticShapes`),
+    ``cifar10``, ``cifar100``, ``stl10`` (splits ``unlabeled``, ``train``, ``test``, ``train+unlabeled``) or
+    ``imagefolder`` (``ROOT/<split>/<class>/...``): the registry's entries with ``pretrain=True``.
+    Options other datasets do not take are ignored.
     """
-    if name == "synthetic":
-        from .synthetic import SyntheticShapes
-
-        ds = SyntheticShapes(
-            num_images=int(options.get("num_images", 4000)),
-            image_size=int(options.get("image_size", 64)),
-            seed=int(options.get("seed", 0)),
-            split=split,
-            textured_background=bool(options.get("textured_background", True)),
-            clutter=bool(options.get("clutter", True)),
-            grayscale=bool(options.get("grayscale", False)),
-        )
-        return TransformDataset(ds, transform)
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if root is None:
-        raise ValueError(f"dataset {name!r} needs --data ROOT (expected layout: {LAYOUTS[name]})")
-    root = Path(root).expanduser()
-    try:
-        if name in ("cifar10", "cifar100"):
-            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-            if split not in ("train", "test"):
-                raise ValueError(f"{name} splits are 'train' and 'test', got {split!r}")
-            return cls(str(root), train=split == "train", transform=transform, download=download)
-        if name == "stl10":
-            return tvd.STL10(str(root), split=split, transform=transform, download=download)
-        folder = root / split
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a directory")
-        return SafeImageFolder(str(folder), transform=transform)
-    except (RuntimeError, FileNotFoundError) as err:
-        if isinstance(err, RuntimeError) and "not found" not in str(err).lower():
-            raise
-        hint = "" if download else " (or pass --download to fetch it)"
-        raise FileNotFoundError(
-            f"{name} {split!r} not found under {root}: expected {LAYOUTS[name]}{hint}. ({err})"
-        ) from err
+    return Transformed(open_split(get_info(name, pretrain=True), root, split, download, **options), transform)
 
 
-class TransformDataset(Dataset):
-    """Apply ``transform`` to the image of a ``(PIL image, label)`` dataset."""
+class Transformed(Dataset):
+    """Apply ``transform`` to the image of a dataset of ``(image, label)`` pairs; ``None`` items stay ``None``."""
 
     def __init__(self, dataset: Dataset, transform: Callable | None) -> None:
         self.dataset, self.transform = dataset, transform
@@ -110,8 +46,11 @@ class TransformDataset(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Any:
-        img, label = self.dataset[index]
-        return (self.transform(img) if self.transform else img), label
+        item = self.dataset[index]
+        if item is None:
+            return None
+        image, label = item
+        return (self.transform(image) if self.transform else image), label
 
 
 class EpochSeeded(Dataset):
@@ -184,3 +123,14 @@ def collate_images(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
         torch.as_tensor([int(it[1]) for it in items]),
         len(batch) - len(items),
     )
+
+
+def collate_pairs(batch: list[Any]) -> Any:
+    """Evaluation's collate: ``default_collate`` of ``(image, label)`` items, refusing unreadable (``None``) ones."""
+    missing = sum(item is None for item in batch)
+    if missing:
+        raise ValueError(
+            f"{missing} unreadable image(s) in an evaluation batch (paths in the warnings above); "
+            "evaluation needs every image: repair or remove them"
+        )
+    return default_collate(batch)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import atomic_write
+from ..data.datasets import collate_pairs
 from ..device import resolve_device
 
 CACHE_FORMAT = 1
@@ -94,6 +95,7 @@ def extract_features(
         num_workers=opt.workers(),
         pin_memory=cuda,
         persistent_workers=False,
+        collate_fn=collate_pairs,
     )
     feats, labels = [], []
     for images, targets in tqdm(loader, desc=desc, disable=not opt.progress, unit="batch"):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.datasets import collate_pairs
 from ..device import resolve_device
 from .knn import topk_accuracy
 
@@ -150,6 +151,7 @@ def train_reference(
         drop_last=False,
         generator=gen,
         persistent_workers=num_workers > 0,
+        collate_fn=collate_pairs,
     )
     for epoch in range(cfg.epochs):
         _set_lr(opt, cosine_lr(cfg, epoch))

@@ -257,9 +257,9 @@ def run_transfer(
 
 
 def _sun397_official(ctx: EvalContext) -> bool:
-    from .datasets import _sun397_partition
+    from ..data.loaders import sun397_partition
 
-    return _sun397_partition(Path(ctx.data_root or ".")) is not None
+    return sun397_partition(Path(ctx.data_root or ".").expanduser()) is not None
 
 
 # ----------------------------------------------------------------------------- reports
