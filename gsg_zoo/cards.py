@@ -1,31 +1,29 @@
-"""Model cards for exported backbones: Hub YAML front matter + what, how, results, usage, citations.
+"""Model cards for exported backbones: how a :class:`~gsg_zoo.card_data.CardData` is rendered.
 
-Every number in a card comes from the export's ``results.json`` (the run's ``summary.json``, plus
-any results a caller measured and passed in) or its ``recipe.json``; the paper's numbers appear only
-beside a result of the same method, protocol and dataset.
+A card is Hub YAML front matter plus one Markdown section per function below (intro, training,
+results, curves, usage, citation). What the card says is read once by
+:func:`gsg_zoo.card_data.read_card_data`; nothing here reads an export's files.
 
-Results: ``results.json`` may hold ``"results": [{"task", "dataset", "metric", "value", ...}]``
-(``task``: knn | linear | finetune; ``value`` in percent) and/or flat keys such as ``knn_top1``,
-``final_knn_top1``, ``best_linear_top5`` (nested one level deep, e.g. ``{"final": {"knn_top1": ..}}``,
-is flattened to ``final_knn_top1``), as ``gsg pretrain``'s ``summary.json`` writes them. Values are
-percentages, shown as recorded. A kNN result measured on a subset (the pretraining monitor's
-``train_limit``/``test_limit``) is labelled so and never put beside the paper's full-set numbers.
+Where cards are written: ``EXPORT/README.md`` always (by ``gsg export``); a second copy
+``CARDS_DIR/NAME/README.md`` (+ ``curves.png``) only when asked. ``DEFAULT_CARDS_DIR`` is the
+checkout's ``model_cards/`` (the cards of the zoo manifest's entries), None once installed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .export import PROVENANCE_FILE, RECIPE_FILE, RESULTS_FILE, read_json, write_checksums
+from .card_data import CardData, Result, normalize_results, paper_match, read_card_data
+from .checksums import write_checksums
+from .layout import CARD_FILE, CARDS_DIR_NAME, CURVES_FILE, RESULTS_FILE, checkout_cards_dir, read_json
 
-DEFAULT_CARDS_DIR = Path(__file__).resolve().parents[1] / "model_cards"
+DEFAULT_CARDS_DIR: Path | None = checkout_cards_dir()
 
 TASKS = {
     "knn": "kNN classification (frozen features)",
@@ -38,7 +36,6 @@ DATASETS = {  # name in recipes -> (display name, Hub dataset id or None)
     "cifar100": ("CIFAR-100", "uoft-cs/cifar100"),
     "stl10": ("STL-10", None),
     "imagenet": ("ImageNet-1k", "ILSVRC/imagenet-1k"),
-    "imagenet-1k": ("ImageNet-1k", "ILSVRC/imagenet-1k"),
     "synthetic": ("SyntheticShapes (gsg-zoo's procedural dataset)", None),
 }
 METHOD_NAMES = {
@@ -46,17 +43,6 @@ METHOD_NAMES = {
     "simsiam_gsg": "SimSiam + GSG",
     "byol": "BYOL",
     "byol_gsg": "BYOL + GSG",
-}
-# The GSG paper (arXiv 2503.09058): (task, dataset) -> method -> top-1 %, with its setting.
-PAPER_RESULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("knn", "cifar10"): {
-        "setting": "ResNet-18 (CIFAR stem), CIFAR-10 kNN",
-        "top1": {"simsiam": 82.7, "simsiam_gsg": 86.4, "byol": 88.0, "byol_gsg": 90.3},
-    },
-    ("linear", "imagenet"): {
-        "setting": "ResNet-50, ImageNet-1k linear probe, 100 epochs",
-        "top1": {"simsiam": 67.9, "simsiam_gsg": 69.4, "byol": 69.9, "byol_gsg": 71.1},
-    },
 }
 CITATIONS = {
     "GSG": """@inproceedings{lee2023gsg,
@@ -84,368 +70,20 @@ CITATIONS = {
   year      = {2020}
 }""",
 }
-_FLAT_RESULT = re.compile(
-    r"^(?:(?P<qual>.+)_)?(?P<task>knn|linear|finetune)_(?P<metric>top1|top5|acc|accuracy)$"
-)
 
 
-# ------------------------------------------------------------------------------------------ results
-def _baselines(r: dict[str, Any]) -> dict[str, float]:
-    """``{name: value}`` of a result's reference models: ``baselines`` and/or ``baseline``/``baseline_name``."""
-    out = {str(k): float(v) for k, v in (r.get("baselines") or {}).items() if v is not None}
-    if r.get("baseline") is not None:
-        out.setdefault(str(r.get("baseline_name", "baseline")), float(r["baseline"]))
-    return out
-
-
-def _canonical_dataset(name: str | None) -> str:
-    name = (name or "unknown").lower()
-    return "imagenet" if name in ("imagenet-1k", "imagenet1k", "in1k", "ilsvrc2012") else name
-
-
-def _flatten(d: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "results":
-            out.update({f"{k}_{kk}": vv for kk, vv in v.items() if not isinstance(vv, dict)})
-        else:
-            out[k] = v
-    return out
-
-
-def normalize_results(
-    raw: dict[str, Any] | None, recipe: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """Measured results as a list of ``{task, dataset, metric, value (%), split, protocol, source}``."""
-    if not raw:
-        return []
-    recipe = recipe or {}
-    monitor, data = recipe.get("monitor") or {}, recipe.get("data") or {}
-    # The monitor's dataset is the kNN dataset; summary["dataset"] is the pretraining one.
-    default_ds = (
-        raw.get("eval_dataset") or monitor.get("dataset") or raw.get("dataset") or data.get("dataset")
-    )
-    knn = {**monitor, **(raw.get("knn_protocol") or {})}
-    out: list[dict[str, Any]] = []
-    for i, r in enumerate(raw.get("results") or []):
-        missing = {"task", "dataset", "metric", "value"} - set(r)
-        if missing:
-            raise ValueError(f"results[{i}] lacks {sorted(missing)}: {r}")
-        baselines = _baselines(r)
-        out.append(
-            {
-                "task": str(r["task"]),
-                "dataset": _canonical_dataset(r["dataset"]),
-                "metric": str(r["metric"]),
-                "value": float(r["value"]),
-                "split": r.get("split", "test"),
-                "protocol": r.get("protocol", ""),
-                "full_protocol": bool(r.get("full_protocol", True)),
-                "source": r.get("source", f"results[{i}]"),
-                # optional: the same protocol on reference models (random init, raw pixels, ...)
-                **({"baselines": baselines} if baselines else {}),
-            }
-        )  # fmt: skip
-    for key, value in _flatten({k: v for k, v in raw.items() if k != "results"}).items():
-        m = _FLAT_RESULT.match(key)
-        if not m or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        task, qual = m["task"], m["qual"]
-        protocol, full = "", True
-        if task == "knn" and knn:
-            protocol = f"k={knn.get('k')}, T={knn.get('t')}, cosine on L2-normalised pooled features"
-            limits = [f"{n} {knn[f'{n}_limit']} images" for n in ("train", "test") if knn.get(f"{n}_limit")]
-            if limits:
-                protocol += "; subset: " + ", ".join(limits)
-                full = False
-        out.append(
-            {
-                "task": task,
-                "dataset": _canonical_dataset(default_ds),
-                "metric": m["metric"] + (f" ({qual.replace('_', ' ')})" if qual else ""),
-                "value": float(value),
-                "split": (knn.get("test_split") or knn.get("test") or "test") if task == "knn" else "test",
-                "protocol": protocol,
-                "full_protocol": full,
-                "source": f"{RESULTS_FILE}:{key}",
-            }
-        )
-    return out
-
-
+# ------------------------------------------------------------------------------------------ helpers
 def _dataset_name(ds: str) -> str:
     return DATASETS.get(ds, (ds, None))[0]
 
 
-def _metric_name(r: dict[str, Any]) -> str:
-    base, _, qual = r["metric"].partition(" ")
-    return f"{TASKS.get(r['task'], r['task'])} {METRICS.get(base, base)}{(' ' + qual) if qual else ''}"
+def _method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
 
 
-def paper_value(method: str, r: dict[str, Any]) -> float | None:
-    """The paper's number for the same method, protocol and dataset as result ``r``, if any."""
-    if not r["metric"].startswith("top1") or not r.get("full_protocol", True):
-        return None
-    entry = PAPER_RESULTS.get((r["task"], r["dataset"]))
-    return entry["top1"].get(method) if entry else None
-
-
-def model_index(name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Hub's ``model-index`` (one entry per measured result)."""
-    entries = []
-    for r in results:
-        hub_ds = DATASETS.get(r["dataset"], (None, None))[1]
-        entries.append(
-            {
-                "task": {"type": "image-classification", "name": TASKS.get(r["task"], r["task"])},
-                "dataset": {
-                    "type": hub_ds or r["dataset"],
-                    "name": _dataset_name(r["dataset"]),
-                    "split": r["split"],
-                },
-                "metrics": [{"type": "accuracy", "name": _metric_name(r), "value": r["value"]}],
-            }
-        )
-    return [{"name": name, "results": entries}] if entries else []
-
-
-# --------------------------------------------------------------------------------------------- card
-def build_model_card(
-    export_dir: str | os.PathLike, name: str, *, hub_id: str | None = None, curves: str | None = "curves.png"
-) -> str:
-    """The card (Markdown with YAML front matter) of an export directory, from its own files."""
-    export_dir = Path(export_dir)
-    prov = read_json(export_dir / PROVENANCE_FILE) or {}
-    recipe = read_json(export_dir / RECIPE_FILE) or {}
-    raw = read_json(export_dir / RESULTS_FILE) or {}
-    timm_cfg = read_json(export_dir / "config.json") or {}
-    if not prov or not timm_cfg:
-        raise FileNotFoundError(f"{export_dir} is not a gsg export ({PROVENANCE_FILE} / config.json missing)")
-    results = normalize_results(raw, recipe)
-    arch, method = prov["architecture"], prov["method"]
-    method_name = METHOD_NAMES.get(method, method)
-    base_method = method.removesuffix("_gsg")
-    data = recipe.get("data") or {}
-    pre_ds = _canonical_dataset(prov.get("pretrain_dataset") or data.get("dataset"))
-    pcfg = timm_cfg.get("pretrained_cfg", {})
-    license_ = prov.get("license") or pcfg.get("license") or "apache-2.0"
-    hub_datasets = sorted({d for d in (DATASETS.get(x, (None, None))[1] for x in [pre_ds]) if d})
-
-    front: dict[str, Any] = {
-        "library_name": "timm",
-        "pipeline_tag": "image-feature-extraction",
-        "license": license_,
-        "tags": ["timm", "image-feature-extraction", "self-supervised", "gsg", base_method]
-        + (["guided-stop-gradient"] if method.endswith("_gsg") else []),
-    }
-    if hub_datasets:
-        front["datasets"] = hub_datasets
-    mi = model_index(name, results)
-    if mi:
-        front["model-index"] = mi
-
-    spec = f"hf-hub:{hub_id}" if hub_id else f"local-dir:/path/to/{name}"
-    gsg_import = (
-        "import gsg_zoo  # registers the CIFAR-stem architecture with timm\n"
-        if prov.get("needs_gsg_zoo")
-        else ""
-    )
-    size = prov.get("input_size") or pcfg.get("input_size")
-    lines: list[str] = [f"# {name}", ""]
-    lines += [
-        f"A **{arch}** backbone pretrained without labels by **{method_name}**"
-        + (
-            " (Guided Stop-Gradient, Lee & Lee, NeurIPS 2023, arXiv:2503.09058)"
-            if method.endswith("_gsg")
-            else ""
-        )
-        + f" on **{_dataset_name(pre_ds)}**, exported with gsg-zoo. It is the encoder's backbone only "
-        f"(no projector or predictor), in timm format with `num_classes=0`: the model returns "
-        f"{prov.get('num_features', timm_cfg.get('num_features'))}-d globally pooled features.",
-        "",
-    ]
-    if prov.get("needs_gsg_zoo"):
-        lines += [
-            f"> **Note:** `{arch}` is a CIFAR-stem ResNet (3x3 stride-1 stem, no max-pool) registered by "
-            "gsg-zoo. Run `import gsg_zoo` before `timm.create_model(...)`; stock timm alone does not "
-            "know the architecture.",
-            "",
-        ]
-    else:
-        lines += ["It loads with stock timm alone (no gsg-zoo needed).", ""]
-
-    # --- training
-    lines += ["## Training", ""]
-    rows = [
-        ("Method", method_name),
-        ("Architecture", f"`{arch}`"),
-        ("Pretraining data", _dataset_name(pre_ds)),
-        ("Epochs", (recipe.get("train") or {}).get("epochs")),
-        (
-            "Checkpoint epoch / step",
-            f"{prov.get('checkpoint', {}).get('epoch')} / {prov.get('checkpoint', {}).get('step')}",
-        ),
-        ("Global batch", (recipe.get("train") or {}).get("batch_size")),
-        ("Image size", data.get("image_size")),
-        ("Augmentation", data.get("augmentation")),
-        ("Input size / mean / std", f"{size} / {pcfg.get('mean')} / {pcfg.get('std')}"),
-    ]
-    optim = recipe.get("optim") or {}
-    if optim:
-        rows.append(
-            ("Optimizer", ", ".join(f"{k}={v}" for k, v in optim.items() if not isinstance(v, (dict, list))))
-        )
-    lines += _table(["", ""], [(k, v) for k, v in rows if v not in (None, "", "None / None")])
-    compute = {
-        k: v
-        for k, v in raw.items()
-        if v is not None and not isinstance(v, (dict, list)) and not _FLAT_RESULT.match(k)
-    }
-    if compute:
-        lines += ["", "Run summary (from the run's `summary.json`; compute and throughput as measured):", ""]
-        lines += _table(["key", "value"], [(f"`{k}`", _fmt(v)) for k, v in compute.items()])
-    if recipe:
-        lines += [
-            "",
-            "<details><summary>Full training recipe (<code>recipe.json</code>)</summary>",
-            "",
-            "```yaml",
-            yaml.safe_dump(recipe, sort_keys=False).rstrip(),
-            "```",
-            "</details>",
-        ]
-    lines.append("")
-
-    # --- results
-    lines += ["## Results", ""]
-    if results:
-        paper_cols = any(paper_value(method, r) is not None for r in results)
-        baselines = list(dict.fromkeys(name for r in results for name in r.get("baselines", {})))
-        header = (
-            ["Protocol", "Dataset", "Metric", "This model"]
-            + baselines
-            + (["Paper (GSG, same method)"] if paper_cols else [])
-        )
-        rows = []
-        for r in results:
-            row = [
-                TASKS.get(r["task"], r["task"]) + (f" ({r['protocol']})" if r["protocol"] else ""),
-                _dataset_name(r["dataset"]),
-                r["metric"],
-                f"{r['value']:.2f}",
-            ]
-            row += [f"{r['baselines'][b]:.2f}" if b in r.get("baselines", {}) else "-" for b in baselines]
-            if paper_cols:
-                pv = paper_value(method, r)
-                row.append(f"{pv:.1f} ({PAPER_RESULTS[(r['task'], r['dataset'])]['setting']})" if pv else "-")
-            rows.append(row)
-        lines += _table(header, rows)
-        lines += ["", "All numbers are measured on this checkpoint (source: `results.json`)."]
-    else:
-        lines += ["No evaluation results were recorded for this checkpoint."]
-    lines.append("")
-    if curves and (export_dir / "curves.png").is_file():
-        lines += ["## Training curves", "", f"![training curves]({curves})", ""]
-
-    # --- usage
-    lines += [
-        "## Usage",
-        "",
-        "Pooled embeddings:",
-        "",
-        "```python",
-        gsg_import + "import timm, torch",
-        "",
-        f'model = timm.create_model("{spec}", pretrained=True).eval()',
-        "cfg = timm.data.resolve_data_config({}, model=model)",
-        "transform = timm.data.create_transform(**cfg)  # input size, interpolation, crop, mean/std",
-        "with torch.no_grad():",
-        "    emb = model(transform(img).unsqueeze(0))  # img: a PIL image -> (1, num_features)",
-        "```",
-        "",
-        "Classification head (a new, randomly initialised linear layer to train):",
-        "",
-        "```python",
-        gsg_import + "import timm",
-        "",
-        f'model = timm.create_model("{spec}", pretrained=True, num_classes=10)',
-        "```",
-        "",
-        "Feature maps (dense tasks):",
-        "",
-        "```python",
-        gsg_import + "import timm",
-        "",
-        f'model = timm.create_model("{spec}", pretrained=True, features_only=True, out_indices=(1, 2, 3, 4))',
-        "```",
-        "",
-    ]
-    if hub_id:
-        lines += [
-            "With gsg-zoo (works offline from the Hugging Face cache with `HF_HUB_OFFLINE=1`):",
-            "",
-            "```python",
-            "import gsg_zoo",
-            "",
-            f'model = gsg_zoo.load("{name}")',
-            "```",
-            "",
-        ]
-
-    # --- citation
-    cites = ["GSG", "SimSiam" if base_method == "simsiam" else "BYOL"]
-    lines += ["## Citation", ""]
-    for c in cites:
-        lines += ["```bibtex", CITATIONS[c], "```", ""]
-    return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + "\n".join(lines)
-
-
-def write_model_card(
-    export_dir: str | os.PathLike,
-    name: str,
-    results: dict[str, Any] | None = None,
-    *,
-    hub_id: str | None = None,
-    cards_dir: str | os.PathLike | None = DEFAULT_CARDS_DIR,
-) -> Path:
-    """Write ``export_dir/README.md`` (and ``cards_dir/NAME.md`` unless ``cards_dir`` is None).
-
-    ``results``: measured results to add (merged into the export's ``results.json``, same schema);
-    the export's checksums are refreshed. Returns the README's path.
-    """
-    export_dir = Path(export_dir)
-    if results:
-        normalize_results(results)  # validate before writing anything
-        merged = {**(read_json(export_dir / RESULTS_FILE) or {}), **results}
-        (export_dir / RESULTS_FILE).write_text(json.dumps(merged, indent=2) + "\n")
-    readme = export_dir / "README.md"
-    readme.write_text(build_model_card(export_dir, name, hub_id=hub_id))
-    write_checksums(export_dir)
-    if cards_dir is not None:
-        write_repo_card(export_dir, name, cards_dir, hub_id=hub_id)
-    return readme
-
-
-def write_repo_card(
-    export_dir: str | os.PathLike, name: str, cards_dir: str | os.PathLike, *, hub_id: str | None = None
-) -> Path:
-    """Write ``cards_dir/NAME.md`` (+ ``NAME.curves.png``) without touching the export; return the card."""
-    export_dir, cards_dir = Path(export_dir), Path(cards_dir)
-    cards_dir.mkdir(parents=True, exist_ok=True)
-    curves = None
-    if (export_dir / "curves.png").is_file():
-        curves = f"{name}.curves.png"
-        shutil.copyfile(export_dir / "curves.png", cards_dir / curves)
-    card = cards_dir / f"{name}.md"
-    card.write_text(build_model_card(export_dir, name, hub_id=hub_id, curves=curves))
-    return card
-
-
-def parse_front_matter(text: str) -> dict[str, Any]:
-    """The YAML front matter of a card."""
-    if not text.startswith("---\n"):
-        raise ValueError("card has no YAML front matter")
-    return yaml.safe_load(text[4 : text.index("\n---\n", 4)])
+def _metric_name(r: Result) -> str:
+    base, _, qual = r.metric.partition(" ")
+    return f"{TASKS.get(r.task, r.task)} {METRICS.get(base, base)}{(' ' + qual) if qual else ''}"
 
 
 def _fmt(v: Any) -> str:
@@ -456,3 +94,236 @@ def _table(header: list[str], rows: list[Any]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return out
+
+
+def _code(lang: str, body: str) -> list[str]:
+    return [f"```{lang}", body.rstrip("\n"), "```", ""]
+
+
+# ------------------------------------------------------------------------------------ front matter
+def model_index(name: str, results: list[Result]) -> list[dict[str, Any]]:
+    """The Hub's ``model-index`` (one entry per measured result)."""
+    entries = [
+        {
+            "task": {"type": "image-classification", "name": TASKS.get(r.task, r.task)},
+            "dataset": {
+                "type": DATASETS.get(r.dataset, (None, None))[1] or r.dataset,
+                "name": _dataset_name(r.dataset),
+                "split": r.split,
+            },
+            "metrics": [{"type": "accuracy", "name": _metric_name(r), "value": r.value}],
+        }
+        for r in results
+    ]
+    return [{"name": name, "results": entries}] if entries else []
+
+
+def front_matter(card: CardData) -> dict[str, Any]:
+    """The Hub metadata: library, pipeline, license, tags, datasets, model-index."""
+    front: dict[str, Any] = {
+        "library_name": "timm",
+        "pipeline_tag": "image-feature-extraction",
+        "license": card.license,
+        "tags": ["timm", "image-feature-extraction", "self-supervised", "gsg", card.base_method]
+        + (["guided-stop-gradient"] if card.is_gsg else []),
+    }
+    hub_dataset = DATASETS.get(card.pretrain_dataset, (None, None))[1]
+    if hub_dataset:
+        front["datasets"] = [hub_dataset]
+    index = model_index(card.name, card.results)
+    if index:
+        front["model-index"] = index
+    return front
+
+
+def parse_front_matter(text: str) -> dict[str, Any]:
+    """The YAML front matter of a card."""
+    if not text.startswith("---\n"):
+        raise ValueError("card has no YAML front matter")
+    return yaml.safe_load(text[4 : text.index("\n---\n", 4)])
+
+
+# ---------------------------------------------------------------------------------------- sections
+def section_intro(card: CardData) -> list[str]:
+    gsg = " (Guided Stop-Gradient, Lee & Lee, NeurIPS 2023, arXiv:2503.09058)" if card.is_gsg else ""
+    lines = [
+        f"# {card.name}",
+        "",
+        f"A **{card.architecture}** backbone pretrained without labels by **{_method_name(card.method)}**"
+        f"{gsg} on **{_dataset_name(card.pretrain_dataset)}**, exported with gsg-zoo. It is the encoder's "
+        "backbone only (no projector or predictor), in timm format with `num_classes=0`: the model "
+        f"returns {card.num_features}-d globally pooled features.",
+        "",
+    ]
+    if card.needs_gsg_zoo:
+        return lines + [
+            f"> **Note:** `{card.architecture}` is a CIFAR-stem ResNet (3x3 stride-1 stem, no max-pool) "
+            "registered by gsg-zoo. Run `import gsg_zoo` before `timm.create_model(...)`; stock timm "
+            "alone does not know the architecture.",
+            "",
+        ]
+    return lines + ["It loads with stock timm alone (no gsg-zoo needed).", ""]
+
+
+def _training_rows(card: CardData) -> list[tuple[str, Any]]:
+    train, data, optim = (card.recipe.get(k) or {} for k in ("train", "data", "optim"))
+    cfg, ck = card.data_config, card.checkpoint
+    rows = [
+        ("Method", _method_name(card.method)),
+        ("Architecture", f"`{card.architecture}`"),
+        ("Pretraining data", _dataset_name(card.pretrain_dataset)),
+        ("Epochs", train.get("epochs")),
+        ("Checkpoint epoch / step", f"{ck.get('epoch')} / {ck.get('step')}"),
+        ("Global batch", train.get("batch_size")),
+        ("Image size", data.get("image_size")),
+        ("Augmentation", data.get("augmentation")),
+        ("Input size / mean / std", f"{cfg.get('input_size')} / {cfg.get('mean')} / {cfg.get('std')}"),
+        ("Weights sha256", f"`{card.weights_sha256}`"),
+    ]
+    scalars = ", ".join(f"{k}={v}" for k, v in optim.items() if not isinstance(v, (dict, list)))
+    rows += [("Optimizer", scalars)] if scalars else []
+    return [(k, v) for k, v in rows if v not in (None, "", "None / None")]
+
+
+def section_training(card: CardData) -> list[str]:
+    lines = ["## Training", "", *_table(["", ""], _training_rows(card))]
+    if card.run_summary:
+        lines += ["", "Run summary (from the run's `summary.json`; compute and throughput as measured):", ""]
+        lines += _table(["key", "value"], [(f"`{k}`", _fmt(v)) for k, v in card.run_summary.items()])
+    if card.recipe:
+        lines += ["", "<details><summary>Full training recipe (<code>recipe.json</code>)</summary>", ""]
+        lines += _code("yaml", yaml.safe_dump(card.recipe, sort_keys=False)) + ["</details>"]
+    return lines + [""]
+
+
+def _result_row(card: CardData, r: Result, baselines: list[str], paper_col: bool) -> list[str]:
+    row = [
+        TASKS.get(r.task, r.task) + (f" ({r.protocol})" if r.protocol else ""),
+        _dataset_name(r.dataset),
+        r.metric,
+        f"{r.value:.2f}",
+    ]
+    row += [f"{r.baselines[b]:.2f}" if b in r.baselines else "-" for b in baselines]
+    if paper_col:
+        ref = paper_match(card, r)
+        row.append(f"{ref.value:.1f} ({ref.setting})" if ref else "-")
+    return row
+
+
+def section_results(card: CardData) -> list[str]:
+    """Measured results, their baselines, and the paper's number where measured the same way."""
+    if not card.results:
+        return ["## Results", "", "No evaluation results were recorded for this checkpoint.", ""]
+    paper_col = any(paper_match(card, r) for r in card.results)
+    baselines = list(dict.fromkeys(b for r in card.results for b in r.baselines))
+    header = ["Protocol", "Dataset", "Metric", "This model", *baselines]
+    header += ["Paper (GSG, same method and protocol)"] if paper_col else []
+    rows = [_result_row(card, r, baselines, paper_col) for r in card.results]
+    note = f"All numbers are measured on this checkpoint (source: `{RESULTS_FILE}`)."
+    return ["## Results", "", *_table(header, rows), "", note, ""]
+
+
+def section_curves(card: CardData, curves: str | None) -> list[str]:
+    if not (curves and card.has_curves):
+        return []
+    return ["## Training curves", "", f"![training curves]({curves})", ""]
+
+
+def section_usage(card: CardData) -> list[str]:
+    spec = f"hf-hub:{card.hub_id}" if card.hub_id else f"local-dir:/path/to/{card.name}"
+    head = "import gsg_zoo  # registers the CIFAR-stem architecture with timm\n" if card.needs_gsg_zoo else ""
+    embed = (
+        f'{head}import timm, torch\n\nmodel = timm.create_model("{spec}", pretrained=True).eval()\n'
+        "cfg = timm.data.resolve_data_config({}, model=model)\n"
+        "transform = timm.data.create_transform(**cfg)  # input size, interpolation, crop, mean/std\n"
+        "with torch.no_grad():\n"
+        "    emb = model(transform(img).unsqueeze(0))  # img: a PIL image -> (1, num_features)\n"
+    )
+    head_fc = f'{head}import timm\n\nmodel = timm.create_model("{spec}", pretrained=True, num_classes=10)\n'
+    dense = (
+        f'{head}import timm\n\nmodel = timm.create_model("{spec}", pretrained=True, features_only=True, '
+        "out_indices=(1, 2, 3, 4))\n"
+    )
+    lines = ["## Usage", "", "Pooled embeddings:", "", *_code("python", embed)]
+    lines += ["Classification head (a new, randomly initialised linear layer to train):", ""]
+    lines += [*_code("python", head_fc), "Feature maps (dense tasks):", "", *_code("python", dense)]
+    if card.hub_id:
+        lines += ["With gsg-zoo (works offline from the Hugging Face cache with `HF_HUB_OFFLINE=1`):", ""]
+        lines += _code("python", f'import gsg_zoo\n\nmodel = gsg_zoo.load("{card.name}")\n')
+    return lines
+
+
+def section_citation(card: CardData) -> list[str]:
+    cites = ["GSG", "SimSiam" if card.base_method == "simsiam" else "BYOL"]
+    return ["## Citation", ""] + [line for c in cites for line in _code("bibtex", CITATIONS[c])]
+
+
+def render_card(card: CardData, curves: str | None = CURVES_FILE) -> str:
+    """The card (Markdown with YAML front matter); ``curves``: the image's path relative to the card."""
+    body = [
+        *section_intro(card),
+        *section_training(card),
+        *section_results(card),
+        *section_curves(card, curves),
+        *section_usage(card),
+        *section_citation(card),
+    ]
+    return "---\n" + yaml.safe_dump(front_matter(card), sort_keys=False) + "---\n\n" + "\n".join(body)
+
+
+def build_model_card(
+    export_dir: str | os.PathLike, name: str, *, hub_id: str | None = None, curves: str | None = CURVES_FILE
+) -> str:
+    """The card of an export directory, from its own files."""
+    return render_card(read_card_data(export_dir, name, hub_id), curves)
+
+
+# ------------------------------------------------------------------------------------------ writing
+def write_model_card(
+    export_dir: str | os.PathLike,
+    name: str,
+    results: dict[str, Any] | None = None,
+    *,
+    hub_id: str | None = None,
+    cards_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write ``export_dir/README.md`` (and ``cards_dir/NAME/README.md`` when ``cards_dir`` is given).
+
+    ``results``: measured results to add (merged into the export's ``results.json``, same schema);
+    the export's checksums are refreshed. Returns the README's path.
+    """
+    export_dir = Path(export_dir)
+    if results:
+        normalize_results(results)  # validate before writing anything
+        merged = {**(read_json(export_dir / RESULTS_FILE) or {}), **results}
+        (export_dir / RESULTS_FILE).write_text(json.dumps(merged, indent=2) + "\n")
+    readme = export_dir / CARD_FILE
+    readme.write_text(build_model_card(export_dir, name, hub_id=hub_id))
+    write_checksums(export_dir)
+    if cards_dir is not None:
+        write_repo_card(export_dir, name, cards_dir, hub_id=hub_id)
+    return readme
+
+
+def write_repo_card(
+    export_dir: str | os.PathLike,
+    name: str,
+    cards_dir: str | os.PathLike | None,
+    *,
+    hub_id: str | None = None,
+) -> Path:
+    """Write ``cards_dir/NAME/README.md`` (+ ``curves.png``) without touching the export; return the card.
+
+    ``cards_dir`` None (an installed package has no ``model_cards/``) is refused with a clear error.
+    """
+    if cards_dir is None:
+        raise ValueError(
+            f"no {CARDS_DIR_NAME}/ folder: it exists only in a gsg-zoo checkout; name one with --card-dir"
+        )
+    export_dir, folder = Path(export_dir), Path(cards_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    card = read_card_data(export_dir, name, hub_id)
+    if card.has_curves:
+        shutil.copyfile(export_dir / CURVES_FILE, folder / CURVES_FILE)
+    (folder / CARD_FILE).write_text(render_card(card, CURVES_FILE))
+    return folder / CARD_FILE

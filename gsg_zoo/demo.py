@@ -7,15 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+LABELS = ("pretrained", "random_init", "pixels")  # the backbones compared, under the same protocols
+KNN_K, KNN_T = 200, 0.1
+
 
 def run_demo(
     out: str | Path, recipe_name: str = "demo", overrides: list[str] | None = None
 ) -> dict[str, Any]:
     """Run every stage of the demo under ``out`` and return a summary (also ``out/demo_summary.json``)."""
     from .cards import write_model_card
-    from .eval.features import ExtractOptions
-    from .eval.linear import LinearConfig
-    from .eval.runner import EvalContext, run_knn, run_linear
     from .export import export_checkpoint
     from .recipes import load_recipe
     from .trainer import Pretrainer
@@ -24,7 +24,6 @@ def run_demo(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     recipe = load_recipe(recipe_name, overrides)
-    size = recipe.data.image_size
     arch = recipe.learner_config().backbone
     name = f"gsg-demo-{recipe.method.replace('_', '-')}-{arch}"
 
@@ -39,18 +38,8 @@ def run_demo(
         "[2/5] evaluating kNN and the fast linear probe (pretrained vs random init vs raw pixels, same protocol)"
     )
     t = time.perf_counter()
-    cache = str(out / "feature_cache")
-    opts = ExtractOptions(num_workers=0)
-    evals: dict[str, Any] = {}
-    linear_cfg = LinearConfig(epochs=30, batch_size=256, lr=0.1, optimizer="sgd")
-    for label, spec in (("pretrained", str(ckpt)), ("random_init", f"random:{arch}"), ("pixels", "pixels")):
-        ctx = EvalContext.load(spec, image_size=size, cache_dir=cache, options=opts)
-        evals[label] = {
-            "knn": run_knn(ctx, "synthetic"),
-            "linear_fast": run_linear(ctx, "synthetic", "fast", linear_cfg),
-        }
+    evals = evaluate_backbones(out, ckpt, arch, recipe.data.image_size)
     timings["eval_s"] = time.perf_counter() - t
-    (out / "eval.json").write_text(json.dumps(evals, indent=2, default=str))
 
     print(f"[3/5] exporting the backbone and reloading it through timm local-dir: -> {out / 'export'}")
     t = time.perf_counter()
@@ -58,29 +47,14 @@ def run_demo(
     timings["export_s"] = time.perf_counter() - t
 
     print("[4/5] writing the model card")
-    knn, rand_knn, pix_knn = (_knn_at(evals[m]["knn"], 200, 0.1) for m in evals)
-    lin, rand_lin, pix_lin = (_linear_top1(evals[m]["linear_fast"]) for m in evals)
-    random_name, pixels_name = f"{arch}, random init (same protocol)", "raw pixels (same protocol)"
-    results = {
-        "results": [
-            {"task": "knn", "dataset": "synthetic", "metric": "top1", "value": knn, "split": "test",
-             "protocol": "k=200, T=0.1, cosine; bank 2000 train images, 1000 test (gsg eval knn)",
-             "baselines": {random_name: rand_knn, pixels_name: pix_knn}},
-            {"task": "linear", "dataset": "synthetic", "metric": "top1", "value": lin, "split": "test",
-             "protocol": "fast linear probe on cached features (gsg eval linear --protocol fast)",
-             "baselines": {random_name: rand_lin, pixels_name: pix_lin}},
-        ]
-    }  # fmt: skip
-    card = write_model_card(export_dir, name, results, cards_dir=out / "model_cards")
+    knn = {label: knn_top1(evals[label]["knn"], KNN_K, KNN_T) for label in LABELS}
+    lin = {label: float(evals[label]["linear_fast"]["top1"]) for label in LABELS}
+    card = write_model_card(export_dir, name, card_results(knn, lin, arch), cards_dir=out / "model_cards")
 
     print("[5/5] checking the reload through timm (fresh process, feature equality) ... done during export")
     summary = {
-        "knn_top1_pretrained": knn,
-        "knn_top1_random_init": rand_knn,
-        "linear_fast_top1_pretrained": lin,
-        "linear_fast_top1_random_init": rand_lin,
-        "knn_top1_pixels": pix_knn,
-        "linear_fast_top1_pixels": pix_lin,
+        **{f"knn_top1_{label}": knn[label] for label in LABELS},
+        **{f"linear_fast_top1_{label}": lin[label] for label in LABELS},
         "method": recipe.method,
         "run_dir": str(out / "pretrain"),
         "export_dir": str(export_dir),
@@ -93,15 +67,48 @@ def run_demo(
     return summary
 
 
-def _knn_at(result: dict[str, Any], k: int, t: float) -> float:
+def evaluate_backbones(out: Path, ckpt: Path, arch: str, size: int) -> dict[str, dict[str, Any]]:
+    """kNN and the fast linear probe of each of ``LABELS`` on the built-in data (``out/eval.json``)."""
+    from .eval.features import ExtractOptions
+    from .eval.linear import LinearConfig
+    from .eval.runner import EvalContext, run_knn, run_linear
+
+    specs = {"pretrained": str(ckpt), "random_init": f"random:{arch}", "pixels": "pixels"}
+    opts = ExtractOptions(num_workers=0)
+    linear_cfg = LinearConfig(epochs=30, batch_size=256, lr=0.1, optimizer="sgd")
+    evals: dict[str, dict[str, Any]] = {}
+    for label in LABELS:
+        ctx = EvalContext.load(
+            specs[label], image_size=size, cache_dir=str(out / "feature_cache"), options=opts
+        )
+        evals[label] = {
+            "knn": run_knn(ctx, "synthetic"),
+            "linear_fast": run_linear(ctx, "synthetic", "fast", linear_cfg),
+        }
+    (out / "eval.json").write_text(json.dumps(evals, indent=2, default=str))
+    return evals
+
+
+def card_results(knn: dict[str, float], lin: dict[str, float], arch: str) -> dict[str, Any]:
+    """The card's results: the pretrained backbone's numbers, random init and raw pixels as baselines."""
+    names = {"random_init": f"{arch}, random init (same protocol)", "pixels": "raw pixels (same protocol)"}
+    return {
+        "results": [
+            {"task": "knn", "dataset": "synthetic", "metric": "top1", "value": knn["pretrained"],
+             "split": "test", "k": KNN_K, "t": KNN_T,
+             "protocol": f"k={KNN_K}, T={KNN_T}, cosine; bank 2000 train images, 1000 test (gsg eval knn)",
+             "baselines": {names[b]: knn[b] for b in names}},
+            {"task": "linear", "dataset": "synthetic", "metric": "top1", "value": lin["pretrained"],
+             "split": "test", "protocol_name": "fast",
+             "protocol": "fast linear probe on cached features (gsg eval linear --protocol fast)",
+             "baselines": {names[b]: lin[b] for b in names}},
+        ]
+    }  # fmt: skip
+
+
+def knn_top1(result: dict[str, Any], k: int, t: float) -> float:
+    """Top-1 of ``run_knn``'s result at ``(k, T)``."""
     return next(r["top1"] for r in result["results"] if r["k"] == k and r["T"] == t)
-
-
-def _linear_top1(result: dict[str, Any]) -> float:
-    for key in ("top1", "test_top1", "accuracy"):
-        if key in result:
-            return float(result[key])
-    raise KeyError(f"no top-1 in linear result keys {sorted(result)}")
 
 
 def _print_summary(s: dict[str, Any]) -> None:

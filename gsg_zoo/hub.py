@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .export import CHECKSUMS_FILE, PROVENANCE_FILE, payload_files, read_json, sha256_file, verify_export
+from .checksums import payload_files, sha256_file, verify_export
+from .layout import CHECKSUMS_FILE, PROVENANCE_FILE, WEIGHTS_FILE, read_json
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -65,7 +66,7 @@ def plan_push(
         commit_message = (
             f"Add {prov.get('name', export_dir.name)}: {prov.get('architecture')} pretrained with "
             f"{prov.get('method')} (epoch {ck.get('epoch')}, checkpoint sha256 {str(ck.get('sha256'))[:12]}), "
-            f"weights sha256 {sums.get('model.safetensors', '?')[:12]}"
+            f"weights sha256 {sums.get(WEIGHTS_FILE, '?')[:12]}"
         )
     names = [*payload_files(export_dir), CHECKSUMS_FILE]
     files = [

@@ -1,9 +1,14 @@
-"""The zoo manifest: every published checkpoint, and ``gsg_zoo.load(NAME)``.
+"""The zoo manifest: every published checkpoint, as timm pretrained tags and ``gsg_zoo.load(NAME)``.
 
 The manifest (``gsg_zoo/zoo_manifest.json``; ``GSG_ZOO_MANIFEST`` overrides its path) is generated
 from real exports by :func:`add_entry` (``gsg zoo add`` / ``gsg push --zoo-name``); entries are never
 written by hand. Each holds the Hub id and revision, what the model is, how it was trained, its
-measured results and the sha256 of its weights.
+measured results, the sha256 of its weights, and its timm tag and preprocessing.
+
+The manifest is the one source of the zoo: :func:`register_timm_tags` makes each entry a pretrained
+tag of its architecture (zoo name ``simsiam-in1k``: ``resnet50.gsg_simsiam_in1k``, weights on the Hub), so
+``timm.list_pretrained("*gsg*")`` lists the zoo and ``timm.create_model(TAG, pretrained=True)``
+loads it; :func:`load` goes through the same tag. Light at import: timm only inside functions.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,11 @@ MANIFEST_PATH = Path(__file__).resolve().with_name("zoo_manifest.json")
 MANIFEST_FORMAT = 1
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+_TAG = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+# Keys of an export's timm pretrained_cfg that a tag keeps (preprocessing, head, license).
+_TAG_CFG_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "num_classes",
+                 "pool_size", "first_conv", "classifier", "license", "description", "notes")  # fmt: skip
+_REGISTERED: set[str] = set()  # the timm names this module registered
 
 
 def manifest_path(path: str | os.PathLike | None = None) -> Path:
@@ -64,59 +75,156 @@ def resolve_zoo_name(name: str) -> str:
     return hub_spec(get_entry(name))
 
 
+def timm_name(entry: dict[str, Any]) -> str:
+    """The timm model name of a zoo entry: ``ARCH.TAG`` (``resnet50.gsg_simsiam_in1k``)."""
+    return f"{entry['architecture']}.{entry['timm_tag']}"
+
+
+def default_timm_tag(name: str) -> str:
+    """``gsg_<zoo name>`` in timm's tag style: ``simsiam-in1k`` -> ``gsg_simsiam_in1k``.
+
+    One tag per zoo name (names are unique); the ``gsg_`` prefix makes ``timm.list_pretrained("*gsg*")``
+    the zoo.
+    """
+    tag = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    return tag if tag.startswith("gsg_") else f"gsg_{tag}"
+
+
 def load(name: str, **timm_kwargs: Any):
     """A zoo checkpoint as a timm model in eval mode (pooled features unless ``num_classes`` is given).
 
-    Works online or offline from the Hugging Face cache (``HF_HUB_OFFLINE=1``). ``timm_kwargs`` go
-    to :func:`timm.create_model` (``num_classes=10``, ``features_only=True``, ...).
+    Resolved through its timm pretrained tag (:func:`register_timm_tags`), online or offline from the
+    Hugging Face cache (``HF_HUB_OFFLINE=1``). ``timm_kwargs`` go to :func:`timm.create_model`
+    (``num_classes=10``, ``features_only=True``, ...).
     """
     import timm
 
-    from . import backbones  # noqa: F401  (CIFAR-stem architectures)
-
-    spec = resolve_zoo_name(name)
+    entry = get_entry(name)
+    register_timm_tags(missing_ok=False)
     try:
-        model = timm.create_model(spec, pretrained=True, **timm_kwargs)
+        model = timm.create_model(timm_name(entry), pretrained=True, **timm_kwargs)
     except OSError as err:  # LocalEntryNotFoundError, connection errors
         raise FileNotFoundError(
-            f"could not load zoo model {name!r} ({spec}): {err}. Offline? Put its files in the Hugging "
-            "Face cache (HF_HUB_CACHE) or load an export with local-dir:PATH"
+            f"could not load zoo model {name!r} ({timm_name(entry)} from {hub_spec(entry)}): {err}. Offline? "
+            "Put its files in the Hugging Face cache (HF_HUB_CACHE) or load an export with local-dir:PATH"
         ) from err
     return model.eval()
 
 
+# ------------------------------------------------------------------------------------- timm tags
+def tag_pretrained_cfg(entry: dict[str, Any]) -> Any:
+    """The entry's :class:`timm.models.PretrainedCfg`: its Hub weights and preprocessing."""
+    from timm.models import PretrainedCfg
+
+    from .layout import PAPER_IDS, PAPER_NAME, WEIGHTS_FILE
+
+    cfg = {k: v for k, v in entry["pretrained_cfg"].items() if k in _TAG_CFG_KEYS}
+    cfg.update({k: tuple(cfg[k]) for k in ("input_size", "mean", "std", "pool_size") if cfg.get(k)})
+    rev = entry.get("revision")
+    return PretrainedCfg(
+        **cfg,
+        hf_hub_id=entry["hub_id"] + (f"@{rev}" if rev and rev != "main" else ""),
+        hf_hub_filename=WEIGHTS_FILE,
+        architecture=entry["architecture"],
+        tag=entry["timm_tag"],
+        origin_url=f"https://huggingface.co/{entry['hub_id']}",
+        paper_ids=PAPER_IDS,
+        paper_name=PAPER_NAME,
+    )
+
+
+def _unregister(reg: Any, name: str) -> None:
+    arch = name.split(".", 1)[0]
+    reg._model_pretrained_cfgs.pop(name, None)
+    reg._model_has_pretrained.discard(name)
+    tags = reg._model_with_tags.get(arch)
+    if tags and name in tags:
+        tags.remove(name)
+
+
+def _register(reg: Any, name: str, cfg: Any) -> None:
+    arch = cfg.architecture
+    if not reg.is_model(arch):
+        raise ValueError(f"zoo tag {name}: timm knows no architecture {arch!r}")
+    if name in reg._model_pretrained_cfgs and name not in _REGISTERED:
+        raise ValueError(f"zoo tag {name} would replace timm's own pretrained tag of that name")
+    reg._model_pretrained_cfgs[name] = cfg
+    reg._model_has_pretrained.add(name)
+    tags = reg._model_with_tags[arch]
+    if not tags:  # keep the untagged name listed, as timm does for an architecture without tags
+        tags.append(arch)
+    if name not in tags:
+        tags.append(name)
+
+
+def register_timm_tags(manifest: str | os.PathLike | None = None, *, missing_ok: bool = True) -> list[str]:
+    """Register every manifest entry as a timm pretrained tag ``ARCH.TAG``; return their names.
+
+    Idempotent: tags registered by an earlier call and no longer in the manifest are removed. With
+    the default manifest a missing or broken file only warns (``import gsg_zoo`` must not fail).
+    """
+    from timm.models import _registry as reg
+
+    from . import backbones  # noqa: F401  (the CIFAR-stem architectures the entries may use)
+
+    try:
+        entries = load_manifest(manifest, missing_ok=missing_ok)
+    except (OSError, ValueError) as err:
+        if manifest is not None or not missing_ok:
+            raise
+        warnings.warn(f"gsg-zoo: zoo manifest not registered with timm: {err}", stacklevel=2)
+        entries = []
+    cfgs = {timm_name(e): tag_pretrained_cfg(e) for e in entries}
+    for name in _REGISTERED - set(cfgs):
+        _unregister(reg, name)
+    _REGISTERED.intersection_update(cfgs)
+    for name, cfg in cfgs.items():
+        _register(reg, name, cfg)
+        _REGISTERED.add(name)
+    return sorted(cfgs)
+
+
+# ---------------------------------------------------------------------------------------- entries
 def make_entry(
-    export_dir: str | os.PathLike, hub_id: str, *, name: str | None = None, revision: str = "main"
+    export_dir: str | os.PathLike,
+    hub_id: str,
+    *,
+    name: str | None = None,
+    revision: str = "main",
+    timm_tag: str | None = None,
 ) -> dict[str, Any]:
-    """A manifest entry from a verified export directory."""
-    from .cards import normalize_results
-    from .export import PROVENANCE_FILE, RECIPE_FILE, RESULTS_FILE, read_json, verify_export
+    """A manifest entry from a verified export directory (``timm_tag``: default :func:`default_timm_tag`)."""
+    from .card_data import read_card_data
+    from .checksums import verify_export
+    from .layout import WEIGHTS_FILE
 
     if not _HUB_ID.match(hub_id):
         raise ValueError(f"hub id must look like ORG/NAME, got {hub_id!r}")
-    export_dir = Path(export_dir)
     sums = verify_export(export_dir)
-    prov = read_json(export_dir / PROVENANCE_FILE)
-    if not prov:
-        raise FileNotFoundError(f"{export_dir} has no {PROVENANCE_FILE}: export it with `gsg export`")
-    name = name or prov["name"]
-    if not _NAME.match(name):
-        raise ValueError(f"zoo names use letters, digits, '.', '_' and '-', got {name!r}")
-    recipe = read_json(export_dir / RECIPE_FILE) or {}
-    results = normalize_results(read_json(export_dir / RESULTS_FILE), recipe)
+    card = read_card_data(export_dir, name, hub_id)
+    if not _NAME.match(card.name):
+        raise ValueError(f"zoo names use letters, digits, '.', '_' and '-', got {card.name!r}")
+    tag = timm_tag or default_timm_tag(card.name)
+    if not _TAG.match(tag):
+        raise ValueError(f"timm tags use lower-case letters, digits and '_', got {tag!r}")
     return {
-        "name": name,
+        "name": card.name,
         "hub_id": hub_id,
         "revision": revision,
-        "architecture": prov["architecture"],
-        "method": prov["method"],
-        "needs_gsg_zoo": prov.get("needs_gsg_zoo", False),
-        "pretrain_data": prov.get("pretrain_dataset"),
-        "pretrain_epochs": prov.get("pretrain_epochs"),
-        "checkpoint_epoch": prov.get("checkpoint", {}).get("epoch"),
-        "results": [{k: r[k] for k in ("task", "dataset", "metric", "value", "split")} for r in results],
-        "license": prov.get("license"),
-        "sha256": sums["model.safetensors"],
+        "architecture": card.architecture,
+        "timm_tag": tag,
+        "method": card.method,
+        "needs_gsg_zoo": card.needs_gsg_zoo,
+        "pretrain_data": card.pretrain_dataset,
+        "pretrain_epochs": (card.recipe.get("train") or {}).get("epochs"),
+        "checkpoint_epoch": card.checkpoint.get("epoch"),
+        "results": [
+            {"task": r.task, "dataset": r.dataset, "metric": r.metric, "value": r.value, "split": r.split}
+            for r in card.results
+        ],  # fmt: skip
+        "license": card.license,
+        "sha256": sums[WEIGHTS_FILE],
+        "pretrained_cfg": {k: v for k, v in card.data_config.items() if k in _TAG_CFG_KEYS},
     }
 
 
@@ -128,13 +236,20 @@ def add_entry(
     revision: str = "main",
     replace: bool = False,
     manifest: str | os.PathLike | None = None,
+    timm_tag: str | None = None,
 ) -> dict[str, Any]:
     """Add (or with ``replace`` update) the manifest entry of a published export; return it."""
-    entry = make_entry(export_dir, hub_id, name=name, revision=revision)
+    entry = make_entry(export_dir, hub_id, name=name, revision=revision, timm_tag=timm_tag)
     entries = load_manifest(manifest, missing_ok=True)
     if any(e["name"] == entry["name"] for e in entries) and not replace:
         raise ValueError(f"{entry['name']!r} is already in the manifest; pass --replace to update it")
-    entries = [e for e in entries if e["name"] != entry["name"]] + [entry]
+    entries = [e for e in entries if e["name"] != entry["name"]]
+    clash = [e["name"] for e in entries if timm_name(e) == timm_name(entry)]
+    if clash:
+        raise ValueError(
+            f"{clash[0]!r} already has the timm name {timm_name(entry)}; give {entry['name']!r} another tag"
+        )
+    entries.append(entry)
     save_manifest(entries, manifest)
     return entry
 

@@ -14,10 +14,17 @@ import yaml
 from PIL import Image
 from test_export import make_run
 
-from gsg_zoo.cards import PAPER_RESULTS, normalize_results, paper_value, parse_front_matter, write_model_card
+from gsg_zoo import card_data
+from gsg_zoo.card_data import PaperRef, Result, comparable, load_paper_refs, normalize_results, parse_paper
+from gsg_zoo.cards import build_model_card, parse_front_matter, write_model_card, write_repo_card
 from gsg_zoo.export import export_checkpoint, verify_export
 
-PAPER_NUMBERS = {f"{v:.1f}" for e in PAPER_RESULTS.values() for v in e["top1"].values()}
+PAPER_RECIPES = [
+    f"{d}_{m}" for d in ("cifar10", "imagenet") for m in ("simsiam", "simsiam_gsg", "byol", "byol_gsg")
+]
+PAPER_NUMBERS = {f"{p.value:.1f}" for name in PAPER_RECIPES for p in load_paper_refs(name)}
+# The paper's CIFAR-10 kNN of SimSiam+GSG as the recipes would record it with its protocol.
+CIFAR_KNN = {"knn_top1": {"value": 86.4, "split": "test", "k": 200, "t": 0.1}}
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +57,18 @@ def test_front_matter_and_model_index_match_results(cifar_export):
         json.loads((cifar_export / "recipe.json").read_text()),
     )
     assert results == [
-        {
-            "task": "knn",
-            "dataset": "cifar10",
-            "metric": "top1",
-            "value": 41.25,
-            "split": "test",
-            "protocol": "k=200, T=0.1, cosine on L2-normalised pooled features",
-            "full_protocol": True,
-            "source": "results.json:knn_top1",
-        }
+        Result(
+            task="knn",
+            dataset="cifar10",
+            metric="top1",
+            value=41.25,
+            split="test",
+            protocol="k=200, T=0.1, cosine on L2-normalised pooled features",
+            k=200,
+            t=0.1,
+            full_protocol=True,
+            source="results.json:knn_top1",
+        )
     ]
     (mi,) = front["model-index"]
     assert mi["name"] == "card-simsiam-gsg"
@@ -67,14 +76,39 @@ def test_front_matter_and_model_index_match_results(cifar_export):
     assert got == [("kNN classification (frozen features)", "CIFAR-10", 41.25)]
 
 
-def test_paper_numbers_only_beside_same_protocol(cifar_export, synthetic_export):
+def test_paper_numbers_come_from_the_recipes():
+    (ref,) = load_paper_refs("cifar10_simsiam_gsg")
+    assert (ref.method, ref.architecture, ref.task, ref.dataset, ref.metric, ref.value) == (
+        "simsiam_gsg", "resnet18_cifar", "knn", "cifar10", "top1", 86.4
+    )  # fmt: skip
+    assert {"82.7", "86.4", "88.0", "90.3", "67.9", "69.4", "69.9", "71.1"} <= PAPER_NUMBERS
+    assert load_paper_refs("demo") == [] and load_paper_refs("no_such_recipe") == []
+    assert load_paper_refs(None) == [] and load_paper_refs("../etc/passwd") == []
+
+
+def test_paper_numbers_only_beside_same_protocol(cifar_export, synthetic_export, monkeypatch):
     cifar = _section((cifar_export / "README.md").read_text(), "Results")
-    assert "| 41.25 | 86.4 (ResNet-18 (CIFAR stem), CIFAR-10 kNN) |" in cifar  # SimSiam+GSG, CIFAR-10 kNN
-    assert not (PAPER_NUMBERS - {"86.4"}) & set(re.findall(r"\d+\.\d", cifar))
+    assert "Paper" not in cifar  # the export's recipe names no shipped recipe: no paper numbers at all
+    assert not PAPER_NUMBERS & set(re.findall(r"\d+\.\d", cifar))
     syn = (synthetic_export / "README.md").read_text()
     assert "Paper" not in _section(syn, "Results") and "77.50" in _section(syn, "Results")
     assert not PAPER_NUMBERS & set(re.findall(r"\b\d+\.\d\b", syn))
     assert "datasets" not in parse_front_matter(syn)  # the procedural set is not a Hub dataset
+
+    def refs(paper):
+        monkeypatch.setattr(
+            card_data,
+            "load_paper_refs",
+            lambda name: parse_paper(paper, "simsiam_gsg", "resnet18_cifar", "cifar10", 800),
+        )
+        return _section(build_model_card(cifar_export, "c"), "Results")
+
+    same = refs(CIFAR_KNN)  # the run's kNN: k=200, T=0.1, full CIFAR-10 test split
+    assert "| 41.25 | 86.4 (resnet18_cifar, 800 epochs; cifar10 test, k=200, T=0.1) |" in same
+    for other in ({"t": 0.2}, {"k": 20}, {"split": "val"}, {"dataset": "cifar100"}):
+        assert "86.4" not in refs({"knn_top1": {**CIFAR_KNN["knn_top1"], **other}}), other
+    assert "86.4" not in refs({"knn_top1": 86.4})  # a bare number records no protocol: never shown
+    assert "86.4" not in refs({"knn_top5": CIFAR_KNN["knn_top1"]})
 
 
 def test_every_result_number_was_measured(synthetic_export):
@@ -112,11 +146,10 @@ def test_write_model_card_merges_results_and_resigns(cifar_export, tmp_path):
     values = [r["metrics"][0]["value"] for r in front["model-index"][0]["results"]]
     assert sorted(values) == [41.25, 55.5]
     assert json.loads((d / "results.json").read_text())["results"] == extra["results"]
-    card = (tmp_path / "cards" / "card-simsiam-gsg.md").read_text()
-    assert "![training curves](card-simsiam-gsg.curves.png)" in card
-    assert (tmp_path / "cards" / "card-simsiam-gsg.curves.png").read_bytes() == (
-        d / "curves.png"
-    ).read_bytes()
+    folder = tmp_path / "cards" / "card-simsiam-gsg"  # one folder per card
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "curves.png"]
+    assert "![training curves](curves.png)" in (folder / "README.md").read_text()
+    assert (folder / "curves.png").read_bytes() == (d / "curves.png").read_bytes()
     with pytest.raises(ValueError, match="lacks"):
         write_model_card(d, "x", {"results": [{"task": "knn", "value": 1.0}]}, cards_dir=None)
 
@@ -135,21 +168,46 @@ def test_usage_snippets_run(cifar_export):
 
 
 def test_subset_knn_is_labelled_and_not_compared_with_the_paper():
+    (paper,) = parse_paper(CIFAR_KNN, "simsiam_gsg", "resnet18_cifar", "cifar10", 800)
     summary = {"knn_top1": 12.5, "dataset": "cifar10", "knn_protocol": {"k": 20, "t": 0.07, "test": "val"}}
     recipe = {"monitor": {"k": 200, "t": 0.1, "train_limit": 2000, "test_limit": 1000}}
     (r,) = normalize_results(summary, recipe)
-    assert r["value"] == 12.5 and r["dataset"] == "cifar10" and r["split"] == "val"
+    assert r.value == 12.5 and r.dataset == "cifar10" and r.split == "val"
     assert (
-        r["protocol"]
+        r.protocol
         == "k=20, T=0.07, cosine on L2-normalised pooled features; subset: train 2000 images, test 1000 images"
     )
-    assert r["full_protocol"] is False and paper_value("simsiam_gsg", r) is None
+    assert r.full_protocol is False and not comparable(paper, r, "simsiam_gsg", "resnet18_cifar")
+    # Full sets, but k=20, T=0.07 on a "val" split: still not the paper's protocol.
     (full,) = normalize_results(summary, {"monitor": {"train_limit": None, "test_limit": None}})
-    assert paper_value("simsiam_gsg", full) == 86.4 and paper_value("byol", full) == 88.0
+    assert full.full_protocol and (full.k, full.t, full.split) == (20, 0.07, "val")
+    assert not comparable(paper, full, "simsiam_gsg", "resnet18_cifar")
+    for ref in (p for name in PAPER_RECIPES for p in load_paper_refs(name)):  # nor any recipe's number
+        assert not comparable(ref, full, ref.method, ref.architecture), ref
+    # The paper's protocol (k=200, T=0.1, test): comparable for the same method and architecture only.
+    (same,) = normalize_results({"knn_top1": 88.5, "dataset": "cifar10"}, {"monitor": {"k": 200, "t": 0.1}})
+    assert comparable(paper, same, "simsiam_gsg", "resnet18_cifar")
+    assert not comparable(paper, same, "byol_gsg", "resnet18_cifar")
+    assert not comparable(paper, same, "simsiam_gsg", "resnet18")
     (r,) = normalize_results(
         {"knn_top1": 50.0}, {"monitor": {"dataset": "cifar10"}, "data": {"dataset": "synthetic"}}
     )
-    assert r["dataset"] == "cifar10"  # the monitor's dataset, not the pretraining one
+    assert r.dataset == "cifar10"  # the monitor's dataset, not the pretraining one
+
+
+def test_linear_paper_numbers_need_the_same_protocol_name():
+    (ref,) = parse_paper(
+        {"linear_top1": {"value": 69.4, "split": "val", "protocol": "reference"}},
+        "simsiam_gsg", "resnet50", "imagenet", 100,
+    )  # fmt: skip
+    assert (
+        isinstance(ref, PaperRef) and ref.dataset == "imagenet" and ref.setting.endswith("protocol reference")
+    )
+    entry = {"task": "linear", "dataset": "imagenet-1k", "metric": "top1", "value": 70.0, "split": "val"}
+    results = normalize_results(
+        {"results": [{**entry, "protocol_name": "reference"}, {**entry, "protocol_name": "fast"}, entry]}
+    )
+    assert [comparable(ref, r, "simsiam_gsg", "resnet50") for r in results] == [True, False, False]
 
 
 def test_normalize_results_rejects_incomplete_entries():
@@ -170,9 +228,28 @@ def test_baseline_columns_beside_the_measured_numbers(cifar_export, tmp_path):
          "baseline": 15.0, "baseline_name": "random init"},  # the single-baseline form still works
     ]}  # fmt: skip
     (knn, lin) = normalize_results(results)
-    assert knn["baselines"] == {"random init": 14.0, "raw pixels": 19.5} and lin["baselines"] == {
+    assert knn.baselines == {"random init": 14.0, "raw pixels": 19.5} and lin.baselines == {
         "random init": 15.0
     }
     table = _section(write_model_card(d, "b", results, cards_dir=None).read_text(), "Results")
     assert "| This model | random init | raw pixels |" in table
     assert "| 30.00 | 14.00 | 19.50 |" in table and "| 33.00 | 15.00 | - |" in table
+
+
+def test_cards_dir_is_the_checkouts_and_written_only_when_asked(cifar_export, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    from gsg_zoo import cards, layout
+
+    repo = Path(__file__).resolve().parents[1]
+    assert cards.DEFAULT_CARDS_DIR == layout.checkout_cards_dir() == repo / "model_cards"
+    assert (repo / "model_cards" / "README.md").is_file()
+    before = sorted(p.name for p in (repo / "model_cards").iterdir())
+    write_model_card(shutil.copytree(cifar_export, tmp_path / "exp"), "c")  # the default: the export's README.md only
+    assert sorted(p.name for p in (repo / "model_cards").iterdir()) == before
+    # Installed (no model_cards/README.md beside the package): no default folder, and none is guessed.
+    monkeypatch.setattr(layout, "__file__", str(tmp_path / "site-packages" / "gsg_zoo" / "layout.py"))
+    assert layout.checkout_cards_dir() is None
+    with pytest.raises(ValueError, match="--card-dir"):
+        write_repo_card(cifar_export, "x", None)

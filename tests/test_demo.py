@@ -41,8 +41,9 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, model.num_features)
 
-    card = (out / "model_cards").glob("*.md")
-    text = next(card).read_text()
+    (card,) = (out / "model_cards").glob("*/README.md")  # one folder per card
+    assert card.parent.name.startswith("gsg-demo-") and (card.parent / "curves.png").is_file()
+    text = card.read_text()
     assert "resnet10t, random init (same protocol) | raw pixels (same protocol)" in text  # baseline columns
     front = yaml.safe_load(text.split("---")[1])
     assert front["library_name"] == "timm"

@@ -114,9 +114,10 @@ def test_zoo_add_list_resolve(export_dir, tmp_path, monkeypatch, capsys):
     assert entry["method"] == "byol_gsg" and entry["architecture"] == "resnet18_cifar"
     assert entry["pretrain_data"] == "cifar10" and entry["pretrain_epochs"] == 2
     assert [r["value"] for r in entry["results"]] == [results["knn_top1"]]
-    card = (cards / "tiny-byol-gsg.md").read_text()
+    card = (cards / "tiny-byol-gsg" / "README.md").read_text()
     assert 'gsg_zoo.load("tiny-byol-gsg")' in card and "hf-hub:gsg-org/tiny-byol-gsg" in card
-    assert (cards / "tiny-byol-gsg.curves.png").is_file()
+    assert (cards / "tiny-byol-gsg" / "curves.png").is_file()
+    assert entry["timm_tag"] == "gsg_tiny_byol_gsg" and entry["pretrained_cfg"]["num_classes"] == 0
     assert main([*argv, "--no-card"]) == 1
     assert "already in the manifest" in capsys.readouterr().err
 
@@ -142,7 +143,8 @@ def test_shipped_manifest_is_valid_and_real():
     """The package's manifest lists only published checkpoints; each entry is complete."""
     doc = json.loads(MANIFEST_PATH.read_text())
     assert doc["format_version"] == 1 and isinstance(doc["models"], list)
-    required = {"name", "hub_id", "revision", "architecture", "method", "pretrain_data", "results", "sha256"}
+    required = {"name", "hub_id", "revision", "architecture", "timm_tag", "pretrained_cfg", "method",
+                "pretrain_data", "results", "sha256"}  # fmt: skip
     for e in doc["models"]:
         assert required <= set(e), e
         assert len(e["sha256"]) == 64
