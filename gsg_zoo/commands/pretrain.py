@@ -19,10 +19,10 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recipes import list_recipes
-
     if args.list:
-        print("\n".join(list_recipes()))
+        from ..resources import list_configs  # not ..recipes: that imports torch
+
+        print("\n".join(list_configs("pretrain", ".yaml")))
         return 0
     if not args.recipe or not (args.out or args.print_recipe):
         args.parser.error("a RECIPE and --out DIR are required (or --list, or RECIPE --print-recipe)")

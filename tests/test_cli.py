@@ -1,0 +1,98 @@
+"""The command line as a user meets it: fast help, one set of shared options, clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gsg_zoo.cli import build_parser, main
+from gsg_zoo.commands._common import OPTION_GROUPS
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every runnable (sub-)command: parsers without sub-commands of their own."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, child in action.choices.items():
+            yield from _leaf_parsers(child, (*path, name))
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def test_every_command_has_debug_and_shared_groups_are_identical():
+    leaves = dict(_leaf_parsers(build_parser()))
+    assert len(leaves) >= 14, sorted(leaves)
+    missing = [" ".join(p) for p, parser in leaves.items() if "--debug" not in _flags(parser)]
+    assert not missing, f"commands without --debug: {missing}"
+    # the feature-extraction options come from one parent: same flags, same defaults on each command
+    shared = (
+        "--cache-dir",
+        "--no-cache",
+        "--batch-size-extract",
+        "--workers",
+        "--no-amp",
+        "--subset",
+        "--device",
+    )
+    users = [("eval", "knn"), ("eval", "linear"), ("transfer", "classification")]
+    defaults = []
+    for path in users:
+        parser = leaves[path]
+        assert set(shared) <= _flags(parser), path
+        defaults.append({a.dest: a.default for a in parser._actions if set(a.option_strings) & set(shared)})
+    assert defaults[0] == defaults[1] == defaults[2]
+
+
+def test_option_groups_are_known():
+    from gsg_zoo.commands._common import parents
+
+    assert {"debug", "device", "features"} <= set(OPTION_GROUPS)
+    with pytest.raises(ValueError, match="unknown option groups"):
+        parents("no-such-group")
+
+
+def test_help_and_usage_errors_are_fast_and_import_no_torch():
+    code = (
+        "import sys, time; t = time.perf_counter(); from gsg_zoo.cli import build_parser; build_parser(); "
+        "print(time.perf_counter() - t, 'torch' in sys.modules, 'timm' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[1:] == ["False", "False"], "building the CLI imported torch or timm"
+    start = time.perf_counter()
+    for argv in (["--help"], ["pretrain", "--list"], ["pretrain", "demo"], ["transfer", "segmentation", "recipes"],
+                 ["transfer", "detection", "recipes"]):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "gsg_zoo", *argv], capture_output=True, text=True)
+        assert proc.returncode in (0, 2), (argv, proc.stderr)
+    per_call = (time.perf_counter() - start) / 5
+    assert per_call < 1.0, f"{per_call:.2f} s per call (torch alone takes several seconds to import)"
+
+
+def test_pretrain_list_and_usage(capsys):
+    assert main(["pretrain", "--list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "demo" in names and "cifar10_simsiam_gsg" in names and "_cifar10_base" not in names
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "demo"])  # no --out
+    assert exc.value.code == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_bad_set_value_names_its_key(capsys):
+    assert main(["pretrain", "demo", "--out", "unused", "--set", "train.batch_size=abc"]) == 1
+    err = capsys.readouterr().err
+    assert "train.batch_size" in err and "'abc'" in err
+
+
+def test_debug_reraises(tmp_path):
+    with pytest.raises(ValueError, match="train.batch_size"):
+        main(["pretrain", "demo", "--out", str(tmp_path), "--set", "train.batch_size=abc", "--debug"])

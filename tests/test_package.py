@@ -1,0 +1,63 @@
+"""``import gsg_zoo`` is light, registers with timm whichever is imported first, and ships its configs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import gsg_zoo
+from gsg_zoo import resources
+from gsg_zoo.learner import LearnerConfig
+
+
+def _python(code: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_import_is_light_and_api_loads_on_use():
+    out = _python(
+        "import sys, gsg_zoo; light = 'torch' not in sys.modules and 'timm' not in sys.modules; "
+        "f = gsg_zoo.gsg_loss; print(light, 'torch' in sys.modules, f.__module__)"
+    )
+    assert out == "True True gsg_zoo.losses"
+    assert sorted(gsg_zoo.__all__) == sorted(gsg_zoo._PUBLIC)
+    with pytest.raises(AttributeError):
+        gsg_zoo.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        "import gsg_zoo; import timm",
+        "import timm; import gsg_zoo",
+        "import gsg_zoo; from timm.models import resnet; import timm",
+    ],
+)
+def test_cifar_models_registered_with_timm(order):
+    assert _python(f"{order}; print(timm.is_model('resnet18_cifar'))") == "True"
+
+
+def test_timm_without_gsg_zoo_is_untouched():
+    assert _python("import timm; print(timm.is_model('resnet18_cifar'))") == "False"
+
+
+def test_config_dirs_are_found():
+    assert (resources.config_dir("pretrain") / "demo.yaml").is_file()
+    assert (resources.config_dir("transfer/mmseg") / "_base_" / "synthetic.py").is_file()
+    assert "voc_R_50_C4_24k" in resources.list_configs(
+        "transfer/detectron2", ".yaml", hidden_prefixes=("Base-",)
+    )
+    with pytest.raises(ValueError, match="unknown config folder"):
+        resources.config_dir("elsewhere")
+
+
+def test_unknown_target_guidance_pair_is_a_clear_error():
+    cfg = LearnerConfig(target="ema", guidance="gsg")
+    assert cfg.method == "byol_gsg"
+    cfg.guidance = "other"  # e.g. from a hand-edited checkpoint config
+    with pytest.raises(ValueError, match="no method has target='ema' and guidance='other'"):
+        cfg.method  # noqa: B018
