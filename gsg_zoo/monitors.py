@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .data.augment import eval_transform
+from .data.datasets import build_dataset, collate_images
+from .normalization import mean_std
+from .train_step import autocast, to_device
+
+if TYPE_CHECKING:
+    from .learner import Encoder, SelfSupervisedLearner
+    from .recipes import DataConfig, MonitorConfig
 
 
 def normalized_std(z: Tensor) -> float:
@@ -42,3 +53,79 @@ def knn_top1(
     from .eval.knn import knn_evaluate
 
     return knn_evaluate(bank, bank_labels, query, query_labels, [(k, t)], num_classes)[(k, t)]["top1"]
+
+
+def monitor_due(every: int, epoch: int, epochs: int) -> bool:
+    """``monitor.every``: N > 0 every N epochs and at the end; 0 at the end only; -1 never."""
+    return (every > 0 and epoch % every == 0) or (every >= 0 and epoch == epochs)
+
+
+class KnnMonitor:
+    """kNN top-1 and collapse indicators of a learner on the monitor's labelled splits.
+
+    The bank (``monitor.train_split``) and queries (``monitor.test_split``) are the first
+    ``train_limit``/``test_limit`` images, resized and normalised like the training data; their
+    loaders are built on first use.
+    """
+
+    def __init__(self, data: DataConfig, monitor: MonitorConfig) -> None:
+        self.data, self.config = data, monitor
+        self._loaders: tuple[DataLoader, DataLoader] | None = None
+
+    def loaders(self) -> tuple[DataLoader, DataLoader]:
+        if self._loaders is None:
+            mc = self.config
+            bank, test = ((mc.train_split, mc.train_limit), (mc.test_split, mc.test_limit))
+            self._loaders = (self._loader(*bank), self._loader(*test))
+        return self._loaders
+
+    def _loader(self, split: str, limit: int) -> DataLoader:
+        dc, mc = self.data, self.config
+        crop_pct = 1.0 if dc.image_size <= 64 else 0.875
+        tf = eval_transform(dc.image_size, *mean_std(dc.normalization), crop_pct=crop_pct)
+        ds = build_dataset(
+            mc.dataset or dc.dataset, mc.root or dc.root, split, transform=tf, num_images=limit or 2000,
+            **dc.synthetic_options(),
+        )  # fmt: skip
+        if limit and len(ds) > limit:
+            ds = torch.utils.data.Subset(ds, range(limit))
+        workers = min(dc.num_workers, 2)
+        return DataLoader(ds, batch_size=mc.batch_size, num_workers=workers, collate_fn=collate_images)
+
+    def __call__(
+        self, learner: SelfSupervisedLearner, device: torch.device, amp_dtype: torch.dtype | None,
+        channels_last: bool,
+    ) -> dict[str, float]:  # fmt: skip
+        """Embed both splits with the learner's online encoder (in eval mode, restored after); score them."""
+        train_loader, test_loader = self.loaders()
+        was_training = learner.training
+        learner.eval()
+        try:
+            bank, bank_labels, _ = embed(learner.encoder, train_loader, device, amp_dtype, channels_last)
+            test, test_labels, test_z = embed(
+                learner.encoder, test_loader, device, amp_dtype, channels_last, projections=True
+            )
+        finally:
+            learner.train(was_training)
+        num_classes = int(max(bank_labels.max(), test_labels.max())) + 1
+        mc = self.config
+        metrics = {"knn_top1": knn_top1(bank, bank_labels, test, test_labels, num_classes, k=mc.k, t=mc.t)}
+        metrics.update(collapse_metrics(test, test_z))
+        return metrics
+
+
+@torch.no_grad()
+def embed(
+    encoder: Encoder, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
+    channels_last: bool, projections: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:  # fmt: skip
+    """Features ``(N, F)``, labels ``(N,)`` and (if ``projections``) projections ``(N, D)``, on the CPU."""
+    feats, zs, labels = [], [], []
+    for x, y, _ in loader:
+        with autocast(device.type, amp_dtype):
+            h, z = encoder(to_device(x, device, channels_last))
+        feats.append(h.float().cpu())
+        labels.append(y)
+        if projections:
+            zs.append(z.float().cpu())
+    return torch.cat(feats), torch.cat(labels), (torch.cat(zs) if projections else None)

@@ -1,0 +1,107 @@
+"""What a pretraining run checkpoints, and how it saves and resumes it.
+
+A checkpoint holds the resolved recipe, the learner's weights (online and EMA target), the
+optimiser and grad-scaler states, the counters and per-epoch history, and the RNG states. Files are
+written atomically (:func:`gsg_zoo.checkpoint.save_checkpoint`) and loaded safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .learner import LearnerConfig, SelfSupervisedLearner
+from .recipes import Recipe
+
+log = logging.getLogger("gsg_zoo.pretrain")
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch CPU RNG state and one CUDA RNG state per visible device (none without CUDA)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(saved: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s states; CUDA ones per device, for the devices both runs have."""
+    torch.set_rng_state(saved["torch"])
+    cuda_states = saved.get("cuda") or []
+    if not torch.cuda.is_available():
+        return
+    for index, state in enumerate(cuda_states[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(state, index)
+
+
+def check_same_model(path: Path, saved_config: dict[str, Any], recipe: Recipe) -> None:
+    """Refuse to resume a checkpoint whose model differs from the recipe's."""
+    saved = {**LearnerConfig().to_dict(), **saved_config["model"]}  # older checkpoints lack new keys
+    want = recipe.to_dict()["model"]
+    if saved != want:
+        diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
+        raise ValueError(
+            f"{path} was trained with a different model (checkpoint vs recipe: {diff}); "
+            "use another --out directory or the matching recipe"
+        )
+
+
+@dataclass(eq=False)
+class RunState:
+    """The objects a run trains plus its progress: everything a checkpoint saves and restores."""
+
+    recipe: Recipe
+    learner: SelfSupervisedLearner
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per completed epoch
+    skipped_images: int = 0  # unreadable images dropped so far
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.recipe.to_dict(),
+            "model": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "skipped_images": self.skipped_images,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state.get("history", []))
+        self.skipped_images = int(state.get("skipped_images", 0))
+        restore_rng(state["rng"])
+
+    def save(self, ckpt_dir: Path) -> None:
+        """``ckpt_dir/last.pt``, and ``epoch_NNNN.pt`` every ``train.checkpoint_every`` epochs."""
+        state = self.state_dict()
+        save_checkpoint(ckpt_dir / "last.pt", state)
+        every = self.recipe.train.checkpoint_every
+        if every and self.epoch % every == 0:
+            save_checkpoint(ckpt_dir / f"epoch_{self.epoch:04d}.pt", state)
+
+    def resume(self, path: str | os.PathLike) -> bool:
+        """Load the checkpoint at ``path`` if it exists (same model required); returns whether it did."""
+        path = Path(path)
+        if not path.exists():
+            return False
+        state = load_checkpoint(path)
+        check_same_model(path, state["config"], self.recipe)
+        self.load_state_dict(state)
+        log.info("resumed from %s at epoch %d (step %d)", path, self.epoch, self.step)
+        return True

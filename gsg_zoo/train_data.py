@@ -1,0 +1,92 @@
+"""The pretraining input pipeline: the epoch-seeded multi-view loader and each step's views.
+
+The data order and every augmentation are pure functions of (seed, epoch, index); with
+``data.batch_augment`` the loader workers only decode, and the views of a batch are drawn on the
+device from a generator seeded by (seed, epoch, rank, step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .data.augment import MultiView, build_augmentation, uint8_transform
+from .data.batch_augment import BatchAugment
+from .data.datasets import EpochSeeded, EpochShardSampler, build_dataset, collate_views
+from .distributed import DistInfo
+from .normalization import mean_std
+from .recipes import DataConfig, Recipe
+from .train_step import to_device
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a rank's epoch: its pairing RNG, and (times 100_003 plus the step) its batch views."""
+    return (seed * 1_000_003 + epoch) * 4099 + rank
+
+
+@dataclass
+class TrainData:
+    """A rank's training loader, its sampler (``set_epoch`` each epoch) and the device augmentation."""
+
+    loader: DataLoader
+    sampler: EpochShardSampler
+    dataset: EpochSeeded
+    batch_augment: BatchAugment | None  # None: the loader yields the views
+
+
+def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugment | None]:
+    """Per-image transform of the loader, and the per-batch device augmentation if ``batch_augment``."""
+    aug_args = dc.augment_options()
+    if not dc.batch_augment:
+        aug = build_augmentation(dc.augmentation, dc.image_size, dc.normalization, **aug_args)
+        return MultiView(aug, num_views), None
+    if dc.augmentation != "cifar":
+        raise ValueError("data.batch_augment supports augmentation=cifar only (no blur on the device)")
+    batch_augment = BatchAugment(dc.image_size, *mean_std(dc.normalization), **aug_args)
+    return MultiView(uint8_transform(dc.image_size), 1), batch_augment  # workers only decode
+
+
+def build_train_data(
+    recipe: Recipe, dist: DistInfo, device: torch.device, local_batch: int, num_views: int
+) -> TrainData:
+    """The rank's shard of the recipe's dataset in batches of ``local_batch`` (last partial dropped)."""
+    dc, tc = recipe.data, recipe.train
+    views, batch_augment = view_transform(dc, num_views)
+    ds = build_dataset(
+        dc.dataset, dc.root, dc.split, transform=views, download=dc.download and dist.is_main,
+        num_images=dc.num_images, **dc.synthetic_options(),
+    )  # fmt: skip
+    dataset = EpochSeeded(ds, tc.seed)
+    sampler = EpochShardSampler(len(ds), dist.rank, dist.world_size, seed=tc.seed)
+    loader = DataLoader(
+        dataset, batch_size=local_batch, sampler=sampler, drop_last=True, **_loader_options(dc, device)
+    )
+    return TrainData(loader, sampler, dataset, batch_augment)
+
+
+def _loader_options(dc: DataConfig, device: torch.device) -> dict[str, Any]:
+    workers = dc.num_workers
+    return {
+        "num_workers": workers,
+        "collate_fn": collate_views,
+        "pin_memory": dc.pin_memory and device.type == "cuda",
+        "persistent_workers": dc.persistent_workers and workers > 0,
+        "prefetch_factor": dc.prefetch_factor if workers > 0 else None,
+    }
+
+
+def step_views(
+    batch: list[Tensor], data: TrainData, num_views: int, device: torch.device, channels_last: bool, seed: int
+) -> list[Tensor]:
+    """A loader batch's views on the device: drawn there from the uint8 images with a generator seeded
+    by ``seed`` when batch-augmenting, else the loader's views moved. channels_last only for the views."""
+    if data.batch_augment is not None:
+        gen = torch.Generator(device)
+        gen.manual_seed(seed)
+        images = batch[0].to(device, non_blocking=True)
+        batch = data.batch_augment.views(images, num_views, gen)
+    return [to_device(v, device, channels_last) for v in batch]

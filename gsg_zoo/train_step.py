@@ -1,0 +1,80 @@
+"""One optimisation step, shared by the trainer and the benchmarks, and its mixed precision.
+
+A step is: forward under autocast, ``zero_grad``, backward, optimiser step (through the fp16
+``GradScaler`` when one is given), then the EMA update of a BYOL target. Keeping it in one place means
+the benchmarks time exactly the operations that ``gsg pretrain`` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .learner import SelfSupervisedLearner
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of ``train.precision`` (``auto``/fp32/bf16/fp16), None for fp32.
+
+    ``auto``: bf16 on CUDA devices that support it, else fp16 on CUDA, fp32 elsewhere.
+    """
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return PRECISIONS[precision]
+
+
+def autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device_type``, or a no-op context for fp32 (None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=dtype)
+
+
+def train_step(
+    model: Callable[[Sequence[Tensor]], Any],
+    views: Sequence[Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    ema: SelfSupervisedLearner | None = None,
+    step: int = 0,
+    total_steps: int = 1,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> Any:
+    """Forward, backward, optimiser step and EMA update; returns what ``model(views)`` returned.
+
+    ``model(views)``: a :class:`~gsg_zoo.learner.LearnerOutput` (anything with ``.loss``) or a scalar
+    loss tensor; ``views``: tensors ``(N, C, H, W)`` on the model's device (autocast runs on
+    ``views[0]``'s device type). ``ema``: the learner whose target network then takes its EMA step,
+    ``ema.update_target(step, total_steps)`` (a no-op without an EMA target); None: no EMA.
+    ``scaler``: the fp16 gradient scaler (a disabled one does what no scaler does).
+    """
+    with autocast(views[0].device.type, amp_dtype):
+        out = model(views)
+    loss = out if isinstance(out, Tensor) else out.loss
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    if ema is not None:
+        ema.update_target(step, total_steps)
+    return out
+
+
+def to_device(x: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
+    """``x`` on ``device`` (non-blocking), in channels_last memory format when asked."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
