@@ -169,6 +169,7 @@ def test_a_new_dataset_is_one_registry_entry(tmp_path, monkeypatch):
 def test_registry_entries_are_complete():
     names = registry.dataset_names()
     assert registry.dataset_names(pretrain=True) == PRETRAIN
+    assert set(names) - set(registry.dataset_names(multilabel=False)) == {"voc2007"}
     assert set(registry.TRANSFER_SUITE) <= set(names) and len(set(names)) == len(names)
     for info in registry.DATASETS.values():
         assert info.splits and {"train", "test"} <= set(info.splits), info.name

@@ -68,7 +68,7 @@ class DatasetInfo:
         return "val" in self.splits
 
     def present(self, root: str | os.PathLike | None) -> bool:
-        return not self.on_disk or (root is not None and (Path(root) / self.marker).exists())
+        return not self.on_disk or (root is not None and (Path(root).expanduser() / self.marker).exists())
 
     def check_split(self, split: str) -> None:
         """ValueError unless ``split`` is one this dataset can read."""
@@ -160,9 +160,15 @@ TRANSFER_SUITE = ("aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd"
                   "pets", "sun397", "voc2007")  # fmt: skip
 
 
-def dataset_names(pretrain: bool = False) -> tuple[str, ...]:
-    """Registered names in registry order (``pretrain=True``: those pretraining can read). Torch-free."""
-    return tuple(n for n, d in DATASETS.items() if d.pretrain or not pretrain)
+def dataset_names(pretrain: bool = False, multilabel: bool = True) -> tuple[str, ...]:
+    """Registered names in registry order; torch-free, for command-line help.
+
+    ``pretrain=True``: only those pretraining reads; ``multilabel=False``: without the multi-label ones
+    (VOC2007), i.e. what ``gsg eval knn`` / ``gsg eval linear`` accept.
+    """
+    return tuple(
+        n for n, d in DATASETS.items() if (d.pretrain or not pretrain) and (multilabel or not d.multilabel)
+    )
 
 
 def get_info(name: str, pretrain: bool = False) -> DatasetInfo:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from ..data.augment import ToRGB, eval_transform  # noqa: F401  (re-exported)
+from ..data.augment import eval_transform  # noqa: F401  (re-exported)
 from ..data.augment import probe_transform as train_transform  # noqa: F401  (re-exported)
 from ..data.datasets import Transformed
 from ..data.loaders import SPLIT_SEED

@@ -218,7 +218,7 @@ def run_transfer(
     for name in datasets:
         info = get_info(name)
         if not info.present(ctx.data_root) and not ctx.download:
-            msg = f"skipped: {info.title} not found (expected {Path(ctx.data_root or '.') / info.marker})"
+            msg = f"skipped: {info.title} not found (expected layout {info.layout}, ROOT={ctx.data_root})"
             log(f"{name}: {msg}")
             results[name] = {"skipped": msg}
             continue
