@@ -1,10 +1,11 @@
 """Training-step benchmark: SimSiam / BYOL with and without GSG (and source-only GSG) at equal settings.
 
-In one process, for each method: the median time of warm training steps (forward, backward, SGD step,
-EMA update), peak memory, FLOPs of one step (``torch.utils.flop_counter.FlopCounterMode``: matmuls and
-convolutions) and the achieved FLOP/s next to a matmul peak measured in the same run, and the time of
-the guided logic alone (pairing, selection, GSG loss forward and backward on the real tensor shapes)
-as a fraction of the step. Prints markdown tables; ``--out`` writes JSON.
+In one process, for each method: the median time of warm training steps (the trainer's step,
+``gsg_zoo.train_step.train_step``: forward, backward, SGD step, EMA update), peak memory, FLOPs of
+one step (``torch.utils.flop_counter.FlopCounterMode``: matmuls and convolutions) and the achieved
+FLOP/s next to a matmul peak measured in the same run, and the time of the guided logic alone
+(pairing, selection, GSG loss forward and backward on the real tensor shapes) as a fraction of the
+step. Prints markdown tables; ``--out`` writes JSON.
 
 Peak memory: CUDA ``torch.cuda.max_memory_allocated`` during the steps; CPU: the peak resident set
 size sampled every millisecond during the steps minus the RSS before the first step (after
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from gsg_zoo.train_step import autocast, train_step
 
 VARIANTS = {
     "simsiam": ("simsiam", True, False),
@@ -90,9 +93,7 @@ class Setup:
             torch.cuda.synchronize(self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        return autocast(self.device.type, self.amp)
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -204,14 +205,9 @@ def make_views(learner: Any, args: argparse.Namespace, setup: Setup) -> list[tor
     return views
 
 
-def train_step(learner: Any, opt: torch.optim.Optimizer, views: list[torch.Tensor], setup: Setup) -> Any:
-    with setup.autocast():
-        out = learner(views)
-    opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    opt.step()
-    learner.update_target(1, 100)
-    return out
+def one_step(learner: Any, opt: torch.optim.Optimizer, views: list[torch.Tensor], setup: Setup) -> Any:
+    """The trainer's step (:func:`gsg_zoo.train_step.train_step`) without a grad scaler, EMA at 1/100."""
+    return train_step(learner, views, opt, ema=learner, step=1, total_steps=100, amp_dtype=setup.amp)
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -278,12 +274,12 @@ def bench_variant(variant: str, args: argparse.Namespace, setup: Setup) -> dict[
                            "views": learner.config.num_views}  # fmt: skip
     with PeakMemory(setup.device) as mem:
         step_s, times = median_time(
-            lambda: train_step(learner, opt, views, setup), setup, args.steps, args.warmup
+            lambda: one_step(learner, opt, views, setup), setup, args.steps, args.warmup
         )
     row.update(step_ms=step_s * 1e3, step_ms_all=[t * 1e3 for t in times], images_per_s=args.batch / step_s)
     row.update(peak_mem_mb=None if mem.peak_bytes is None else mem.peak_bytes / 2**20, mem_method=mem.method)
     if not args.no_flops and not args.compile:
-        flops = count_flops(lambda: train_step(learner, opt, views, setup))
+        flops = count_flops(lambda: one_step(learner, opt, views, setup))
         row.update(gflop_per_step=flops / 1e9, achieved_gflops=flops / step_s / 1e9)
     if learner.config.guidance == "gsg":
         g_s, _ = median_time(guided_logic(learner, args, setup), setup, max(args.steps, 5) * 4, 3)

@@ -79,6 +79,8 @@ def _recipe(args: argparse.Namespace, name: str, workers: int) -> Any:
 
 
 def measure(args: argparse.Namespace, name: str, workers: int) -> dict[str, Any]:
+    from gsg_zoo.train_data import step_views
+    from gsg_zoo.train_step import train_step
     from gsg_zoo.trainer import Pretrainer
 
     recipe = _recipe(args, name, workers)
@@ -87,18 +89,14 @@ def measure(args: argparse.Namespace, name: str, workers: int) -> dict[str, Any]
         trainer.learner.train()
         loader, learner, opt = trainer.train_loader, trainer.learner, trainer.optimizer
         sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+        num_views, channels_last = learner.config.num_views, recipe.train.channels_last
         waits, steps = [], []
         tick = time.perf_counter()
-        for i, (views, _, _) in enumerate(loader):
+        for i, (batch, _, _) in enumerate(loader):
             got = time.perf_counter()
-            views = [trainer._to_device(v) for v in views]
-            with trainer._autocast():
-                out = trainer.model(views)
-            opt.zero_grad(set_to_none=True)
-            trainer.scaler.scale(out.loss).backward()
-            trainer.scaler.step(opt)
-            trainer.scaler.update()
-            learner.update_target(i, 100)
+            views = step_views(batch, trainer.data, num_views, trainer.device, channels_last, seed=i)
+            train_step(trainer.model, views, opt, ema=learner, step=i, total_steps=100,
+                       scaler=trainer.scaler, amp_dtype=trainer.amp_dtype)  # fmt: skip
             sync()
             done = time.perf_counter()
             if i >= args.warmup:

@@ -24,6 +24,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,15 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from gsg_zoo.backbones import feature_dim
-from gsg_zoo.normalization import NORMALIZATION
 from gsg_zoo.data.batch_augment import BatchAugment
 from gsg_zoo.data.synthetic import SyntheticShapes
+from gsg_zoo.device import resolve_device
 from gsg_zoo.learner import SelfSupervisedLearner
 from gsg_zoo.monitors import knn_top1
+from gsg_zoo.normalization import mean_std
 from gsg_zoo.optim import build_optimizer, lr_at, set_lr
 from gsg_zoo.recipes import Recipe, load_recipe
-from gsg_zoo.device import resolve_device
+from gsg_zoo.train_step import train_step
 
 VARIANTS: dict[str, dict[str, bool]] = {
     "full": {},
@@ -80,7 +82,7 @@ class Normalize:
     """uint8 images to the recipe's normalised float tensors (what the kNN monitor feeds)."""
 
     def __init__(self, normalization: str, device: torch.device) -> None:
-        mean, std = NORMALIZATION[normalization]
+        mean, std = mean_std(normalization)
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
 
@@ -99,6 +101,11 @@ def features(backbone: nn.Module, images: Tensor, normalize: Normalize, batch: i
     return out
 
 
+def supervised_loss(backbone: nn.Module, head: nn.Module, labels: Tensor) -> Callable[[list[Tensor]], Tensor]:
+    """The supervised objective as a step's model: cross-entropy of a linear head on the first view."""
+    return lambda views: F.cross_entropy(head(backbone(views[0])), labels)
+
+
 def train(
     objective: str, recipe: Recipe, images: Tensor, labels: Tensor, seconds: float, device: torch.device
 ) -> tuple[nn.Module, int]:
@@ -113,7 +120,7 @@ def train(
     opt = build_optimizer(modules, recipe.optim, batch)
     base_lr = opt.param_groups[0]["lr"]
     dc = recipe.data
-    aug = BatchAugment(dc.image_size, *NORMALIZATION[dc.normalization], **dc.augment_options())
+    aug = BatchAugment(dc.image_size, *mean_std(dc.normalization), **dc.augment_options())
     gen = torch.Generator().manual_seed(recipe.train.seed)
     epochs = recipe.train.epochs  # the recipe's schedule, stretched over the time budget
     steps, start = 0, time.perf_counter()
@@ -124,18 +131,15 @@ def train(
             set_lr(opt, lr_at(recipe.optim, base_lr, epochs * elapsed / seconds, epochs), base_lr)
             idx = torch.randint(0, len(images), (batch,), generator=gen)
             x = images[idx].to(device, non_blocking=True)
-            if objective == "supervised":
-                loss = F.cross_entropy(head(learner.backbone(aug(x))), labels[idx].to(device))
-            else:
-                loss = learner(aug.views(x, learner.config.num_views)).loss
+            if objective == "supervised":  # the trainer's step, with a linear head's loss on one view
+                classify = supervised_loss(learner.backbone, head, labels[idx].to(device))
+                loss = train_step(classify, [aug(x)], opt)
+            else:  # the trainer's step (EMA at steps / 10**9, i.e. the recipe's base momentum)
+                views = aug.views(x, learner.config.num_views)
+                loss = train_step(learner, views, opt, ema=learner, step=steps + 1, total_steps=10**9).loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{objective}: non-finite loss at step {steps}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             steps += 1
-            if objective == "ssl":
-                learner.update_target(steps, 10**9)
             bar.update(round(time.perf_counter() - start) - bar.n)
     return learner.backbone, steps
 
