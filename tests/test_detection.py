@@ -244,7 +244,7 @@ def test_voc_recipe_trains_and_evaluates_with_pascal_voc_metric(tmp_path):
     _write_voc(SyntheticShapes(2, image_size=96, split="val"), data / "VOC2007", "test")
     small = {
         "DATASETS.TRAIN": "('voc_2007_trainval',)",  # the recipe also trains on VOC2012
-        "SOLVER.MAX_ITER": "1",
+        "SOLVER.MAX_ITER": "2",
         "SOLVER.IMS_PER_BATCH": "2",
         "SOLVER.REFERENCE_WORLD_SIZE": "0",
         "DATALOADER.NUM_WORKERS": "0",
@@ -257,18 +257,29 @@ def test_voc_recipe_trains_and_evaluates_with_pascal_voc_metric(tmp_path):
         "INPUT.MIN_SIZE_TRAIN": "(96,)",
         "INPUT.MIN_SIZE_TEST": "96",
     }
-    report = d2t.train_seeds(
-        "random:resnet18",
-        "voc",
-        data,
-        out_dir=tmp_path / "run",
-        num_gpus=0,
-        seeds=2,
-        opts=[x for kv in small.items() for x in kv],
-    )
+    opts = [x for kv in small.items() for x in kv]
+    export = tmp_path / "r18"
+    timm.models.save_for_hf(_calibrated("resnet18"), export, safe_serialization=True)
+    spec = f"local-dir:{export}"
+    torch.manual_seed(1)  # a different global RNG state per call: only the seed may decide a run
+    report = d2t.train_seeds(spec, "voc", data, out_dir=tmp_path / "run", num_gpus=0, seeds=2, opts=opts)
+    torch.manual_seed(2)
+    d2t.train_seeds(spec, "voc", data, out_dir=tmp_path / "again", num_gpus=0, seeds=1, opts=opts)
     assert [r["seed"] for r in report["runs"]] == [0, 1]
     assert set(report["summary"]["bbox"]) == {"AP", "AP50", "AP75"}
     assert all(report["summary"]["bbox"][m]["n"] == 2 for m in ("AP", "AP50", "AP75"))
     for seed in (0, 1):
         cfg_text = (tmp_path / "run" / f"seed{seed}" / "config.yaml").read_text()
         assert f"SEED: {seed}" in cfg_text and "Res5ROIHeadsExtraNorm" in cfg_text
+    # The seed really seeds each run: same seed, same losses; another seed differs. Detectron2 logs the
+    # median of the window, here over both iterations.
+    losses = {name: _losses(tmp_path / name) for name in ("run/seed0", "run/seed1", "again/seed0")}
+    assert losses["run/seed0"] and all(math.isfinite(v) for v in losses["run/seed0"])
+    assert losses["run/seed0"] == losses["again/seed0"]
+    assert losses["run/seed0"] != losses["run/seed1"]
+
+
+def _losses(run_dir) -> list[float]:
+    """Detectron2's logged ``total_loss`` per iteration (metrics.json)."""
+    events = [json.loads(line) for line in (run_dir / "metrics.json").read_text().splitlines()]
+    return [e["total_loss"] for e in events if "total_loss" in e]

@@ -33,6 +33,7 @@ from detectron2.layers import get_norm
 from detectron2.modeling.backbone.resnet import BasicBlock, ResNet
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from .detection import Detectron2Weights, markdown_table, recipe_path, save_detectron2_pkl, summarize
@@ -227,6 +228,9 @@ def _worker(cfg: CfgNode, data_root: str, converted_path: str) -> None:
 
     logging.getLogger("detectron2").handlers.clear()  # one log file per seed, not every earlier one too
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
+    # As detectron2.engine.default_setup: seed every RNG (python, numpy, torch) with SEED + rank before the
+    # heads are initialised and the sampler draws its shared seed, so a seed reproduces its run.
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     if comm.is_main_process():
         Path(cfg.OUTPUT_DIR, "config.yaml").write_text(cfg.dump())
     register_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), data_root)
