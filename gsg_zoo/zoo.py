@@ -66,8 +66,13 @@ def get_entry(name: str, path: str | os.PathLike | None = None) -> dict[str, Any
 
 
 def hub_spec(entry: dict[str, Any]) -> str:
+    return f"hf-hub:{hub_id_at(entry)}"
+
+
+def hub_id_at(entry: dict[str, Any]) -> str:
+    """``ORG/NAME[@REVISION]``: the entry's Hub repo, pinned unless its revision is ``main``."""
     rev = entry.get("revision")
-    return f"hf-hub:{entry['hub_id']}" + (f"@{rev}" if rev and rev != "main" else "")
+    return entry["hub_id"] + (f"@{rev}" if rev and rev != "main" else "")
 
 
 def resolve_zoo_name(name: str) -> str:
@@ -120,10 +125,9 @@ def tag_pretrained_cfg(entry: dict[str, Any]) -> Any:
 
     cfg = {k: v for k, v in entry["pretrained_cfg"].items() if k in _TAG_CFG_KEYS}
     cfg.update({k: tuple(cfg[k]) for k in ("input_size", "mean", "std", "pool_size") if cfg.get(k)})
-    rev = entry.get("revision")
     return PretrainedCfg(
         **cfg,
-        hf_hub_id=entry["hub_id"] + (f"@{rev}" if rev and rev != "main" else ""),
+        hf_hub_id=hub_id_at(entry),
         hf_hub_filename=WEIGHTS_FILE,
         architecture=entry["architecture"],
         tag=entry["timm_tag"],
@@ -157,18 +161,21 @@ def _register(reg: Any, name: str, cfg: Any) -> None:
         tags.append(name)
 
 
-def register_timm_tags(manifest: str | os.PathLike | None = None, *, missing_ok: bool = True) -> list[str]:
+def register_timm_tags(
+    manifest: str | os.PathLike | list[dict[str, Any]] | None = None, *, missing_ok: bool = True
+) -> list[str]:
     """Register every manifest entry as a timm pretrained tag ``ARCH.TAG``; return their names.
 
-    Idempotent: tags registered by an earlier call and no longer in the manifest are removed. With
-    the default manifest a missing or broken file only warns (``import gsg_zoo`` must not fail).
+    ``manifest``: a manifest file, or its entries; default :func:`manifest_path`. Idempotent: tags
+    registered by an earlier call and no longer in the manifest are removed. With the default
+    manifest a missing or broken file only warns (``import gsg_zoo`` must not fail).
     """
     from timm.models import _registry as reg
 
     from . import backbones  # noqa: F401  (the CIFAR-stem architectures the entries may use)
 
     try:
-        entries = load_manifest(manifest, missing_ok=missing_ok)
+        entries = manifest if isinstance(manifest, list) else load_manifest(manifest, missing_ok=missing_ok)
     except (OSError, ValueError) as err:
         if manifest is not None or not missing_ok:
             raise

@@ -189,6 +189,9 @@ def test_subset_knn_is_labelled_and_not_compared_with_the_paper():
     assert comparable(paper, same, "simsiam_gsg", "resnet18_cifar")
     assert not comparable(paper, same, "byol_gsg", "resnet18_cifar")
     assert not comparable(paper, same, "simsiam_gsg", "resnet18")
+    monitor = {"k": 200, "t": 0.1, "train_limit": 2000}  # the paper's protocol on a 2000-image bank
+    (sub,) = normalize_results({"knn_top1": 40.0, "dataset": "cifar10"}, {"monitor": monitor})
+    assert not sub.full_protocol and not comparable(paper, sub, "simsiam_gsg", "resnet18_cifar")
     (r,) = normalize_results(
         {"knn_top1": 50.0}, {"monitor": {"dataset": "cifar10"}, "data": {"dataset": "synthetic"}}
     )

@@ -137,6 +137,8 @@ def test_zoo_add_list_resolve(export_dir, tmp_path, monkeypatch, capsys):
         resolve_zoo_name("nope")
     add_entry(export_dir, "gsg-org/other", name="other", manifest=manifest)
     assert resolve_zoo_name("other") == "hf-hub:gsg-org/other"
+    with pytest.raises(ValueError, match="'other' already has the timm name resnet18_cifar.gsg_other"):
+        add_entry(export_dir, "gsg-org/third", name="third", manifest=manifest, timm_tag="gsg_other")
 
 
 def test_shipped_manifest_is_valid_and_real():
