@@ -1,0 +1,163 @@
+"""The shared training step and the trainer's parts: one step for trainer and benchmarks, RNG
+restore on resume, epochs whose batches are all skipped, the monitor schedule."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gsg_zoo.train_step as ts
+from gsg_zoo import trainer
+from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.monitors import monitor_due
+from gsg_zoo.optim import lr_at
+from gsg_zoo.recipes import load_recipe
+from gsg_zoo.run_state import restore_rng, rng_state
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+TINY = [
+    "model.backbone=resnet18",
+    "model.projector_hidden_dim=64",
+    "model.projector_dim=32",
+    "model.predictor_hidden_dim=16",
+    "data.image_size=16",
+    "data.synthetic_image_size=32",
+    "data.num_images=64",
+    "data.num_workers=0",
+    "train.batch_size=16",
+    "train.channels_last=false",
+    "monitor.every=-1",
+]
+
+
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_learner(method: str = "byol_gsg") -> SelfSupervisedLearner:
+    torch.manual_seed(0)
+    cfg = LearnerConfig.for_method(
+        method, backbone="resnet18", projector_hidden_dim=32, projector_dim=16, predictor_hidden_dim=8
+    )
+    return SelfSupervisedLearner(cfg)
+
+
+def test_trainer_and_benchmarks_share_one_step():
+    assert trainer.train_step is ts.train_step
+    assert load_bench("bench_step").train_step is ts.train_step
+    assert load_bench("learnability").train_step is ts.train_step
+    assert "train_step(" in (BENCH / "bench_throughput.py").read_text()
+
+
+def test_trainer_runs_its_steps_through_train_step(tmp_path, monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["step"])
+        return ts.train_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", spy)
+    recipe = load_recipe("demo", [*TINY, "train.epochs=1", "train.max_steps_per_epoch=2"])
+    trainer.Pretrainer(recipe, tmp_path / "run", progress=False).run()
+    assert calls == [0, 1]
+
+
+def test_train_step_scaler_off_equals_no_scaler_and_steps_the_ema():
+    """A disabled GradScaler does what no scaler does; the EMA target moves after the step."""
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", enabled=False)):
+        learner = tiny_learner()
+        opt = torch.optim.SGD(learner.online_modules().parameters(), lr=0.1, momentum=0.9)
+        target_before = [p.clone() for p in learner.target_encoder.parameters()]
+        g = torch.Generator().manual_seed(1)
+        views = [torch.randn(6, 3, 16, 16, generator=g) for _ in range(4)]
+        out = ts.train_step(learner, views, opt, ema=learner, step=3, total_steps=10, scaler=scaler)
+        assert out.loss.ndim == 0 and out.loss.grad_fn is not None
+        moved = [not torch.equal(a, b) for a, b in zip(target_before, learner.target_encoder.parameters())]
+        assert any(moved)
+        results.append(learner.state_dict())
+    for k, v in results[0].items():
+        assert torch.equal(v, results[1][k]), k
+
+
+def test_train_step_accepts_a_plain_loss():
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.5)
+    loss = ts.train_step(lambda views: (w * views[0]).sum(), [torch.ones(3)], opt)
+    assert float(loss.detach()) == 3.0 and torch.equal(w.detach(), torch.full((3,), 0.5))
+
+
+def test_precision_and_autocast():
+    cpu = torch.device("cpu")
+    assert ts.resolve_precision("auto", cpu) is None and ts.resolve_precision("bf16", cpu) is torch.bfloat16
+    with ts.autocast("cpu", torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+    with ts.autocast("cpu", None):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_restore_rng_sets_cuda_states_per_device(monkeypatch):
+    """Mocked CUDA (this test runs on CPU-only machines too): one state per device that exists."""
+    saved = {"torch": torch.get_rng_state(), "cuda": [torch.tensor([1], dtype=torch.uint8),
+                                                        torch.tensor([2], dtype=torch.uint8)]}  # fmt: skip
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # resumed on fewer GPUs than saved
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state", lambda state, index: restored.append((int(state), index))
+    )
+    restore_rng(saved)
+    assert restored == [(1, 0)]
+
+
+def test_restore_rng_without_cuda_restores_the_cpu_state():
+    saved = rng_state()
+    a = torch.rand(3)
+    restore_rng(saved)
+    assert torch.equal(torch.rand(3), a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_restores_cuda_rng(tmp_path):
+    recipe = load_recipe(
+        "demo", [*TINY, "train.epochs=1", "train.max_steps_per_epoch=1", "train.device=cuda"]
+    )
+    run = trainer.Pretrainer(recipe, tmp_path / "run", progress=False)
+    run.run()
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["rng"]["cuda"]
+    assert len(saved) == torch.cuda.device_count()
+    torch.rand(4, device="cuda")  # moves the CUDA RNG on
+    resumed = trainer.Pretrainer(recipe, tmp_path / "run", progress=False)
+    assert resumed.resume()
+    for index, state in enumerate(saved):
+        assert torch.equal(torch.cuda.get_rng_state(index), state)
+
+
+def test_epoch_with_every_batch_skipped_reports_lr(tmp_path):
+    """Every image unreadable: no step is taken, the epoch still reports its loss and lr."""
+    root = tmp_path / "folder"
+    for c in ("a", "b"):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(8):
+            (root / "train" / c / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    recipe = load_recipe("demo", [*TINY, "data.dataset=imagefolder", f"data.root={root}", "train.epochs=1",
+                                  "train.batch_size=8"])  # fmt: skip
+    run = trainer.Pretrainer(recipe, tmp_path / "run", progress=False)
+    summary = run.run()
+    row = run.state.history[-1]
+    assert summary["steps"] == 0 and summary["skipped_images"] == 16 and row["steps"] == 0
+    assert row["loss"] == 0.0 and row["lr"] == lr_at(recipe.optim, run.base_lr, 0, 1)
+
+
+def test_monitor_due_schedule():
+    assert [e for e in range(1, 6) if monitor_due(2, e, 5)] == [2, 4, 5]
+    assert [e for e in range(1, 6) if monitor_due(0, e, 5)] == [5]
+    assert not any(monitor_due(-1, e, 5) for e in range(1, 6))
