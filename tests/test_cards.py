@@ -249,7 +249,8 @@ def test_cards_dir_is_the_checkouts_and_written_only_when_asked(cifar_export, tm
     assert cards.DEFAULT_CARDS_DIR == layout.checkout_cards_dir() == repo / "model_cards"
     assert (repo / "model_cards" / "README.md").is_file()
     before = sorted(p.name for p in (repo / "model_cards").iterdir())
-    write_model_card(shutil.copytree(cifar_export, tmp_path / "exp"), "c")  # the default: the export's README.md only
+    copy = shutil.copytree(cifar_export, tmp_path / "exp")
+    write_model_card(copy, "c")  # the default: the export's README.md only
     assert sorted(p.name for p in (repo / "model_cards").iterdir()) == before
     # Installed (no model_cards/README.md beside the package): no default folder, and none is guessed.
     monkeypatch.setattr(layout, "__file__", str(tmp_path / "site-packages" / "gsg_zoo" / "layout.py"))
