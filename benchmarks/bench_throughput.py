@@ -79,41 +79,14 @@ def _recipe(args: argparse.Namespace, name: str, workers: int) -> Any:
 
 
 def measure(args: argparse.Namespace, name: str, workers: int) -> dict[str, Any]:
-    from gsg_zoo.train_data import step_views
-    from gsg_zoo.train_step import train_step
     from gsg_zoo.trainer import Pretrainer
 
     recipe = _recipe(args, name, workers)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Pretrainer(recipe, tmp, progress=False)
-        trainer.learner.train()
-        loader, learner, opt = trainer.train_loader, trainer.learner, trainer.optimizer
-        sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-        num_views, channels_last = learner.config.num_views, recipe.train.channels_last
-        waits, steps = [], []
-        tick = time.perf_counter()
-        for i, (batch, _, _) in enumerate(loader):
-            got = time.perf_counter()
-            views = step_views(batch, trainer.data, num_views, trainer.device, channels_last, seed=i)
-            train_step(trainer.model, views, opt, ema=learner, step=i, total_steps=100,
-                       scaler=trainer.scaler, amp_dtype=trainer.amp_dtype)  # fmt: skip
-            sync()
-            done = time.perf_counter()
-            if i >= args.warmup:
-                waits.append(got - tick)
-                steps.append(done - tick)
-            tick = done
-            if len(steps) >= args.steps:
-                break
+        waits, steps = time_steps(trainer, args.warmup, args.steps)
         # The data pipeline alone: a second pass over the same loader, without the model.
-        loader_times, tick = [], time.perf_counter()
-        for i, _ in enumerate(loader):
-            now = time.perf_counter()
-            if i >= args.warmup:
-                loader_times.append(now - tick)
-            tick = now
-            if len(loader_times) >= args.steps:
-                break
+        loader_times = time_loader(trainer.train_loader, args.warmup, args.steps)
         device = trainer.device.type
         del trainer
     total = sum(steps)
@@ -133,6 +106,47 @@ def measure(args: argparse.Namespace, name: str, workers: int) -> dict[str, Any]
         "step_s_median": statistics.median(steps),
         "loader_only_images_per_s": args.batch * len(loader_times) / sum(loader_times),
     }
+
+
+def time_steps(trainer: Any, warmup: int, n: int) -> tuple[list[float], list[float]]:
+    """Seconds waiting for each batch and seconds of each whole step (wait included), after ``warmup``
+    steps, of the trainer's loader and training step."""
+    from gsg_zoo.train_data import step_views
+    from gsg_zoo.train_step import train_step
+
+    learner, opt, device = trainer.learner, trainer.optimizer, trainer.device
+    learner.train()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    num_views, channels_last = learner.config.num_views, trainer.recipe.train.channels_last
+    waits, steps = [], []
+    tick = time.perf_counter()
+    for i, (batch, _, _) in enumerate(trainer.train_loader):
+        got = time.perf_counter()
+        views = step_views(batch, trainer.data, num_views, device, channels_last, seed=i)
+        train_step(trainer.model, views, opt, ema=learner, step=i, total_steps=100,
+                   scaler=trainer.scaler, amp_dtype=trainer.amp_dtype)  # fmt: skip
+        sync()
+        done = time.perf_counter()
+        if i >= warmup:
+            waits.append(got - tick)
+            steps.append(done - tick)
+        tick = done
+        if len(steps) >= n:
+            break
+    return waits, steps
+
+
+def time_loader(loader: Any, warmup: int, n: int) -> list[float]:
+    """Seconds per batch of the loader alone, after ``warmup`` batches."""
+    times, tick = [], time.perf_counter()
+    for i, _ in enumerate(loader):
+        now = time.perf_counter()
+        if i >= warmup:
+            times.append(now - tick)
+        tick = now
+        if len(times) >= n:
+            break
+    return times
 
 
 def to_markdown(result: dict[str, Any]) -> str:

@@ -3,12 +3,12 @@ restore on resume, epochs whose batches are all skipped, the monitor schedule.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from test_benchmarks import load
+from test_pretrain import TINY as PRETRAIN_TINY
 
 import gsg_zoo.train_step as ts
 from gsg_zoo import trainer
@@ -19,27 +19,7 @@ from gsg_zoo.recipes import load_recipe
 from gsg_zoo.run_state import restore_rng, rng_state
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-TINY = [
-    "model.backbone=resnet18",
-    "model.projector_hidden_dim=64",
-    "model.projector_dim=32",
-    "model.predictor_hidden_dim=16",
-    "data.image_size=16",
-    "data.synthetic_image_size=32",
-    "data.num_images=64",
-    "data.num_workers=0",
-    "train.batch_size=16",
-    "train.channels_last=false",
-    "monitor.every=-1",
-]
-
-
-def load_bench(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+TINY = [*PRETRAIN_TINY, "monitor.every=-1"]
 
 
 def tiny_learner(method: str = "byol_gsg") -> SelfSupervisedLearner:
@@ -52,8 +32,8 @@ def tiny_learner(method: str = "byol_gsg") -> SelfSupervisedLearner:
 
 def test_trainer_and_benchmarks_share_one_step():
     assert trainer.train_step is ts.train_step
-    assert load_bench("bench_step").train_step is ts.train_step
-    assert load_bench("learnability").train_step is ts.train_step
+    assert load("bench_step").train_step is ts.train_step
+    assert load("learnability").train_step is ts.train_step
     assert "train_step(" in (BENCH / "bench_throughput.py").read_text()
 
 
