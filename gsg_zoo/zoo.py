@@ -265,7 +265,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
     """The manifest as a Markdown table."""
     if not entries:
         return "The zoo is empty: no checkpoint has been published yet (see `gsg push` and `gsg zoo add`)."
-    header = ["name", "hub id", "revision", "arch", "method", "data", "epochs", "results", "sha256"]
+    header = ["name", "hub id", "revision", "timm name", "method", "data", "epochs", "results", "sha256"]
     rows = []
     for e in entries:
         res = "; ".join(
@@ -273,7 +273,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
         )
         rev = e.get("revision") or "main"
         rows.append(
-            [e["name"], e["hub_id"], rev[:12], e["architecture"], e["method"], e.get("pretrain_data"),
+            [e["name"], e["hub_id"], rev[:12], timm_name(e), e["method"], e.get("pretrain_data"),
              e.get("pretrain_epochs"), res or "-", e["sha256"][:12]]
         )  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

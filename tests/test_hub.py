@@ -127,7 +127,7 @@ def test_zoo_add_list_resolve(export_dir, tmp_path, monkeypatch, capsys):
     assert main(["zoo", "list", "--manifest", str(manifest)]) == 0
     table = capsys.readouterr().out
     assert (
-        "| tiny-byol-gsg | gsg-org/tiny-byol-gsg | bbbbbbbbbbbb |" in table
+        "| tiny-byol-gsg | gsg-org/tiny-byol-gsg | bbbbbbbbbbbb | resnet18_cifar.gsg_tiny_byol_gsg |" in table
         and "knn cifar10 top1 41.25" in table
     )
 
