@@ -37,7 +37,10 @@ def build_dataset(
 
 
 class Transformed(Dataset):
-    """Apply ``transform`` to the image of a dataset of ``(image, label)`` pairs; ``None`` items stay ``None``."""
+    """Apply ``transform`` to the image of ``(image, label)`` pairs.
+
+    A ``None`` item (an unreadable image) stays ``None``, for the collate to drop or refuse.
+    """
 
     def __init__(self, dataset: Dataset, transform: Callable | None) -> None:
         self.dataset, self.transform = dataset, transform
@@ -126,7 +129,10 @@ def collate_images(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 def collate_pairs(batch: list[Any]) -> Any:
-    """Evaluation's collate: ``default_collate`` of ``(image, label)`` items, refusing unreadable (``None``) ones."""
+    """Evaluation's collate: ``default_collate`` of ``(image, label)`` items.
+
+    An unreadable image (``None`` item) is an error: evaluation needs every image.
+    """
     missing = sum(item is None for item in batch)
     if missing:
         raise ValueError(

@@ -228,7 +228,7 @@ def synthetic(
     clutter: bool = True,
     grayscale: bool = False,
 ) -> Dataset:
-    """The built-in :class:`~gsg_zoo.data.synthetic.SyntheticShapes` (rendered on the fly, nothing on disk)."""
+    """The built-in :class:`~gsg_zoo.data.synthetic.SyntheticShapes` (rendered on the fly)."""
     from .synthetic import SyntheticShapes
 
     return SyntheticShapes(

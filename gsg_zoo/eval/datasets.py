@@ -17,11 +17,24 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from ..data.augment import eval_transform  # noqa: F401  (re-exported)
-from ..data.augment import probe_transform as train_transform  # noqa: F401  (re-exported)
+from ..data.augment import eval_transform
+from ..data.augment import probe_transform as train_transform
 from ..data.datasets import Transformed
 from ..data.loaders import SPLIT_SEED
-from ..data.registry import DATASETS, SYNTHETIC_SIZES, TRANSFER_SUITE, DatasetInfo, get_info, open_split  # noqa: F401
+from ..data.registry import DATASETS, SYNTHETIC_SIZES, TRANSFER_SUITE, DatasetInfo, get_info, open_split
+
+__all__ = [  # the registry's names are re-exported: evaluation code reads them from here
+    "DATASETS",
+    "SYNTHETIC_SIZES",
+    "TRANSFER_SUITE",
+    "DatasetInfo",
+    "build_split",
+    "eval_transform",
+    "get_info",
+    "num_classes_of",
+    "protocol_indices",
+    "train_transform",
+]
 
 VAL_FRACTION = 0.2
 
