@@ -23,6 +23,7 @@ from torch import nn
 
 from . import backbones as _backbones  # noqa: F401  (CIFAR-stem registration)
 from .checkpoint import backbone_state_dict, load_checkpoint
+from .preprocessing import trained_data_config
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
@@ -70,12 +71,18 @@ def _build(spec: str) -> nn.Module:
 
 
 def backbone_from_checkpoint(path: str | os.PathLike) -> nn.Module:
-    """The online backbone of a ``gsg pretrain`` checkpoint, as a timm model with loaded weights."""
+    """The online backbone of a ``gsg pretrain`` checkpoint, as a timm model with loaded weights and the
+    training preprocessing as its ``pretrained_cfg`` (see :mod:`gsg_zoo.preprocessing`)."""
     from .backbones import create_backbone
 
     state = load_checkpoint(path)
     cfg = state["config"]["model"]
     model = create_backbone(cfg["backbone"], zero_init_residual=False, **cfg.get("backbone_kwargs", {}))
+    # The preprocessing it was trained with, exactly as its export records it (not timm's defaults).
+    model.pretrained_cfg = {
+        **model.pretrained_cfg,
+        **trained_data_config(cfg["backbone"], state["config"].get("data")),
+    }
     sd = backbone_state_dict(state)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
