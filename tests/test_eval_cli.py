@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from eval_fakes import SUITE_WRITERS, write_cifar, write_imagefolder, write_stl10
+from safetensors.torch import load_file
 
 from gsg_zoo.cli import main
 from gsg_zoo.eval.logreg import c_grid
@@ -17,15 +18,40 @@ def _run(args, capsys=None):
     return main(args)
 
 
+def _brute_force_knn(
+    train_x, train_y, test_x, test_y, k: int, t: float, num_classes: int
+) -> tuple[float, float]:
+    """Top-1/top-5 (%) of weighted kNN written out per query: cosine, k nearest, votes exp(s/T)."""
+    train_x = torch.nn.functional.normalize(train_x.double(), dim=1)
+    test_x = torch.nn.functional.normalize(test_x.double(), dim=1)
+    hits1 = hits5 = 0
+    for x, y in zip(test_x, test_y.tolist()):
+        sims = train_x @ x
+        order = sorted(range(len(sims)), key=lambda i: -float(sims[i]))[:k]
+        votes = [0.0] * num_classes
+        for i in order:
+            votes[int(train_y[i])] += float(torch.exp(sims[i] / t))
+        ranked = sorted(range(num_classes), key=lambda c: -votes[c])
+        hits1 += ranked[0] == y
+        hits5 += y in ranked[:5]
+    return 100.0 * hits1 / len(test_y), 100.0 * hits5 / len(test_y)
+
+
 def test_knn_cli_reports_pairs_and_reuses_cache(tmp_path, capsys):
-    write_cifar(tmp_path / "data")
+    write_cifar(tmp_path / "data", n_train=60, n_test=40, k=10)  # 10 classes: top-5 can miss
     args = ["eval", "knn", *MODEL, "--dataset", "cifar10", "--data", str(tmp_path / "data"),
             "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]  # fmt: skip
     assert _run(args) == 0
     res = json.loads((tmp_path / "out" / "knn_cifar10.json").read_text())
     assert [(r["k"], r["T"]) for r in res["results"]] == [(200, 0.1), (20, 0.07), (200, 0.2)]
-    assert res["num_train"] == 50 and res["num_test"] == 20 and not res["features_cached"]
-    assert all(r["top1"] >= 40 and r["top5"] == 100 for r in res["results"])  # 5 colour classes, chance 20
+    assert res["num_train"] == 60 and res["num_test"] == 40 and not res["features_cached"]
+    # every reported number equals an independent kNN on the cached features
+    (train, test) = sorted((load_file(str(p)) for p in (tmp_path / "cache").glob("*.safetensors")),
+                           key=lambda d: -len(d["labels"]))  # fmt: skip
+    for r in res["results"]:
+        top1, top5 = _brute_force_knn(train["features"], train["labels"], test["features"], test["labels"],
+                                      r["k"], r["T"], num_classes=10)  # fmt: skip
+        assert r["top1"] == pytest.approx(top1) and r["top5"] == pytest.approx(top5), (r, top1, top5)
     assert "| 20 | 0.07 |" in (tmp_path / "out" / "knn_cifar10.md").read_text()
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
     assert _run(args) == 0
