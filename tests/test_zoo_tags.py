@@ -126,3 +126,31 @@ def test_default_tags():
 def test_shipped_manifest_registers_nothing(monkeypatch):
     monkeypatch.delenv("GSG_ZOO_MANIFEST", raising=False)
     assert zoo.load_manifest() == [] and zoo.register_timm_tags() == []
+
+
+_AFTER_IMPORT = r"""
+import sys
+import gsg_zoo  # noqa: F401  (registers the zoo's tags once timm is imported)
+import timm, torch
+from safetensors.torch import load_file
+assert timm.list_pretrained("*gsg*") == [sys.argv[1]], timm.list_pretrained("*gsg*")
+state = timm.create_model(sys.argv[1], pretrained=True).state_dict()
+weights = load_file(sys.argv[2])
+assert all(torch.equal(state[k], weights[k]) for k in weights)
+"""
+
+
+def test_import_gsg_zoo_registers_the_manifest(offline_hub, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snap = tmp_path / "hub" / ("models--" + HUB_ID.replace("/", "--")) / "snapshots" / SHA
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", _AFTER_IMPORT, TAG, str(snap / "model.safetensors")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
