@@ -107,14 +107,3 @@ def feature_dim(model: nn.Module) -> int:
     """
     return int(getattr(model, "head_hidden_size", None) or model.num_features)
 
-
-def _register_zoo_tags() -> None:
-    """The zoo's published weights as pretrained tags of their timm architectures (see :mod:`.zoo`)."""
-    from . import zoo
-
-    register = getattr(zoo, "register_timm_tags", None)
-    if register is not None:
-        register()
-
-
-_register_zoo_tags()
