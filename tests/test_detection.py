@@ -283,3 +283,26 @@ def _losses(run_dir) -> list[float]:
     """Detectron2's logged ``total_loss`` per iteration (metrics.json)."""
     events = [json.loads(line) for line in (run_dir / "metrics.json").read_text().splitlines()]
     return [e["total_loss"] for e in events if "total_loss" in e]
+
+
+@pytest.mark.det
+@requires_d2
+@pytest.mark.parametrize("gpus", [8, 4, 1])
+def test_voc_recipe_scales_batch_and_lr_with_the_gpu_count(gpus):
+    """The VOC recipe as shipped (no overrides): MoCo's 16 images, lr 0.02, 24k iterations on 8 GPUs;
+    on fewer GPUs Detectron2's REFERENCE_WORLD_SIZE rule keeps 2 images per GPU and scales lr down and
+    the schedule up linearly, so the number of images seen and the lr per image stay the same."""
+    from detectron2.engine import DefaultTrainer
+
+    from gsg_zoo.transfer import detectron2_train as d2t
+
+    cfg = d2t.build_cfg("voc_R_50_C4_24k", device="cpu")
+    s = cfg.SOLVER
+    assert (s.IMS_PER_BATCH, s.BASE_LR, s.MAX_ITER, tuple(s.STEPS)) == (16, 0.02, 24000, (18000, 22000))
+    assert s.REFERENCE_WORLD_SIZE == 8 and s.WARMUP_ITERS == 100
+    scaled = DefaultTrainer.auto_scale_workers(cfg, gpus).SOLVER
+    batch, lr, iters, steps = scaled.IMS_PER_BATCH, scaled.BASE_LR, scaled.MAX_ITER, tuple(scaled.STEPS)
+    f = gpus / 8
+    assert batch == 2 * gpus and lr == pytest.approx(0.02 * f)
+    assert iters == round(24000 / f) and steps == (round(18000 / f), round(22000 / f))
+    assert batch * iters == 16 * 24000
