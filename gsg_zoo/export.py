@@ -47,6 +47,7 @@ from .layout import (  # noqa: F401  (re-exported for callers of the old names)
     RUN_FILES,
     read_json,
 )
+from .preprocessing import needs_gsg_zoo, trained_data_config
 
 EXPORT_FORMAT = 1
 ATOL = 1e-5
@@ -85,39 +86,6 @@ class TrainedBackbone:
 
 
 # ---------------------------------------------------------------------------------------- metadata
-def needs_gsg_zoo(architecture: str) -> bool:
-    """True when ``architecture`` is registered by gsg_zoo (CIFAR stem), not by timm itself."""
-    import timm
-
-    from . import backbones  # noqa: F401  (registration)
-
-    return timm.models.model_entrypoint(architecture).__module__.startswith("gsg_zoo")
-
-
-def export_data_config(architecture: str, data: dict[str, Any] | None) -> dict[str, Any]:
-    """Preprocessing of the exported weights: from the recipe's ``data`` section where it says so.
-
-    CIFAR-stem models default to 32 px and CIFAR mean/std, others to timm's ImageNet defaults.
-    """
-    from .normalization import NORMALIZATION as norms
-
-    data = data or {}
-    cifar = needs_gsg_zoo(architecture)
-    mean, std = norms["cifar" if cifar else "imagenet"]
-    if data.get("normalization") in norms:
-        mean, std = norms[data["normalization"]]
-    mean, std = tuple(data.get("mean", mean)), tuple(data.get("std", std))
-    size = int(data.get("image_size") or (32 if cifar else 224))
-    return {
-        "input_size": (3, size, size),
-        "interpolation": data.get("interpolation", "bilinear"),
-        "crop_pct": float(data.get("crop_pct", 1.0 if cifar else 0.875)),
-        "crop_mode": "center",
-        "mean": mean,
-        "std": std,
-    }
-
-
 def export_pretrained_cfg(tb: TrainedBackbone, name: str, license: str, gsg: bool) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` of the exported weights: the architecture's, minus foreign weights' keys."""
     pcfg = {k: v for k, v in tb.model.pretrained_cfg.items() if k not in _FOREIGN_CFG_KEYS}
@@ -250,7 +218,7 @@ def export_checkpoint(
     ckpt, out_dir = Path(ckpt), Path(out_dir)
     tb = load_trained_backbone(ckpt)
     name = name or f"{tb.method}-{tb.architecture}"
-    data_cfg = export_data_config(tb.architecture, tb.config.get("data"))
+    data_cfg = trained_data_config(tb.architecture, tb.config.get("data"))
     gsg = needs_gsg_zoo(tb.architecture)
     tb.model.pretrained_cfg = export_pretrained_cfg(tb, name, license, gsg)
     with staged_dir(out_dir, overwrite) as tmp_dir:
