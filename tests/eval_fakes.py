@@ -101,7 +101,8 @@ def write_caltech101(root: Path, per_class: int = 33, k: int = 3) -> None:
     for c in range(k):
         for i in range(per_class):  # some grayscale images, as in the real dataset
             _save(cats / f"cls{c}" / f"image_{i + 1:04d}.jpg", class_image(c, rng, gray=i % 7 == 0))
-    _save(cats / "BACKGROUND_Google" / "image_0001.jpg", class_image(9, rng))
+    for i in range(per_class):  # a class of its own in ssl-transfer's protocol (label 0)
+        _save(cats / "BACKGROUND_Google" / f"image_{i + 1:04d}.jpg", class_image(9, rng))
 
 
 def write_cars(root: Path, n_train: int = 16, n_test: int = 12, k: int = 4) -> None:
