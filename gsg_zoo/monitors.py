@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from .data.augment import eval_transform
 from .data.datasets import build_dataset, collate_images
 from .normalization import mean_std
+from .preprocessing import default_crop_pct
 from .train_step import autocast, to_device
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class KnnMonitor:
 
     def _loader(self, split: str, limit: int) -> DataLoader:
         dc, mc = self.data, self.config
-        crop_pct = 1.0 if dc.image_size <= 64 else 0.875
+        crop_pct = default_crop_pct(dc.image_size)
         tf = eval_transform(dc.image_size, *mean_std(dc.normalization), crop_pct=crop_pct)
         ds = build_dataset(
             mc.dataset or dc.dataset, mc.root or dc.root, split, transform=tf, num_images=limit or 2000,

@@ -19,11 +19,20 @@ def needs_gsg_zoo(architecture: str) -> bool:
     return timm.models.model_entrypoint(architecture).__module__.startswith("gsg_zoo")
 
 
+def default_crop_pct(image_size: int) -> float:
+    """Centre-crop fraction for evaluation: none for small images (<= 64 px), timm's 0.875 above.
+
+    The pretraining kNN monitor, exports and checkpoints loaded as model specs all use this rule.
+    """
+    return 1.0 if image_size <= 64 else 0.875
+
+
 def trained_data_config(architecture: str, data: dict[str, Any] | None) -> dict[str, Any]:
     """timm data config of weights trained with the recipe ``data`` section (``{}``: the defaults).
 
     Size, normalisation, interpolation and crop come from the recipe where it says so; CIFAR-stem
-    models default to 32 px, CIFAR mean/std and no crop, others to 224 px, ImageNet mean/std, crop 0.875.
+    models default to 32 px and CIFAR mean/std, others to 224 px and ImageNet mean/std; the crop
+    follows :func:`default_crop_pct` of the size (what the pretraining monitor evaluated with).
     """
     data = data or {}
     cifar = needs_gsg_zoo(architecture)
@@ -35,7 +44,7 @@ def trained_data_config(architecture: str, data: dict[str, Any] | None) -> dict[
     return {
         "input_size": (3, size, size),
         "interpolation": data.get("interpolation", "bilinear"),
-        "crop_pct": float(data.get("crop_pct", 1.0 if cifar else 0.875)),
+        "crop_pct": float(data.get("crop_pct", default_crop_pct(size))),
         "crop_mode": "center",
         "mean": mean,
         "std": std,

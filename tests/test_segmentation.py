@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -195,6 +196,13 @@ def test_cli_train_two_iterations_and_evaluate(r50_export, seg_data, tmp_path, c
     assert f"| {metrics['mIoU']:.2f} | {metrics['mAcc']:.2f} | {metrics['aAcc']:.2f} |" in row
     assert "mIoU" in capsys.readouterr().out
     assert not list((out / "mmseg").glob("*.pth"))  # no 200 MB checkpoint for a smoke test
+    # real training happened: mmengine logged finite losses and a training accuracy at iteration 2
+    (scalars,) = (out / "mmseg").rglob("vis_data/scalars.json")
+    train_rows = [r for r in map(json.loads, scalars.read_text().splitlines()) if "loss" in r]
+    assert [r["iter"] for r in train_rows] == [2]
+    for key in ("loss", "decode.loss_ce", "aux.loss_ce"):
+        assert math.isfinite(train_rows[0][key]) and train_rows[0][key] > 0, key
+    assert 0.0 <= train_rows[0]["decode.acc_seg"] <= 100.0
 
 
 def test_cli_rejects_cifar_stem_clearly(seg_data, tmp_path, capsys):
