@@ -173,3 +173,26 @@ def test_hub_failures_become_clear_errors(export_dir, monkeypatch):
     ) as info:
         push_export(export_dir, "gsg-org/x")
     assert "hf_secret" not in str(info.value)
+
+
+def test_zoo_add_without_a_card_folder_fails_before_writing(export_dir, tmp_path, monkeypatch, capsys):
+    """Installed (no model_cards/ beside the package): the entry is not added unless the card has a home."""
+    import gsg_zoo.cards
+
+    monkeypatch.setattr(gsg_zoo.cards, "DEFAULT_CARDS_DIR", None)
+    manifest = tmp_path / "zoo.json"
+    argv = [
+        "zoo",
+        "add",
+        "--manifest",
+        str(manifest),
+        str(export_dir),
+        "--hub-id",
+        "gsg-org/x",
+        "--name",
+        "x",
+    ]
+    assert main(argv) == 1
+    assert "pass --card-dir" in capsys.readouterr().err and not manifest.exists()
+    assert main([*argv, "--no-card", "--timm-tag", "gsg_custom"]) == 0
+    assert get_entry("x", manifest)["timm_tag"] == "gsg_custom"

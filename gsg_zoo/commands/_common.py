@@ -40,7 +40,9 @@ def _features(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cache", action="store_true", help="recompute features and do not store them")
     g.add_argument("--batch-size-extract", type=int, default=256, help="batch size of feature extraction")
     g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(8, CPUs))")
-    g.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bf16 autocast")
+    g.add_argument("--amp", action="store_true",
+                   help="bf16 autocast on CUDA (a variant: reference protocols run in fp32, the default)")  # fmt: skip
+    g.add_argument("--no-amp", dest="amp", action="store_false", help=argparse.SUPPRESS)  # fp32: the default
     g.add_argument("--subset", type=int, default=None, help="seeded subset of at most N images per split")
 
 

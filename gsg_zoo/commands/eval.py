@@ -36,7 +36,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     knn = sub.add_parser("knn", help="weighted kNN (cosine, several k/T pairs)", description=__doc__,
                          parents=parents(*PROBE_OPTIONS))  # fmt: skip
     _common(knn)
-    knn.add_argument("--knn", default="200:0.1,20:0.07,200:0.2", help="comma-separated k:T pairs")
+    knn.add_argument("--protocol", choices=("default", "gsg"), default="default",
+                     help="default: InstDisc/DINO style, the model's preprocessing, several k:T pairs; "
+                     "gsg: GSG's main_knn.py (Resize([256,256]) + CenterCrop(224), ImageNet mean/std, k=200, T=0.2)")  # fmt: skip
+    knn.add_argument("--knn", default=None,
+                     help="comma-separated k:T pairs (default protocol: 200:0.1,20:0.07,200:0.2)")  # fmt: skip
     knn.add_argument("--chunk-size", type=int, default=256, help="test queries per similarity chunk")
     knn.set_defaults(func=_knn)
 
@@ -75,7 +79,7 @@ def context(args: argparse.Namespace):
     from gsg_zoo.eval.runner import EvalContext
 
     opts = ExtractOptions(batch_size=args.batch_size_extract, num_workers=args.workers, device=args.device,
-                          amp=not args.no_amp, progress=not args.no_progress)  # fmt: skip
+                          amp=args.amp, progress=not args.no_progress)  # fmt: skip
     return EvalContext.load(args.model, image_size=args.image_size, cache_dir=args.cache_dir,
                             use_cache=not args.no_cache, options=opts, data_root=args.data,
                             download=args.download, subset=args.subset)  # fmt: skip
@@ -84,12 +88,13 @@ def context(args: argparse.Namespace):
 def _knn(args: argparse.Namespace) -> int:
     from gsg_zoo.eval.runner import knn_markdown, run_knn, write_report
 
-    pairs = parse_ks_and_ts(args.knn)
-    result = run_knn(context(args), args.dataset, pairs, chunk_size=args.chunk_size)
+    pairs = parse_ks_and_ts(args.knn) if args.knn is not None else None
+    result = run_knn(context(args), args.dataset, pairs, chunk_size=args.chunk_size, protocol=args.protocol)
     md = knn_markdown(result)
     print(md)
     if args.out:
-        for p in write_report(args.out, f"knn_{args.dataset}", result, md):
+        stem = f"knn_{args.dataset}" if args.protocol == "default" else f"knn_{args.protocol}_{args.dataset}"
+        for p in write_report(args.out, stem, result, md):
             print(f"wrote {p}")
     return 0
 

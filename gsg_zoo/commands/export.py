@@ -20,7 +20,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--card-dir",
         default=None,
-        help="also write the card as CARD_DIR/NAME.md (e.g. model_cards); default: only DIR/README.md",
+        help="also write the card as CARD_DIR/NAME/README.md (+ curves.png), e.g. model_cards; default: only DIR/README.md",
     )
     parser.set_defaults(func=run)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .zoo import add_card_options, add_to_zoo, cards_dir
+
 PATH = ("push",)
 HELP = "push an export directory to the Hugging Face Hub (checksums verified first)"
 
@@ -20,7 +22,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--zoo-name", help="after a successful push, add the export to the zoo manifest under this name"
     )
-    parser.set_defaults(func=run)
+    parser.add_argument("--manifest", help="zoo manifest for --zoo-name (default: the package's)")
+    add_card_options(parser)
+    parser.set_defaults(func=run, replace=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..hub import push_export
 
+    if args.zoo_name:
+        cards_dir(args)  # fail before uploading, not after
     plan, commit = push_export(
         args.export_dir,
         args.repo,
@@ -51,8 +57,5 @@ def run(args: argparse.Namespace) -> int:
     print(plan.describe())
     print(f"pushed: commit {commit['oid']} ({commit['url']})")
     if args.zoo_name:
-        from ..zoo import add_entry, manifest_path
-
-        entry = add_entry(args.export_dir, args.repo, name=args.zoo_name, revision=commit["oid"] or "main")
-        print(f"added {entry['name']} to {manifest_path()}")
+        add_to_zoo(args, args.repo, args.zoo_name, commit["oid"] or "main")
     return 0

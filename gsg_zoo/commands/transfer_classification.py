@@ -7,7 +7,7 @@ import argparse
 from ._common import add_model_argument
 
 PATH = ("transfer", "classification")
-HELP = "linear transfer to 11 classification datasets (L-BFGS logistic regression, C chosen on val)"
+HELP = "linear transfer to 11 classification datasets (ssl-transfer's scikit-learn logistic regression)"
 OPTIONS = ("dataset", "device", "progress", "features")  # --data: the root of every dataset
 
 
@@ -23,9 +23,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--image-size", type=int, default=224, help="resize + centre-crop size (protocol: 224)"
     )
     parser.add_argument(
-        "--num-c", type=int, default=45, help="number of log-spaced 1/C values in [1e-6, 1e5]"
+        "--num-c", type=int, default=45, help="number of log-spaced 1/C values in [1e-6, 1e5] (reference: 45)"
     )
-    parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations per C")
+    parser.add_argument("--solver", choices=("sklearn", "torch"), default="sklearn",
+                        help="sklearn: the reference (ssl-transfer linear.py, scikit-learn lbfgs on raw features); "
+                        "torch: a variant (torch L-BFGS, z-scored features), its agreement printed in the report")  # fmt: skip
+    parser.add_argument("--max-iter", type=int, default=1000, help="--solver torch: L-BFGS iterations per C")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -38,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     names = [n.strip().lower() for n in args.datasets.split(",") if n.strip()]
     for n in names:
         get_info(n)  # unknown names fail before the model loads
-    result = run_transfer(context(args), names, num_c=args.num_c, max_iter=args.max_iter)
+    result = run_transfer(context(args), names, num_c=args.num_c, solver=args.solver, max_iter=args.max_iter)
     md = transfer_markdown(result)
     print(md)
     if args.out:

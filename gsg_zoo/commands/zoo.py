@@ -25,10 +25,42 @@ def register(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--name", help="zoo name (default: the export's name)")
     add.add_argument("--revision", default="main", help="Hub revision to pin (commit id recommended)")
     add.add_argument("--replace", action="store_true", help="update an existing entry of that name")
-    add.add_argument("--card-dir", default=None, help="also write CARD_DIR/NAME.md (default: model_cards/)")
-    add.add_argument("--no-card", action="store_true", help="do not write the repository's model card")
+    add_card_options(add)
     add.set_defaults(func=run_add)
     parser.set_defaults(func=run_list, json=False, manifest=None)
+
+
+def add_card_options(p: argparse.ArgumentParser) -> None:
+    """Options of adding an entry: its timm tag and where its repository card goes."""
+    p.add_argument("--timm-tag", help="timm pretrained tag (default gsg_<name>: ARCH.gsg_<name>)")
+    p.add_argument("--card-dir", default=None,
+                   help="write CARD_DIR/NAME/README.md (+ curves.png) (default: the checkout's model_cards/)")  # fmt: skip
+    p.add_argument("--no-card", action="store_true", help="do not write the repository's model card")
+
+
+def cards_dir(args: argparse.Namespace):  # noqa: ANN201 (Path | None; pathlib not imported at start-up)
+    """Where the entry's card goes; a clear error, before anything is written, when there is nowhere."""
+    from ..cards import DEFAULT_CARDS_DIR
+
+    folder = args.card_dir or DEFAULT_CARDS_DIR
+    if folder is None and not args.no_card:
+        raise ValueError(
+            "no model_cards/ folder here (an installed package): pass --card-dir DIR or --no-card"
+        )
+    return folder
+
+
+def add_to_zoo(args: argparse.Namespace, hub_id: str, name: str | None, revision: str) -> None:
+    """Add a pushed export to the manifest and write its card (checked first)."""
+    from ..cards import write_repo_card
+    from ..zoo import add_entry, manifest_path
+
+    folder = cards_dir(args)
+    entry = add_entry(args.export_dir, hub_id, name=name, revision=revision, replace=args.replace,
+                      manifest=args.manifest, timm_tag=args.timm_tag)  # fmt: skip
+    print(f"added {entry['name']} ({entry['hub_id']}@{entry['revision']}) to {manifest_path(args.manifest)}")
+    if not args.no_card:
+        print(f"wrote {write_repo_card(args.export_dir, entry['name'], folder, hub_id=entry['hub_id'])}")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -42,22 +74,5 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from ..zoo import add_entry, manifest_path
-
-    entry = add_entry(
-        args.export_dir,
-        args.hub_id,
-        name=args.name,
-        revision=args.revision,
-        replace=args.replace,
-        manifest=args.manifest,
-    )
-    print(f"added {entry['name']} ({entry['hub_id']}@{entry['revision']}) to {manifest_path(args.manifest)}")
-    if not args.no_card:
-        from ..cards import DEFAULT_CARDS_DIR, write_repo_card
-
-        card = write_repo_card(
-            args.export_dir, entry["name"], args.card_dir or DEFAULT_CARDS_DIR, hub_id=entry["hub_id"]
-        )
-        print(f"wrote {card}")
+    add_to_zoo(args, args.hub_id, args.name, args.revision)
     return 0
