@@ -271,6 +271,8 @@ def comparable(ref: PaperRef, r: Result, method: str, architecture: str) -> bool
     if (ref.task, ref.dataset, ref.split, ref.metric) != (r.task, r.dataset, r.split, r.metric):
         return False
     params = ("k", "t") if ref.task == "knn" else ("protocol_name",)
+    if ref.task == "knn" and ref.protocol_name:  # e.g. GSG's main_knn.py: its own preprocessing too
+        params = (*params, "protocol_name")
     return all(_same_value(getattr(ref, p), getattr(r, p)) for p in params)
 
 

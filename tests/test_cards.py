@@ -257,3 +257,20 @@ def test_cards_dir_is_the_checkouts_and_written_only_when_asked(cifar_export, tm
     assert layout.checkout_cards_dir() is None
     with pytest.raises(ValueError, match="--card-dir"):
         write_repo_card(cifar_export, "x", None)
+
+
+def test_imagenet_paper_knn_only_beside_the_gsg_protocol():
+    """The paper's ImageNet kNN (58.4) is GSG's main_knn.py protocol: k=200, T=0.2 alone does not match."""
+    from gsg_zoo.card_data import Result, comparable, load_paper_refs
+
+    (knn,) = [r for r in load_paper_refs("imagenet_simsiam_gsg") if r.task == "knn"]
+    assert (knn.value, knn.k, knn.t, knn.protocol_name) == (58.4, 200, 0.2, "gsg")
+    ours = Result("knn", knn.dataset, "top1", 55.0, split="test", k=200, t=0.2, protocol_name="gsg")
+    assert comparable(knn, ours, "simsiam_gsg", "resnet50")
+    default = Result("knn", knn.dataset, "top1", 55.0, split="test", k=200, t=0.2, protocol_name="default")
+    assert not comparable(knn, default, "simsiam_gsg", "resnet50")
+    (cifar,) = load_paper_refs("cifar10_simsiam_gsg")
+    assert cifar.t is None  # the paper states k=200 only: no CIFAR result is put beside it
+    assert not comparable(
+        cifar, Result("knn", "cifar10", "top1", 80.0, k=200, t=0.1), "simsiam_gsg", "resnet18_cifar"
+    )

@@ -72,7 +72,7 @@ def test_recipes_load_and_overrides():
     r = load_recipe("cifar10_simsiam_gsg_nopred", ["train.epochs=3", "optim.lr=0.5"])
     assert r.train.epochs == 3 and r.optim.lr == 0.5 and r.model["predictor"] is False
     assert r.learner_config().num_views == 4 and r.paper == {}
-    assert load_recipe("cifar10_byol_gsg").paper == {"knn_top1": 90.3}
+    assert load_recipe("cifar10_byol_gsg").paper == {"knn_top1": {"value": 90.3, "split": "test", "k": 200}}
     with pytest.raises(ValueError, match="unknown train option"):
         load_recipe("demo", ["train.epoch=3"])
     with pytest.raises(FileNotFoundError, match="no_such_recipe.*demo"):  # names the recipes there are
