@@ -106,9 +106,16 @@ def build_optimizer(
 
 
 def lr_at(cfg: OptimConfig, base_lr: float, progress_epochs: float, total_epochs: int) -> float:
-    """Learning rate at a fractional epoch: linear warmup, then cosine (or constant) decay."""
+    """Learning rate at a fractional epoch: linear warmup, then cosine (or constant) decay.
+
+    MoCo v3's ``adjust_learning_rate``: per step (``per_step``) the warmup is ``lr * progress / warmup``;
+    per epoch it is ``lr * (epoch + 1) / (warmup + 1)`` (its per-epoch version), so that the first epoch
+    does not train at lr 0.
+    """
     if progress_epochs < cfg.warmup_epochs:
-        return base_lr * progress_epochs / cfg.warmup_epochs
+        if cfg.per_step:
+            return base_lr * progress_epochs / cfg.warmup_epochs
+        return base_lr * (progress_epochs + 1) / (cfg.warmup_epochs + 1)
     if cfg.schedule == "constant":
         return base_lr
     if cfg.schedule != "cosine":
