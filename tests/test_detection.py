@@ -25,6 +25,21 @@ requires_d2 = pytest.mark.skipif(
 )
 
 
+#: Detectron2 overrides of a 2-iteration CPU run on 96-px images (the tests' recipes add their own).
+SMALL_RUN = {
+    "SOLVER.MAX_ITER": "2",
+    "SOLVER.IMS_PER_BATCH": "2",
+    "DATALOADER.NUM_WORKERS": "0",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "16",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": "32",
+    "MODEL.RPN.POST_NMS_TOPK_TEST": "16",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": "0.0",
+    "TEST.DETECTIONS_PER_IMAGE": "8",
+    "INPUT.MIN_SIZE_TRAIN": "(96,)",
+    "INPUT.MIN_SIZE_TEST": "96",
+}
+
+
 def _calibrated(arch: str, image_size: int = 96) -> torch.nn.Module:
     """A random timm ResNet whose BN statistics come from synthetic images (Detectron2 freezes/uses them)."""
     from gsg_zoo.data.synthetic import SyntheticShapes
@@ -174,18 +189,9 @@ def test_train_two_iterations_and_coco_eval_on_synthetic(tmp_path, capsys):
     timm.models.save_for_hf(_calibrated("resnet18"), export, safe_serialization=True)
     out = tmp_path / "run"
     small = {
-        "SOLVER.MAX_ITER": "2",
-        "SOLVER.IMS_PER_BATCH": "2",
-        "DATALOADER.NUM_WORKERS": "0",
+        **SMALL_RUN,
         "TEST.PRECISE_BN.NUM_ITER": "1",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "16",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN": "32",
-        "MODEL.RPN.POST_NMS_TOPK_TEST": "16",
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": "0.0",
-        "TEST.DETECTIONS_PER_IMAGE": "8",
-        "INPUT.MIN_SIZE_TRAIN": "(96,)",
         "INPUT.MAX_SIZE_TRAIN": "96",
-        "INPUT.MIN_SIZE_TEST": "96",
         "INPUT.MAX_SIZE_TEST": "96",
     }
     opts = [x for kv in small.items() for x in kv]
@@ -243,19 +249,10 @@ def test_voc_recipe_trains_and_evaluates_with_pascal_voc_metric(tmp_path):
     _write_voc(SyntheticShapes(4, image_size=96, split="train"), data / "VOC2007", "trainval")
     _write_voc(SyntheticShapes(2, image_size=96, split="val"), data / "VOC2007", "test")
     small = {
+        **SMALL_RUN,
         "DATASETS.TRAIN": "('voc_2007_trainval',)",  # the recipe also trains on VOC2012
-        "SOLVER.MAX_ITER": "2",
-        "SOLVER.IMS_PER_BATCH": "2",
         "SOLVER.REFERENCE_WORLD_SIZE": "0",
-        "DATALOADER.NUM_WORKERS": "0",
         "TEST.PRECISE_BN.ENABLED": "False",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "16",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN": "32",
-        "MODEL.RPN.POST_NMS_TOPK_TEST": "16",
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": "0.0",
-        "TEST.DETECTIONS_PER_IMAGE": "8",
-        "INPUT.MIN_SIZE_TRAIN": "(96,)",
-        "INPUT.MIN_SIZE_TEST": "96",
     }
     opts = [x for kv in small.items() for x in kv]
     export = tmp_path / "r18"
