@@ -25,6 +25,8 @@ layouts do not collide, so one ROOT can hold the whole transfer suite). Nothing 
   it; images whose only objects of a class are "difficult" count as negatives.
 * ImageFolder: evaluation's ``test`` split is ``ROOT/val`` (ImageNet has no labelled test set);
   pretraining reads any ``ROOT/<split>``.
+* MNIST, Fashion-MNIST, KMNIST (:mod:`.mnist`): torchvision's layout or a folder of the four idx
+  files (Debian's); the 28 px grey images zero-padded to 32 px (then resized) in 3 channels.
 * A validation split, where none is official, is a seeded 20% of the training split
   (:func:`gsg_zoo.eval.datasets.protocol_indices`).
 """
@@ -90,6 +92,24 @@ def _ld() -> ModuleType:
     return loaders
 
 
+def _mn() -> ModuleType:
+    """:mod:`gsg_zoo.data.mnist`, imported on first use."""
+    from . import mnist
+
+    return mnist
+
+
+def _mnist_layout(folder: str, flat_example: str) -> str:
+    """The two layouts of the MNIST family (named by every "not found" error)."""
+    example = f" (e.g. {flat_example})" if flat_example else ""
+    return (f"ROOT/{folder}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] (torchvision's layout), "
+            f"or ROOT/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] (a folder of the four files{example})")  # fmt: skip
+
+
+#: (name, title, torchvision folder, an example of the flat layout): :mod:`.mnist` reads them
+_MNIST_FAMILY = (("fashion_mnist", "Fashion-MNIST", "FashionMNIST", "/usr/share/datasets/fashion-mnist"),
+                 ("mnist", "MNIST", "MNIST", ""), ("kmnist", "KMNIST", "KMNIST", ""))  # fmt: skip
+
 SYNTHETIC_SIZES = {"train": 2000, "test": 1000}  # the evaluation protocol's synthetic splits
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -119,6 +139,10 @@ DATASETS: dict[str, DatasetInfo] = {
             lambda r, s, dl, folder=None, **_: _ld().image_folder(r, s, folder),
             any_split=True, pretrain=True, downloadable=False, protocol={"test": {"folder": "val"}},
             notes="ROOT/train and ROOT/val (the test split)"),
+        *(DatasetInfo(name, title, _mnist_layout(folder, flat), "", ("train", "test"),
+            lambda r, s, dl, _n=name, **o: _mn().open_mnist(_n, r, s, dl, **o),
+            pretrain=True, num_classes=10, notes="28 px zero-padded to 32 (then resized), grey in 3 channels")
+          for name, title, folder, flat in _MNIST_FAMILY),
         DatasetInfo("aircraft", "FGVC-Aircraft", "ROOT/fgvc-aircraft-2013b/data/...",
             "fgvc-aircraft-2013b", ("train", "val", "test"),
             lambda r, s, dl, **_: _tv().FGVCAircraft(str(r), split=s, download=dl),
