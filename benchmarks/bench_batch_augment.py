@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from gsg_zoo.data.augment import cifar_transform
-from gsg_zoo.normalization import CIFAR_MEAN, CIFAR_STD
 from gsg_zoo.data.batch_augment import BatchAugment
 from gsg_zoo.data.synthetic import SyntheticShapes
+from gsg_zoo.normalization import CIFAR_MEAN, CIFAR_STD
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="random:resnet18_cifar")
     p.add_argument("--image-size", type=int, default=32)
@@ -25,8 +25,9 @@ def main() -> None:
     p.add_argument("--num-c", type=int, default=45)
     p.add_argument("--max-iter", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2, help="feature extraction loader workers")
     p.add_argument("--out", default="runs/bench/logreg.json")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -40,7 +41,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     ctx = EvalContext.load(args.model, image_size=args.image_size, subset=args.subset,
-                           options=ExtractOptions(num_workers=2, progress=False))  # fmt: skip
+                           options=ExtractOptions(num_workers=args.workers, progress=False))  # fmt: skip
     train = ctx.features("synthetic", "train", ctx.eval_transform())
     idx = protocol_indices(len(train.feats))
     std = Standardizer.fit(train.feats[idx["train"]])

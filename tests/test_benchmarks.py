@@ -126,3 +126,91 @@ def test_learnability_training_moves_the_backbone():
             if v.is_floating_point() and not torch.equal(v, start[k])
         ]
         assert moved, objective
+
+
+def test_bench_batch_augment_tiny(tmp_path, capsys):
+    out = tmp_path / "ba.json"
+    assert load("bench_batch_augment").main(["--batch", "4", "--views", "2", "--repeats", "1", "--device", "cpu",
+                                             "--out", str(out)]) == 0  # fmt: skip
+    r = json.loads(out.read_text())
+    assert (r["size"], r["batch"], r["views"], r["device"]) == (32, 4, 2, "cpu")
+    assert r["pil_views_per_s"] > 0 and r["batch_views_per_s"] > 0
+    assert r["speedup"] == pytest.approx(r["batch_views_per_s"] / r["pil_views_per_s"])
+    md = out.with_suffix(".md").read_text()
+    assert md in capsys.readouterr().out
+    assert "batch 4 x 2 views" in md and f"{r['speedup']:.2f}x" in md
+
+
+@pytest.mark.filterwarnings("ignore:lbfgs failed to converge")
+def test_bench_logreg_tiny(tmp_path, monkeypatch):
+    """The torch and scikit-learn sweeps cover the same C grid; the best C is the curve's argmax."""
+    monkeypatch.setenv("GSG_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "logreg.json"
+    load("bench_logreg").main(["--model", "random:mobilenetv3_small_050", "--subset", "40", "--num-c", "3",
+                               "--max-iter", "20", "--workers", "0", "--threads", "1", "--out", str(out)])  # fmt: skip
+    r = json.loads(out.read_text())
+    assert r["num_c"] == 3 and r["features"][0] == 40 and r["threads"] == 1
+    for key in ("torch_lbfgs", "sklearn"):
+        s = r[key]
+        assert [c for c, _ in s["curve"]] == pytest.approx([c for c, _ in r["torch_lbfgs"]["curve"]])
+        assert len(s["curve"]) == 3 and s["seconds"] > 0 and 0 <= s["val_top1"] <= 100
+        assert s["val_top1"] == max(v for _, v in s["curve"])
+        assert s["best_C"] in [c for c, v in s["curve"] if v == s["val_top1"]]
+    assert r["speedup"] == pytest.approx(r["sklearn"]["seconds"] / r["torch_lbfgs"]["seconds"])
+
+
+def test_bench_probe_tiny(tmp_path, monkeypatch):
+    """Both protocols train the same fc for the epochs asked; the speed-up is their wall-time ratio."""
+    monkeypatch.setenv("GSG_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "probe.json"
+    load("bench_probe").main(["--model", "random:mobilenetv3_small_050", "--subset", "24", "--epochs", "1",
+                              "--batch-size", "8", "--workers", "0", "--threads", "1", "--out", str(out)])  # fmt: skip
+    r = json.loads(out.read_text())
+    assert r["epochs"] == 1 and r["model"] == "random:mobilenetv3_small_050"
+    assert [r[p]["protocol"] for p in ("fast", "reference")] == ["fast", "reference"]
+    for p in ("fast", "reference"):
+        assert 0 <= r[p]["top1"] <= 100 and r[p]["wall_seconds"] > 0 and r[p]["num_train"] == 24
+    assert r["speedup"] == pytest.approx(r["reference"]["wall_seconds"] / r["fast"]["wall_seconds"])
+
+
+@pytest.mark.slow
+def test_source_only_parity_tiny(tmp_path):
+    """One seed, both modes: each run is trained with its source_only flag and the table adds up."""
+    from test_pretrain import TINY
+
+    out = tmp_path / "parity"
+    args = ["--out", str(out), "--seeds", "0", "--epochs", "1", "--num-images", "64", "--batch", "16",
+            "--workers", "0", *(a for kv in [*TINY, "train.max_steps_per_epoch=2"] for a in ("--set", kv))]  # fmt: skip
+    assert load("source_only_parity").main(args) == 0
+    r = json.loads((out / "parity.json").read_text())
+    for mode, flag in (("reference", False), ("source_only", True)):
+        [run] = r["runs"][mode]
+        assert run["seed"] == 0 and 0 <= run["knn_top1"] <= 100 and run["images_per_s"] > 0
+        config = (out / f"seed0_{mode}" / "config.yaml").read_text()
+        assert f"source_only: {str(flag).lower()}" in config and "method: byol_gsg" in config
+        assert r["stats"][mode]["knn_top1_mean"] == run["knn_top1"]
+    ips = [r["runs"][m][0]["images_per_s"] for m in ("source_only", "reference")]
+    assert r["speedup_per_seed"] == [pytest.approx(ips[0] / ips[1])]
+    knn = [r["runs"][m][0]["knn_top1"] for m in ("source_only", "reference")]
+    assert r["knn_delta"] == pytest.approx(knn[0] - knn[1])
+    md = (out / "parity.md").read_text()
+    assert "| reference |" in md and "| source_only |" in md and f"mean {r['speedup']:.2f}x" in md
+
+
+def test_synthetic_data_quick(tmp_path):
+    """--quick: a tenth of the images; the raw-pixel kNN beats chance but is far from perfect."""
+    module = load("synthetic_data")
+    assert module.main(["--out", str(tmp_path), "--quick"]) == 0
+    r = json.loads((tmp_path / "synthetic_data.json").read_text())
+    assert [(g["image_size"], g["images"]) for g in r["generation"]] == [(32, 1000), (64, 300), (224, 50)]
+    assert all(g["images_per_cpu_s"] > 0 for g in r["generation"])
+    assert [(w["format"], w["image_size"], w["images"]) for w in r["writers"]] == [
+        ("imagefolder", 64, 100), ("coco", 64, 100), ("mmseg", 64, 100), ("coco", 224, 20),
+    ]  # fmt: skip
+    assert all(w["MiB"] > 0 for w in r["writers"])
+    knn = r["pixel_knn"]["top1_by_seed"]
+    assert list(knn) == ["0", "1", "2"] and all(r["pixel_knn"]["chance"] < a < 0.9 for a in knn.values())
+    for size in (32, 64, 224):
+        assert (tmp_path / f"grid_{size}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "synthetic_data.md").read_text()
+    assert "| 224 | 50 |" in md and f"| 0 | {100 * knn['0']:.1f}% |" in md
