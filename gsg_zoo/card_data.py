@@ -1,6 +1,8 @@
 """What a model card says: one :class:`CardData` read once from an export folder.
 
-Every number in a card comes from the export's ``results.json`` (the run's ``summary.json``, plus
+An export made by ``gsg import`` also has ``source`` in its provenance (the foreign file's
+format, the conversion, what was dropped): such a card states that and nothing the file does not
+record. Every number in a card comes from the export's ``results.json`` (the run's ``summary.json``, plus
 any results a caller measured and passed in) or its ``recipe.json``. The paper's numbers come from
 the recipes' ``paper:`` keys (:func:`load_paper_refs`) and appear only beside a result of the same
 method, architecture, dataset, split, metric and protocol (:func:`paper_match`).
@@ -103,6 +105,12 @@ class CardData:
     weights_sha256: str
     has_curves: bool
     paper: list[PaperRef]
+    source: dict[str, Any] = field(default_factory=dict)  # ``gsg import``: format, conversion, dropped
+
+    @property
+    def imported(self) -> bool:
+        """Converted from another code base's checkpoint by ``gsg import`` (no gsg-zoo training record)."""
+        return bool(self.source)
 
     @property
     def is_gsg(self) -> bool:
@@ -313,4 +321,5 @@ def read_card_data(export_dir: str | Path, name: str | None = None, hub_id: str 
         weights_sha256=sha256_file(export_dir / WEIGHTS_FILE),
         has_curves=(export_dir / CURVES_FILE).is_file(),
         paper=load_paper_refs(recipe.get("name")),
+        source=prov.get("source") or {},
     )

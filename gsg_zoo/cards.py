@@ -127,6 +127,9 @@ def front_matter(card: CardData) -> dict[str, Any]:
         "tags": ["timm", "image-feature-extraction", "self-supervised", "gsg", card.base_method]
         + (["guided-stop-gradient"] if card.is_gsg else []),
     }
+    if card.imported:
+        known = [t for t in front["tags"] if t != "unknown"]
+        front["tags"] = [*known, "gsg-import", f"from-{card.source.get('format')}"]
     hub_dataset = DATASETS.get(card.pretrain_dataset, (None, None))[1]
     if hub_dataset:
         front["datasets"] = [hub_dataset]
@@ -144,7 +147,27 @@ def parse_front_matter(text: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- sections
+def _imported_intro(card: CardData) -> str:
+    src = card.source
+    method = (
+        f"Training method: **{_method_name(card.method)}** (stated by whoever imported it; the file does "
+        "not record it)."
+        if src.get("method_stated_by_user")
+        else "The file does not record the training method."
+    )
+    return (
+        f"A **{card.architecture}** backbone converted by `gsg import` from a checkpoint of "
+        f"{src.get('code')} (format `{src.get('format')}`, {src.get('encoder')} encoder). It is the "
+        "backbone only (no projector, predictor or classifier), in timm format with `num_classes=0`: the "
+        f"model returns {card.num_features}-d globally pooled features. {method} Nothing on this card "
+        "was measured on these weights except the conversion check below."
+    )
+
+
 def section_intro(card: CardData) -> list[str]:
+    if card.imported:
+        lines = [f"# {card.name}", "", _imported_intro(card), ""]
+        return lines + (_cifar_note(card) if card.needs_gsg_zoo else ["It loads with stock timm alone.", ""])
     gsg = " (Guided Stop-Gradient, Lee & Lee, NeurIPS 2023, arXiv:2503.09058)" if card.is_gsg else ""
     lines = [
         f"# {card.name}",
@@ -156,13 +179,40 @@ def section_intro(card: CardData) -> list[str]:
         "",
     ]
     if card.needs_gsg_zoo:
-        return lines + [
-            f"> **Note:** `{card.architecture}` is a CIFAR-stem ResNet (3x3 stride-1 stem, no max-pool) "
-            "registered by gsg-zoo. Run `import gsg_zoo` before `timm.create_model(...)`; stock timm "
-            "alone does not know the architecture.",
-            "",
-        ]
+        return lines + _cifar_note(card)
     return lines + ["It loads with stock timm alone (no gsg-zoo needed).", ""]
+
+
+def _cifar_note(card: CardData) -> list[str]:
+    return [
+        f"> **Note:** `{card.architecture}` is a CIFAR-stem ResNet (3x3 stride-1 stem, no max-pool) "
+        "registered by gsg-zoo. Run `import gsg_zoo` before `timm.create_model(...)`; stock timm "
+        "alone does not know the architecture.",
+        "",
+    ]
+
+
+def _dropped(dropped: dict[str, int]) -> str:
+    return "; ".join(f"`{g}` ({n} tensors)" if n else f"`{g}` (no tensors)" for g, n in dropped.items())
+
+
+def section_source(card: CardData) -> list[str]:
+    """Where an imported backbone came from and how it was converted (nothing for a gsg-zoo export)."""
+    if not card.imported:
+        return []
+    src, ck = card.source, card.checkpoint
+    meta = ", ".join(f"{k}={v}" for k, v in (src.get("metadata") or {}).items())
+    rows = [
+        ("Source format", f"`{src.get('format')}`: {src.get('code')}"),
+        ("Source file", f"`{ck.get('file')}`, sha256 `{ck.get('sha256')}`"),
+        ("Source metadata", meta or "none"),
+        ("Conversion", src.get("conversion")),
+        ("Layout checked against", src.get("layout_reference")),
+        ("Dropped", _dropped(src.get("dropped") or {}) or "nothing"),
+        ("Preprocessing", "gsg-zoo's default for the architecture (the file records none)"),
+        *[("Assumption", note) for note in src.get("notes") or []],
+    ]
+    return ["## Source checkpoint", "", *_table(["", ""], rows), ""]
 
 
 def _training_rows(card: CardData) -> list[tuple[str, Any]]:
@@ -255,6 +305,13 @@ def section_usage(card: CardData) -> list[str]:
 
 def section_citation(card: CardData) -> list[str]:
     cites = ["GSG", "SimSiam" if card.base_method == "simsiam" else "BYOL"]
+    if card.imported:  # only what is known: the stated method's papers
+        known = {"simsiam": "SimSiam", "byol": "BYOL"}
+        cites = (["GSG"] if card.is_gsg else []) + (
+            [known[card.base_method]] if card.base_method in known else []
+        )
+    if not cites:
+        return []
     return ["## Citation", ""] + [line for c in cites for line in _code("bibtex", CITATIONS[c])]
 
 
@@ -262,6 +319,7 @@ def render_card(card: CardData, curves: str | None = CURVES_FILE) -> str:
     """The card (Markdown with YAML front matter); ``curves``: the image's path relative to the card."""
     body = [
         *section_intro(card),
+        *section_source(card),
         *section_training(card),
         *section_results(card),
         *section_curves(card, curves),

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,16 +86,11 @@ class TrainedBackbone:
 
 
 # ---------------------------------------------------------------------------------------- metadata
-def export_pretrained_cfg(tb: TrainedBackbone, name: str, license: str, gsg: bool) -> dict[str, Any]:
+def export_pretrained_cfg(model: Any, architecture: str, description: str, license: str) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` of the exported weights: the architecture's, minus foreign weights' keys."""
-    pcfg = {k: v for k, v in tb.model.pretrained_cfg.items() if k not in _FOREIGN_CFG_KEYS}
-    pcfg.update(
-        license=license,
-        paper_ids=PAPER_IDS,
-        paper_name=PAPER_NAME,
-        description=f"{tb.architecture} backbone pretrained with {tb.method} (gsg-zoo {name})",
-    )
-    if gsg:
+    pcfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _FOREIGN_CFG_KEYS}
+    pcfg.update(license=license, paper_ids=PAPER_IDS, paper_name=PAPER_NAME, description=description)
+    if needs_gsg_zoo(architecture):
         pcfg["notes"] = ("Needs `import gsg_zoo` (CIFAR-stem architecture) before timm.create_model.",)
     return pcfg
 
@@ -142,33 +137,47 @@ def copy_run_files(run_dir: Path, out_dir: Path) -> list[str]:
     return copied
 
 
-def provenance(tb: TrainedBackbone, name: str, data_cfg: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The content of ``gsg_export.json`` (``extra``: license, hub_id, run_files, ...)."""
+def base_provenance(
+    name: str, architecture: str, method: str, model: Any, data_cfg: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """What every ``gsg_export.json`` holds (``extra``: license, hub_id, checkpoint, source, ...)."""
     import timm
     import torch
 
     from . import __version__
 
-    config = tb.config
     return {
         "format_version": EXPORT_FORMAT,
         "name": name,
-        "architecture": tb.architecture,
-        "method": tb.method,
-        "needs_gsg_zoo": needs_gsg_zoo(tb.architecture),
-        "num_features": int(tb.model.num_features),
+        "architecture": architecture,
+        "method": method,
+        "needs_gsg_zoo": needs_gsg_zoo(architecture),
+        "num_features": int(model.num_features),
         "input_size": list(data_cfg["input_size"]),
         **extra,
-        "pretrain_dataset": (config.get("data") or {}).get("dataset"),
-        "pretrain_epochs": (config.get("train") or {}).get("epochs"),
-        "checkpoint": {
+        "versions": {"gsg_zoo": __version__, "timm": timm.__version__, "torch": torch.__version__},
+    }
+
+
+def provenance(tb: TrainedBackbone, name: str, data_cfg: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The content of ``gsg_export.json`` of a training checkpoint (``extra``: license, hub_id, run_files, ...)."""
+    config = tb.config
+    return base_provenance(
+        name,
+        tb.architecture,
+        tb.method,
+        tb.model,
+        data_cfg,
+        **extra,
+        pretrain_dataset=(config.get("data") or {}).get("dataset"),
+        pretrain_epochs=(config.get("train") or {}).get("epochs"),
+        checkpoint={
             "file": tb.checkpoint.name,
             "sha256": sha256_file(tb.checkpoint),
             "epoch": tb.state.get("epoch"),
             "step": tb.state.get("step"),
         },
-        "versions": {"gsg_zoo": __version__, "timm": timm.__version__, "torch": torch.__version__},
-    }
+    )
 
 
 @contextlib.contextmanager
@@ -191,6 +200,40 @@ def staged_dir(out_dir: Path, overwrite: bool) -> Iterator[Path]:
     os.replace(tmp_dir, out_dir)
 
 
+def write_export(
+    out_dir: Path,
+    model: Any,
+    reference: Any,
+    prov: dict[str, Any],
+    data_cfg: dict[str, Any],
+    *,
+    hub_id: str | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+    add_files: Callable[[Path], dict[str, Any]] | None = None,
+) -> Path:
+    """Write ``model`` (``pretrained_cfg`` set) as a verified export; the one writer of every export.
+
+    Stages into a hidden folder: timm's safetensors + config.json, ``add_files(folder)`` (returns
+    entries merged into ``prov``), the fresh-process reload check against ``reference`` (``verify``),
+    ``gsg_export.json``, the card and the checksums; renamed to ``out_dir`` only when all succeeded.
+    """
+    import timm
+
+    from .cards import write_model_card
+
+    with staged_dir(out_dir, overwrite) as tmp_dir:
+        timm.models.save_for_hf(model, tmp_dir, safe_serialization=True, data_config=data_cfg)
+        prov.update(add_files(tmp_dir) if add_files else {})
+        if verify:
+            gsg = needs_gsg_zoo(prov["architecture"])
+            prov["reload_check"] = check_reload(tmp_dir, reference, gsg, data_cfg["input_size"])
+        (tmp_dir / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2) + "\n")
+        write_model_card(tmp_dir, prov["name"], hub_id=hub_id)  # README.md; signs the checksums
+        verify_export(tmp_dir)
+    return out_dir
+
+
 def export_checkpoint(
     ckpt: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -211,29 +254,66 @@ def export_checkpoint(
     ValueError) for a file that is not a training checkpoint, ``ValueError`` for a non-empty
     ``out_dir`` without ``overwrite``, and ``RuntimeError`` when the reload check fails.
     """
-    import timm
-
-    from .cards import write_model_card
-
     ckpt, out_dir = Path(ckpt), Path(out_dir)
     tb = load_trained_backbone(ckpt)
     name = name or f"{tb.method}-{tb.architecture}"
     data_cfg = trained_data_config(tb.architecture, tb.config.get("data"))
-    gsg = needs_gsg_zoo(tb.architecture)
-    tb.model.pretrained_cfg = export_pretrained_cfg(tb, name, license, gsg)
-    with staged_dir(out_dir, overwrite) as tmp_dir:
-        timm.models.save_for_hf(tb.model, tmp_dir, safe_serialization=True, data_config=data_cfg)
-        copied = copy_run_files(ckpt.parent.parent, tmp_dir)
-        (tmp_dir / RECIPE_FILE).write_text(
-            json.dumps(tb.config, indent=2, sort_keys=True, default=str) + "\n"
-        )
-        prov = provenance(tb, name, data_cfg, license=license, hub_id=hub_id, run_files=copied)
-        if verify:
-            prov["reload_check"] = check_reload(tmp_dir, tb.reference, gsg, data_cfg["input_size"])
-        (tmp_dir / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2) + "\n")
-        write_model_card(tmp_dir, name, hub_id=hub_id)  # README.md; signs the checksums
-        verify_export(tmp_dir)
-    return out_dir
+    description = f"{tb.architecture} backbone pretrained with {tb.method} (gsg-zoo {name})"
+    tb.model.pretrained_cfg = export_pretrained_cfg(tb.model, tb.architecture, description, license)
+
+    def add_run_files(tmp_dir: Path) -> dict[str, Any]:
+        recipe = json.dumps(tb.config, indent=2, sort_keys=True, default=str)
+        (tmp_dir / RECIPE_FILE).write_text(recipe + "\n")
+        return {"run_files": copy_run_files(ckpt.parent.parent, tmp_dir)}
+
+    prov = provenance(tb, name, data_cfg, license=license, hub_id=hub_id)
+    return write_export(
+        out_dir, tb.model, tb.reference, prov, data_cfg, hub_id=hub_id, overwrite=overwrite,
+        verify=verify, add_files=add_run_files,
+    )  # fmt: skip
+
+
+def import_checkpoint(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    name: str | None = None,
+    *,
+    fmt: str = "auto",
+    encoder: str = "online",
+    arch: str | None = None,
+    method: str | None = None,
+    license: str = "apache-2.0",
+    hub_id: str | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+) -> Path:
+    """Export the backbone of another code base's checkpoint (:mod:`gsg_zoo.importers`) to ``out_dir``.
+
+    The same verified export as :func:`export_checkpoint`; ``gsg_export.json`` adds ``source``
+    (format, encoder, conversion, what was dropped) and the file's sha256. ``method`` is what the
+    user states (the files record none); default ``unknown``. Preprocessing: gsg-zoo's default
+    for the architecture. Raises ``ForeignCheckpointError`` (a ValueError) for a file it cannot read.
+    """
+    from .importers import read_checkpoint, timm_backbone
+
+    source, out_dir = Path(source), Path(out_dir)
+    imported = read_checkpoint(source, fmt, encoder=encoder, arch=arch)
+    model = timm_backbone(imported)
+    arch_name = imported.architecture
+    name = name or f"{imported.format.name}-{arch_name}"
+    data_cfg = trained_data_config(arch_name, None)
+    description = f"{arch_name} backbone imported from a {imported.format.name} checkpoint (gsg-zoo {name})"
+    model.pretrained_cfg = export_pretrained_cfg(model, arch_name, description, license)
+    checkpoint = {"file": source.name, "sha256": sha256_file(source), "epoch": imported.metadata.get("epoch"),
+                  "step": imported.metadata.get("global_step")}  # fmt: skip
+    source_info = {**imported.provenance(), "method_stated_by_user": method is not None}
+    prov = base_provenance(
+        name, arch_name, method or "unknown", model, data_cfg, license=license, hub_id=hub_id,
+        run_files=[], pretrain_dataset=None, pretrain_epochs=None, checkpoint=checkpoint, source=source_info,
+    )  # fmt: skip
+    return write_export(
+        out_dir, model, model, prov, data_cfg, hub_id=hub_id, overwrite=overwrite, verify=verify
+    )
 
 
 # ------------------------------------------------------------------------------------ reload check

@@ -3,6 +3,9 @@
 A spec is one of:
 
 * a gsg-zoo training checkpoint file (``.../last.pt``, written by ``gsg pretrain``);
+* ``import:PATH``, a checkpoint of another SSL code base (GSG authors' / SimSiam, MoCo v2/v3,
+  solo-learn, lightly, mmselfsup, VISSL, torchvision/timm: :mod:`gsg_zoo.importers`); such a file
+  passed as a plain path is detected too, when it is not a gsg-zoo checkpoint;
 * ``local-dir:PATH`` or a directory holding timm's ``config.json`` + weights (``gsg export``);
 * ``hf-hub:ORG/NAME`` (works offline from the Hugging Face cache with ``HF_HUB_OFFLINE=1``);
 * ``zoo:NAME``, a checkpoint listed in the zoo manifest (resolved to its ``hf-hub:`` id);
@@ -22,10 +25,10 @@ import torch
 from torch import nn
 
 from . import backbones as _backbones  # noqa: F401  (CIFAR-stem registration)
-from .checkpoint import backbone_state_dict, load_checkpoint
+from .checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
 from .preprocessing import trained_data_config
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".torch")
 
 
 def load_backbone(spec: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -51,6 +54,10 @@ class RawPixels(nn.Module):
 def _build(spec: str) -> nn.Module:
     if spec == "pixels":
         return RawPixels()
+    if spec.startswith("import:"):
+        from .importers import load_imported
+
+        return load_imported(spec[len("import:") :])
     if spec.startswith("random:"):
         return _timm(spec[len("random:") :], pretrained=False)
     if spec.startswith("zoo:"):
@@ -72,10 +79,16 @@ def _build(spec: str) -> nn.Module:
 
 def backbone_from_checkpoint(path: str | os.PathLike) -> nn.Module:
     """The online backbone of a ``gsg pretrain`` checkpoint, as a timm model with loaded weights and the
-    training preprocessing as its ``pretrained_cfg`` (see :mod:`gsg_zoo.preprocessing`)."""
+    training preprocessing as its ``pretrained_cfg`` (see :mod:`gsg_zoo.preprocessing`).
+
+    A file that is not a gsg-zoo checkpoint is read by :mod:`gsg_zoo.importers` when its layout is known.
+    """
     from .backbones import create_backbone
 
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as err:
+        return _foreign_backbone(Path(path), err)
     cfg = state["config"]["model"]
     model = create_backbone(cfg["backbone"], zero_init_residual=False, **cfg.get("backbone_kwargs", {}))
     # The preprocessing it was trained with, exactly as its export records it (not timm's defaults).
@@ -91,6 +104,20 @@ def backbone_from_checkpoint(path: str | os.PathLike) -> nn.Module:
             f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     return model
+
+
+def _foreign_backbone(path: Path, err: CheckpointError) -> nn.Module:
+    """A checkpoint file of another code base, or ``err`` (with why the importer refused it too)."""
+    from .importers import ForeignCheckpointError, UnsafeCheckpointError, load_imported
+
+    if not path.is_file() or path.suffix == ".safetensors":
+        raise err
+    try:
+        return load_imported(path)
+    except UnsafeCheckpointError:
+        raise
+    except ForeignCheckpointError as foreign:
+        raise CheckpointError(f"{err}; nor a checkpoint `gsg import` reads: {foreign}") from foreign
 
 
 def _check_local_dir(path: Path) -> None:

@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
     "model": ("backbones", "learner", "preprocessing", "recipes"),
     "data": ("data",),
-    "zoo": ("card_data", "cards", "zoo", "hub", "export", "models"),
+    "zoo": ("card_data", "cards", "zoo", "hub", "importers", "export", "models"),
     "eval": ("eval",),
     "train": ("train_step", "train_data", "run_state", "run_log", "monitors", "trainer", "experiments"),
     "transfer": ("transfer",),
