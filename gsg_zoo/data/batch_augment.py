@@ -10,9 +10,23 @@ step outruns a few CPU workers. :class:`BatchAugment` applies the CIFAR/SimSiam 
 - colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue (in that fixed
   order, torchvision draws a random order), each matching ``torchvision.transforms.functional``'s
   ``adjust_*`` for the same factor (tested);
-- grayscale with probability ``grayscale_p``; then normalisation.
+- grayscale with probability ``grayscale_p``;
+- Gaussian blur with probability ``blur_p``, sigma uniform in ``blur_sigma``, a ``blur_kernel``-tap
+  kernel (default about 10% of the side, odd: 23 at 224 px, BYOL's), equal to torchvision's
+  ``gaussian_blur`` for the same sigma (tested). The MoCo-v2/SimSiam reference blurs with PIL's
+  ``ImageFilter.GaussianBlur(radius=sigma)``, a box-filter approximation of the same Gaussian: a named
+  difference of this path, not of the PIL path;
+- solarisation with probability ``solarize_p`` (threshold 128/255, torchvision's ``solarize``; BYOL);
+- then normalisation.
 
-Randomness comes from an explicit ``torch.Generator`` so a resumed run redraws the same views.
+ImageNet-scale images differ in size, so they cannot be batched before cropping: with ``crop=False``
+the DataLoader workers cut each view's random resized crop to the output size as uint8
+(:class:`Uint8Crops`: one decode, ``num_views`` PIL resizes, no colour work) and the device does the
+flip and everything after it.
+
+Randomness comes from an explicit ``torch.Generator`` so a resumed run redraws the same views; draws
+for blur and solarisation happen only when their probability is above zero, so the CIFAR recipe's
+stream is the one it always was.
 """
 
 from __future__ import annotations
@@ -20,8 +34,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
@@ -79,6 +95,35 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     return choices.gather(1, idx).squeeze(1)
 
 
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Blur each sample of ``x`` ``(N, C, H, W)`` with its own ``sigma`` ``(N,)`` (0: unchanged).
+
+    Separable ``kernel_size``-tap Gaussian with reflect padding, as torchvision's ``gaussian_blur``.
+    """
+    n, c, h, w = x.shape
+    half = (kernel_size - 1) * 0.5
+    pos = torch.linspace(-half, half, kernel_size, device=x.device, dtype=x.dtype)
+    safe = sigma.clamp_min(1e-6).to(x.dtype).view(-1, 1)
+    k = torch.exp(-0.5 * (pos / safe) ** 2)
+    k = torch.where(sigma.view(-1, 1) > 0, k / k.sum(1, keepdim=True), (pos == 0).to(x.dtype))  # (N, K)
+    k = k.repeat_interleave(c, 0)  # one kernel per (sample, channel)
+    pad = kernel_size // 2
+    y = F.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    y = F.conv2d(y, k.view(n * c, 1, 1, kernel_size), groups=n * c)
+    y = F.conv2d(y, k.view(n * c, 1, kernel_size, 1), groups=n * c)
+    return y.view(n, c, h, w)
+
+
+def solarize(x: Tensor, apply: Tensor, threshold: float = 128 / 255) -> Tensor:
+    """Invert pixels at or above ``threshold`` in the samples where ``apply`` ``(N,)`` is set."""
+    return torch.where(_per_sample(apply) & (x >= threshold), 1.0 - x, x)
+
+
+def default_blur_kernel(size: int) -> int:
+    """About 10% of the side, odd (23 at 224 px, as BYOL); at least 3."""
+    return max(3, 2 * round(0.05 * size) + 1)
+
+
 def crop_flip_theta(
     n: int, min_scale: float, flip_p: float, generator: torch.Generator | None, device: torch.device
 ) -> Tensor:
@@ -117,40 +162,105 @@ class BatchAugment:
         jitter_p: float = 0.8,
         grayscale_p: float = 0.2,
         flip_p: float = 0.5,
+        *,
+        crop: bool = True,
+        blur_p: float = 0.0,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        blur_kernel: int | None = None,
+        solarize_p: float = 0.0,
     ) -> None:
         if not 0 <= hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {hue}")
-        self.size, self.min_scale, self.flip_p = size, min_scale, flip_p
+        self.size, self.min_scale, self.flip_p, self.crop = size, min_scale, flip_p, crop
         self.jitter, self.hue, self.jitter_p, self.grayscale_p = jitter, hue, jitter_p, grayscale_p
+        self.blur_p, self.blur_sigma, self.solarize_p = blur_p, tuple(blur_sigma), solarize_p
+        self.blur_kernel = blur_kernel or default_blur_kernel(size)
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``images``: uint8 ``(N, 3, H, W)``; returns normalised float32 ``(N, 3, size, size)``."""
+        """``images``: uint8 ``(N, 3, H, W)`` (``crop=False``: already ``size`` x ``size``);
+        returns normalised float32 ``(N, 3, size, size)``."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-        n, dev = images.shape[0], images.device
-        x = images.float().div_(255)
+        if not self.crop and tuple(images.shape[-2:]) != (self.size, self.size):
+            raise ValueError(f"crop=False expects views cropped to {self.size} px, got {tuple(images.shape)}")
+        x = self._geometry(images.float().div_(255), generator)
+        x = self._colour(x, generator)
+        x = self._blur_solarize(x, generator)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def _uniform(self, n: int, lo: float, hi: float, generator: torch.Generator | None, device) -> Tensor:  # noqa: ANN001
+        return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
+
+    def _geometry(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Random resized crop + flip as one ``grid_sample``; with ``crop=False`` the flip only."""
+        n, dev = x.shape[0], x.device
+        if not self.crop:
+            flip = torch.rand(n, generator=generator, device=dev) < self.flip_p
+            return torch.where(_per_sample(flip), x.flip(-1), x)
         theta = crop_flip_theta(n, self.min_scale, self.flip_p, generator, dev)
         grid = F.affine_grid(theta, [n, 3, self.size, self.size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-        def u(lo: float, hi: float) -> Tensor:
-            return lo + (hi - lo) * torch.rand(n, generator=generator, device=dev)
-
+    def _colour(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Colour jitter (p = ``jitter_p``; brightness, contrast, saturation, hue), then grayscale."""
+        n, dev = x.shape[0], x.device
         apply = torch.rand(n, generator=generator, device=dev) < self.jitter_p
-        one = torch.ones(n, device=dev)
-        j = self.jitter
-        x = adjust_brightness(x, torch.where(apply, u(max(0.0, 1 - j), 1 + j), one))
-        x = adjust_contrast(x, torch.where(apply, u(max(0.0, 1 - j), 1 + j), one))
-        x = adjust_saturation(x, torch.where(apply, u(max(0.0, 1 - j), 1 + j), one))
+        one, j = torch.ones(n, device=dev), self.jitter
+
+        def factor() -> Tensor:
+            return torch.where(apply, self._uniform(n, max(0.0, 1 - j), 1 + j, generator, dev), one)
+
+        x = adjust_brightness(x, factor())
+        x = adjust_contrast(x, factor())
+        x = adjust_saturation(x, factor())
         if self.hue > 0:
-            x = adjust_hue(x, torch.where(apply, u(-self.hue, self.hue), one - 1))
+            x = adjust_hue(
+                x, torch.where(apply, self._uniform(n, -self.hue, self.hue, generator, dev), one - 1)
+            )
         gray = _per_sample(torch.rand(n, generator=generator, device=dev) < self.grayscale_p)
-        x = torch.where(gray, _gray(x).expand_as(x), x)
-        mean = torch.tensor(self.mean, device=dev).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=dev).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return torch.where(gray, _gray(x).expand_as(x), x)
+
+    def _blur_solarize(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Gaussian blur (p = ``blur_p``), then solarisation (p = ``solarize_p``); no draw when p = 0."""
+        n, dev = x.shape[0], x.device
+        if self.blur_p > 0:
+            blur = torch.rand(n, generator=generator, device=dev) < self.blur_p
+            sigma = self._uniform(n, *self.blur_sigma, generator, dev)
+            x = gaussian_blur(x, torch.where(blur, sigma, torch.zeros_like(sigma)), self.blur_kernel)
+        if self.solarize_p > 0:
+            x = solarize(x, torch.rand(n, generator=generator, device=dev) < self.solarize_p)
+        return x
 
     def views(self, images: Tensor, num_views: int, generator: torch.Generator | None = None) -> list[Tensor]:
         """``num_views`` independent views of every image (the images are decoded once, by the caller)."""
         return [self(images, generator) for _ in range(num_views)]
+
+
+class Uint8Crops:
+    """DataLoader-worker half of the ``crop=False`` path: one image -> ``num_views`` random resized
+    crops at ``size`` x ``size``, uint8 ``(num_views, 3, size, size)``; no colour work.
+
+    Each crop's box is torchvision's ``RandomResizedCrop.get_params`` (scale ``(min_scale, 1)``, ratio
+    3/4-4/3, the worker's torch RNG), cropped and resized with PIL bilinear exactly as
+    ``torchvision.transforms.functional.resized_crop`` does for PIL images (tested equal).
+    """
+
+    def __init__(self, size: int, num_views: int, min_scale: float = 0.2) -> None:
+        self.size, self.num_views, self.scale = size, num_views, (min_scale, 1.0)
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        from torchvision.transforms import RandomResizedCrop
+
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        crops = []
+        for _ in range(self.num_views):
+            i, j, h, w = RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3))
+            view = image.crop((j, i, j + w, i + h)).resize((self.size, self.size), Image.BILINEAR)
+            crops.append(torch.from_numpy(np.asarray(view, dtype=np.uint8).copy()).permute(2, 0, 1))
+        return torch.stack(crops)
+
+    def __repr__(self) -> str:
+        return f"Uint8Crops(size={self.size}, num_views={self.num_views}, scale={self.scale})"

@@ -1,0 +1,108 @@
+"""The ImageNet-scale device path: worker crops (uint8) + batched flip/colour/blur/solarisation.
+
+Each batched op is checked against torchvision's per-sample op for the same random parameters, and
+the parameters' distributions against the PIL recipe's (probabilities, ranges).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
+
+import gsg_zoo.data.batch_augment as ba
+from gsg_zoo.data.batch_augment import BatchAugment, Uint8Crops, default_blur_kernel, gaussian_blur, solarize
+
+
+def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g)
+
+
+def test_blur_equals_torchvision_per_sample():
+    x = _images(4, 48)
+    sigma = torch.tensor([0.1, 0.7, 2.0, 0.0])
+    out = gaussian_blur(x, sigma, 23)
+    for i in range(3):
+        ref = TF.gaussian_blur(x[i], [23, 23], [float(sigma[i])] * 2)
+        torch.testing.assert_close(out[i], ref, atol=1e-5, rtol=0)
+    assert torch.equal(out[3], x[3])  # sigma 0: not blurred
+    assert default_blur_kernel(224) == 23 and default_blur_kernel(32) == 5
+
+
+def test_solarize_equals_torchvision_where_applied():
+    x = _images(3, 16)
+    out = solarize(x, torch.tensor([True, False, True]))
+    for i, applied in enumerate((True, False, True)):
+        assert torch.equal(out[i], TF.solarize(x[i], 128 / 255) if applied else x[i])
+
+
+def test_worker_crops_equal_torchvision_resized_crop():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8))
+    torch.manual_seed(5)
+    crops = Uint8Crops(64, num_views=4)(image)
+    assert crops.shape == (4, 3, 64, 64) and crops.dtype == torch.uint8
+    torch.manual_seed(5)
+    for view in crops:
+        i, j, h, w = RandomResizedCrop.get_params(image, (0.2, 1.0), (3 / 4, 4 / 3))
+        ref = TF.pil_to_tensor(TF.resized_crop(image, i, j, h, w, [64, 64], InterpolationMode.BILINEAR))
+        assert torch.equal(view, ref)
+
+
+def test_device_path_is_blur_of_flip_for_fixed_parameters():
+    aug = BatchAugment(32, (0.0,) * 3, (1.0,) * 3, crop=False, jitter_p=0.0, grayscale_p=0.0, flip_p=1.0,
+                       blur_p=1.0, blur_sigma=(1.3, 1.3))  # fmt: skip
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    out = aug(x, torch.Generator().manual_seed(0))
+    for i in range(2):
+        ref = TF.gaussian_blur(TF.hflip(x[i].float() / 255), [5, 5], [1.3, 1.3])
+        torch.testing.assert_close(out[i], ref, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="cropped to 32"):
+        aug(torch.zeros(1, 3, 40, 40, dtype=torch.uint8))
+
+
+def test_blur_and_solarize_draws_follow_the_recipe(monkeypatch):
+    """MoCo-v2: blur p=0.5, sigma U(0.1, 2.0); BYOL's second view: solarise p=0.2. Per sample, over many draws."""
+    seen = {}
+
+    def spy_blur(x, sigma, k):
+        seen["sigma"], seen["k"] = sigma.clone(), k
+        return x
+
+    def spy_solarize(x, apply, threshold=128 / 255):
+        seen["solarize"] = apply.clone()
+        return x
+
+    monkeypatch.setattr(ba, "gaussian_blur", spy_blur)
+    monkeypatch.setattr(ba, "solarize", spy_solarize)
+    aug = BatchAugment(224, (0.0,) * 3, (1.0,) * 3, crop=False, blur_p=0.5, solarize_p=0.2)
+    aug._blur_solarize(torch.zeros(20000, 3, 1, 1), torch.Generator().manual_seed(1))
+    blurred = seen["sigma"][seen["sigma"] > 0]
+    assert seen["k"] == 23
+    assert abs(len(blurred) / 20000 - 0.5) < 0.02 and abs(seen["solarize"].float().mean() - 0.2) < 0.02
+    assert 0.1 <= blurred.min() < 0.12 and 1.98 < blurred.max() <= 2.0 and abs(blurred.mean() - 1.05) < 0.03
+
+
+def test_flips_differ_across_samples_and_replay_with_the_generator():
+    aug = BatchAugment(16, (0.0,) * 3, (1.0,) * 3, crop=False, jitter_p=0.0, grayscale_p=0.0)
+    x = torch.arange(16, dtype=torch.uint8).repeat(64, 3, 16, 1)  # left-right ramp: a flip shows
+    out = aug(x, torch.Generator().manual_seed(2))
+    flipped = out[:, 0, 0, 0] > out[:, 0, 0, -1]
+    assert 0 < int(flipped.sum()) < 64
+    assert torch.equal(out, aug(x, torch.Generator().manual_seed(2)))
+
+
+def test_cifar_path_draws_no_blur_or_solarize_numbers():
+    """p = 0 draws nothing: the CIFAR recipe's random stream (and so its views) is unchanged."""
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    x = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
+    BatchAugment(32, (0.0,) * 3, (1.0,) * 3)(x, g1)
+    BatchAugment(32, (0.0,) * 3, (1.0,) * 3, blur_p=0.0, solarize_p=0.0)(x, g2)
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+    g3 = torch.Generator().manual_seed(4)
+    BatchAugment(32, (0.0,) * 3, (1.0,) * 3, blur_p=0.5)(x, g3)  # blur draws: the stream moves on
+    assert not torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g3))
