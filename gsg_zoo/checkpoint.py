@@ -12,6 +12,7 @@ import torch
 CHECKPOINT_KIND = "gsg-zoo/pretrain"
 FORMAT_VERSION = 1
 BACKBONE_PREFIX = "encoder.backbone."
+TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(ValueError):
@@ -19,10 +20,14 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename into ``path``: a crash never leaves a partial file."""
+    """Call ``write(tmp_path)`` then rename into ``path``: a crash never leaves a partial file.
+
+    A process killed before the rename keeps the previous ``path`` and may leave its temporary file
+    ``.NAME.*.tmp`` behind (:func:`remove_stale_temps`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -32,6 +37,16 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> None:
+    """Delete the temporary files that writes killed before their rename left in ``directory``.
+
+    Only for a directory that one process writes (a run's checkpoints): a concurrent write's
+    temporary file would be deleted too.
+    """
+    for tmp in Path(directory).glob(f".*{TEMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -172,11 +172,13 @@ class SelfSupervisedLearner(nn.Module):
         with torch.no_grad():
             return [self.target_encoder(v)[1] for v in views]
 
-    def forward(self, views: Sequence[Tensor]) -> LearnerOutput:
+    def forward(self, views: Sequence[Tensor], generator: torch.Generator | None = None) -> LearnerOutput:
         """One training step's loss from the augmented views of a batch.
 
         ``views``: 2 tensors ``(N, C, H, W)`` for the baselines, 4 for GSG (views 1-2 of each image
-        form "image 1", views 3-4, re-indexed by the pairing, form "image 2").
+        form "image 1", views 3-4, re-indexed by the pairing, form "image 2"). ``generator``: the CPU
+        generator GSG's pairing draws from (default: the global torch RNG); the trainer passes one
+        seeded per (seed, epoch, rank, step), so the pairing never depends on other draws.
         """
         views = list(views)
         if len(views) != self.config.num_views:
@@ -186,7 +188,7 @@ class SelfSupervisedLearner(nn.Module):
         if any(v.shape != views[0].shape for v in views):
             raise ValueError(f"all views must have one shape, got {[tuple(v.shape) for v in views]}")
         if self.config.source_only:
-            return self._forward_source_only(views)
+            return self._forward_source_only(views, generator)
         feats, zs = zip(*(self.encoder(v) for v in views))
         ps = [self.predictor(z) for z in zs]
         targets = self._targets(views, list(zs))
@@ -198,7 +200,7 @@ class SelfSupervisedLearner(nn.Module):
         if self.config.guidance == "none":
             out.loss = symmetric_negative_cosine(ps[0], ps[1], targets[0], targets[1])
             return out
-        r = self._pairing(views[0])
+        r = self._pairing(views[0], generator)
         # Image 2 of sample i is image r[i]: views 3 and 4 re-indexed after the encoder (BatchNorm
         # statistics over a view-batch do not depend on its order, so this equals indexing inputs).
         p4 = [ps[0], ps[1], ps[2][r], ps[3][r]]
@@ -208,16 +210,18 @@ class SelfSupervisedLearner(nn.Module):
         out.loss = gsg_loss(p4, z4, selection=out.selection)
         return out
 
-    def _pairing(self, x: Tensor) -> Tensor:
-        # Sampled on the CPU and copied without a host-device sync.
-        return pair_indices(x.shape[0], self.config.pairing).to(x.device, non_blocking=True)
+    def _pairing(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        # Sampled on the CPU and copied without a host-device sync; within this (local) batch only.
+        return pair_indices(x.shape[0], self.config.pairing, generator).to(x.device, non_blocking=True)
 
-    def _forward_source_only(self, views: list[Tensor]) -> LearnerOutput:
+    def _forward_source_only(
+        self, views: list[Tensor], generator: torch.Generator | None = None
+    ) -> LearnerOutput:
         """GSG with gradient through the two selected source views only (see the module docstring)."""
         target = self.target_encoder if self.target_encoder is not None else self.encoder
         with torch.no_grad():
             feats, zs = zip(*(target(v) for v in views))
-        r = self._pairing(views[0])
+        r = self._pairing(views[0], generator)
         z4 = [zs[0], zs[1], zs[2][r], zs[3][r]]
         selection = gsg_select(z4, self.config.distance)
         first_is_12 = (selection // 2).bool()  # source of image 1 is view 12 (else 11)

@@ -1,8 +1,11 @@
 """What a pretraining run checkpoints, and how it saves and resumes it.
 
 A checkpoint holds the resolved recipe, the learner's weights (online and EMA target), the
-optimiser and grad-scaler states, the counters and per-epoch history, and the RNG states. Files are
-written atomically (:func:`gsg_zoo.checkpoint.save_checkpoint`) and loaded safely.
+optimiser and grad-scaler states, the counters and per-epoch history, the global RNG states, and
+``rng_streams``: the version of the random streams the run drew from. Training randomness itself is
+not restored but re-derived from (seed, epoch, rank, step) (:mod:`.train_data`), so the epoch counter
+is the resume point. Files are written atomically (:func:`gsg_zoo.checkpoint.save_checkpoint`) and
+loaded safely.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint
 from .learner import LearnerConfig, SelfSupervisedLearner
 from .recipes import Recipe
 
 log = logging.getLogger("gsg_zoo.pretrain")
+
+# 2: each random stream seeded from its key (issue 18); absent (1): the pairing drew from the global RNG.
+RNG_STREAMS = 2
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,6 +58,17 @@ def check_same_model(path: Path, saved_config: dict[str, Any], recipe: Recipe) -
         )
 
 
+def warn_other_streams(streams: int, epoch: int) -> None:
+    """Say that a checkpoint of other random streams resumes, but not bit for bit."""
+    if streams != RNG_STREAMS:
+        log.warning(
+            "this checkpoint was written by a gsg-zoo with other random streams (rng_streams=%d, now %d): "
+            "it resumes at epoch %d, but the epochs after it draw other pairings and views than the "
+            "interrupted run would have (not bit-identical to an uninterrupted run of either version)",
+            streams, RNG_STREAMS, epoch,
+        )  # fmt: skip
+
+
 @dataclass(eq=False)
 class RunState:
     """The objects a run trains plus its progress: everything a checkpoint saves and restores."""
@@ -76,6 +93,7 @@ class RunState:
             "history": self.history,
             "skipped_images": self.skipped_images,
             "rng": rng_state(),
+            "rng_streams": RNG_STREAMS,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -86,10 +104,12 @@ class RunState:
         self.history = list(state.get("history", []))
         self.skipped_images = int(state.get("skipped_images", 0))
         restore_rng(state["rng"])
+        warn_other_streams(int(state.get("rng_streams", 1)), self.epoch)
 
     def save(self, ckpt_dir: Path) -> None:
         """``ckpt_dir/last.pt``, and ``epoch_NNNN.pt`` every ``train.checkpoint_every`` epochs."""
         state = self.state_dict()
+        remove_stale_temps(ckpt_dir)  # left by a run killed during a write
         save_checkpoint(ckpt_dir / "last.pt", state)
         every = self.recipe.train.checkpoint_every
         if every and self.epoch % every == 0:

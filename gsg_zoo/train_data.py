@@ -1,13 +1,17 @@
-"""The pretraining input pipeline: the epoch-seeded multi-view loader and each step's views.
+"""The pretraining input pipeline: the epoch-seeded multi-view loader, each step's views and seeds.
 
-The data order and every augmentation are pure functions of (seed, epoch, index); with
-``data.batch_augment`` the loader workers only decode, and the views of a batch are drawn on the
-device from a generator seeded by (seed, epoch, rank, step).
+Every random stream of training has its own seed, a pure function of its key (:func:`stream_seed`):
+the data order and the loader's views depend on (seed, epoch, index); the loader's worker seeds on
+(seed, epoch, rank) (``DataLoader(generator=...)``, never the global RNG); with ``data.batch_augment``
+the loader workers only decode and the views of a batch are drawn on the device from a generator
+seeded by (seed, epoch, rank, step), as is the GSG pairing. Nothing depends on what else drew from
+the global RNG, so a resumed run replays the interrupted epoch bit for bit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,19 +27,41 @@ from .recipes import DataConfig, Recipe
 from .train_step import to_device
 
 
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """The seed of a rank's epoch: its pairing RNG, and (times 100_003 plus the step) its batch views."""
-    return (seed * 1_000_003 + epoch) * 4099 + rank
+def stream_seed(seed: int, stream: str, epoch: int, rank: int, step: int = 0) -> int:
+    """The 63-bit seed of one random ``stream`` (``"views"``, ``"pairing"``, ``"loader"``, ...) at
+    (seed, epoch, rank, step): a hash of the key, so distinct streams and keys never share a seed."""
+    key = f"{seed}/{stream}/{epoch}/{rank}/{step}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh generator on ``device`` seeded with ``seed``."""
+    gen = torch.Generator(device)
+    gen.manual_seed(seed)
+    return gen
 
 
 @dataclass
 class TrainData:
-    """A rank's training loader, its sampler (``set_epoch`` each epoch) and the device augmentation."""
+    """A rank's training loader, its sampler and the device augmentation; :meth:`set_epoch` each epoch."""
 
     loader: DataLoader
     sampler: EpochShardSampler
     dataset: EpochSeeded
     batch_augment: BatchAugment | None  # None: the loader yields the views
+    seed: int = 0
+    rank: int = 0
+    generator: torch.Generator = field(default_factory=torch.Generator)  # the loader's worker seeds
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch's data order, and its worker base seed drawn from (seed, epoch, rank).
+
+        A new loader iterator (each epoch without persistent workers, once per process with them)
+        draws its worker base seed from ``generator``; what the workers produce does not depend on it
+        (:class:`EpochSeeded` seeds every item), but nothing is drawn from the global RNG either.
+        """
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(stream_seed(self.seed, "loader", epoch, self.rank))
 
 
 def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugment | None]:
@@ -62,10 +88,12 @@ def build_train_data(
     )  # fmt: skip
     dataset = EpochSeeded(ds, tc.seed)
     sampler = EpochShardSampler(len(ds), dist.rank, dist.world_size, seed=tc.seed)
+    generator = seeded_generator(stream_seed(tc.seed, "loader", 0, dist.rank))
     loader = DataLoader(
-        dataset, batch_size=local_batch, sampler=sampler, drop_last=True, **_loader_options(dc, device)
-    )
-    return TrainData(loader, sampler, dataset, batch_augment)
+        dataset, batch_size=local_batch, sampler=sampler, drop_last=True, generator=generator,
+        **_loader_options(dc, device),
+    )  # fmt: skip
+    return TrainData(loader, sampler, dataset, batch_augment, tc.seed, dist.rank, generator)
 
 
 def _loader_options(dc: DataConfig, device: torch.device) -> dict[str, Any]:
@@ -85,8 +113,6 @@ def step_views(
     """A loader batch's views on the device: drawn there from the uint8 images with a generator seeded
     by ``seed`` when batch-augmenting, else the loader's views moved. channels_last only for the views."""
     if data.batch_augment is not None:
-        gen = torch.Generator(device)
-        gen.manual_seed(seed)
         images = batch[0].to(device, non_blocking=True)
-        batch = data.batch_augment.views(images, num_views, gen)
+        batch = data.batch_augment.views(images, num_views, seeded_generator(seed, device))
     return [to_device(v, device, channels_last) for v in batch]

@@ -49,6 +49,7 @@ def train_step(
     total_steps: int = 1,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
+    generator: torch.Generator | None = None,
 ) -> Any:
     """Forward, backward, optimiser step and EMA update; returns what ``model(views)`` returned.
 
@@ -56,10 +57,11 @@ def train_step(
     loss tensor; ``views``: tensors ``(N, C, H, W)`` on the model's device (autocast runs on
     ``views[0]``'s device type). ``ema``: the learner whose target network then takes its EMA step,
     ``ema.update_target(step, total_steps)`` (a no-op without an EMA target); None: no EMA.
-    ``scaler``: the fp16 gradient scaler (a disabled one does what no scaler does).
+    ``scaler``: the fp16 gradient scaler (a disabled one does what no scaler does). ``generator``: passed
+    on as ``model(views, generator=generator)`` (the learner's pairing RNG) when given.
     """
     with autocast(views[0].device.type, amp_dtype):
-        out = model(views)
+        out = model(views) if generator is None else model(views, generator=generator)
     loss = out if isinstance(out, Tensor) else out.loss
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:

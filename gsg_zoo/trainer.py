@@ -8,10 +8,15 @@ Run directory layout::
     OUT/metrics.jsonl, metrics.csv  one row per epoch
     OUT/summary.json, curves.png    at the end
 
-Exact resume: the data order and every augmentation are pure functions of (seed, epoch, index), and
-the pairing RNG is re-seeded from (seed, epoch, rank) at each epoch start, so resuming from the last
-epoch checkpoint replays the interrupted epoch bit for bit (on the CPU; CUDA kernels may add
-non-determinism unless ``torch.use_deterministic_algorithms`` is set).
+Exact resume: every random stream has its own seed, a pure function of its key
+(:func:`~gsg_zoo.train_data.stream_seed`): the data order and the loader's views of (seed, epoch,
+index), the worker seeds of (seed, epoch, rank), the batch views and the GSG pairing of (seed,
+epoch, rank, step); the global RNG is re-seeded from (seed, epoch, rank, step) before each step for
+whatever else draws from it (dropout, drop-path). Nothing depends on what else drew from the global
+RNG (creating a DataLoader iterator does, once per process with persistent workers), so resuming
+from the last epoch checkpoint replays the interrupted epoch bit for bit, whatever the worker count
+or persistence (on the CPU; CUDA kernels may add non-determinism unless
+``torch.use_deterministic_algorithms`` is set).
 
 Distributed: each rank pairs images within its *local* batch, as the reference implementation does
 (GSG's pairing and selection never cross ranks); gradients are averaged by DDP; BatchNorm becomes
@@ -30,6 +35,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +52,7 @@ from .optim import build_optimizer, effective_lr, lr_at, set_lr
 from .recipes import Recipe
 from .run_log import RunLog, run_summary
 from .run_state import RunState
-from .train_data import build_train_data, epoch_seed, step_views
+from .train_data import build_train_data, seeded_generator, step_views, stream_seed
 from .train_step import resolve_precision, train_step
 
 log = logging.getLogger("gsg_zoo.pretrain")
@@ -151,10 +157,9 @@ class Pretrainer:
             )
 
     def _start_epoch(self) -> float:
-        """Train mode, the epoch's data order and pairing RNG, and the per-epoch lr; returns the lr."""
+        """Train mode, the epoch's data order and worker seeds, and the per-epoch lr; returns the lr."""
         self.learner.train()
-        self.data.sampler.set_epoch(self.state.epoch)
-        torch.manual_seed(epoch_seed(self.recipe.train.seed, self.state.epoch, self.dist.rank))  # pairing RNG
+        self.data.set_epoch(self.state.epoch)
         lr = self._lr(0)
         if not self.recipe.optim.per_step:
             set_lr(self.optimizer, lr, self.base_lr)
@@ -169,17 +174,24 @@ class Pretrainer:
             leave=False,
         )
 
+    def _seeds(self, n_steps: int) -> Callable[[str], int]:
+        """The seed of each random stream of step ``n_steps`` of this rank's current epoch."""
+        seed, epoch, rank = self.recipe.train.seed, self.state.epoch, self.dist.rank
+        return lambda stream: stream_seed(seed, stream, epoch, rank, n_steps)
+
     def _step(self, batch: list[Tensor], n_steps: int) -> tuple[Tensor, int, float | None]:
         """One optimisation step on a loader batch; returns its detached loss, images and per-step lr."""
         lr = None
         if self.recipe.optim.per_step:
             lr = self._lr(n_steps)
             set_lr(self.optimizer, lr, self.base_lr)
-        seed = epoch_seed(self.recipe.train.seed, self.state.epoch, self.dist.rank) * 100_003 + n_steps
+        seed = self._seeds(n_steps)
+        torch.manual_seed(seed("global"))  # for anything else that draws (dropout, drop-path)
         views = step_views(batch, self.data, self.learner.config.num_views, self.device,
-                           self.recipe.train.channels_last, seed)  # fmt: skip
+                           self.recipe.train.channels_last, seed("views"))  # fmt: skip
         out = train_step(self.model, views, self.optimizer, ema=self.learner, step=self.state.step,
-                         total_steps=self.total_steps, scaler=self.scaler, amp_dtype=self.amp_dtype)  # fmt: skip
+                         total_steps=self.total_steps, scaler=self.scaler, amp_dtype=self.amp_dtype,
+                         generator=seeded_generator(seed("pairing")))  # fmt: skip
         self.state.step += 1
         return out.loss.detach(), views[0].shape[0], lr
 

@@ -7,7 +7,10 @@ skipped (counted), never a crash; evaluation (:func:`collate_pairs`) refuses the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,11 +59,30 @@ class Transformed(Dataset):
         return (self.transform(image) if self.transform else image), label
 
 
-class EpochSeeded(Dataset):
-    """Index with ``(index, epoch)``: the augmentation RNG is seeded from (seed, epoch, index).
+@contextlib.contextmanager
+def seeded_item_rngs(seed: int) -> Iterator[None]:
+    """Seed the CPU torch, Python ``random`` and (if imported) NumPy global RNGs; restore them after."""
+    np = sys.modules.get("numpy")
+    saved = (torch.get_rng_state(), random.getstate(), np.random.get_state() if np else None)
+    torch.default_generator.manual_seed(seed)  # the CPU one only: CUDA RNGs are not touched
+    random.seed(seed)
+    if np:
+        np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved[0])
+        random.setstate(saved[1])
+        if np:
+            np.random.set_state(saved[2])
 
-    This makes every view a pure function of the key, whatever the worker count or persistence,
-    which is what exact resume needs. The global torch RNG of the calling process is left untouched.
+
+class EpochSeeded(Dataset):
+    """Index with ``(index, epoch)``: the augmentation RNGs are seeded from (seed, epoch, index).
+
+    This makes every view a pure function of the key, whatever the worker count, persistence or
+    worker seeds (a persistent worker's RNG progression across epochs plays no part), which is what
+    exact resume needs. The torch, ``random`` and NumPy RNGs of the calling process are left untouched.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -71,8 +93,7 @@ class EpochSeeded(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+        with seeded_item_rngs((self.seed * 1_000_003 + epoch) * 10_000_019 + index):
             return self.dataset[index]
 
 
