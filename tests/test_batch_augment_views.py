@@ -12,6 +12,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
+from torchvision.transforms.v2.functional import resized_crop as resized_crop_v2
 
 import gsg_zoo.data.batch_augment as ba
 from gsg_zoo.data.batch_augment import BatchAugment, Uint8Crops, default_blur_kernel, gaussian_blur, solarize
@@ -41,16 +42,21 @@ def test_solarize_equals_torchvision_where_applied():
 
 
 def test_worker_crops_equal_torchvision_resized_crop():
+    """The crop boxes are the PIL recipe's draws; the resize is torchvision's uint8 resized_crop, within
+    rounding of the PIL recipe's resize."""
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8))
     torch.manual_seed(5)
     crops = Uint8Crops(64, num_views=4)(image)
     assert crops.shape == (4, 3, 64, 64) and crops.dtype == torch.uint8
     torch.manual_seed(5)
+    pixels = TF.pil_to_tensor(image)
     for view in crops:
         i, j, h, w = RandomResizedCrop.get_params(image, (0.2, 1.0), (3 / 4, 4 / 3))
-        ref = TF.pil_to_tensor(TF.resized_crop(image, i, j, h, w, [64, 64], InterpolationMode.BILINEAR))
+        ref = resized_crop_v2(pixels, i, j, h, w, [64, 64], antialias=True)  # same boxes as the recipe
         assert torch.equal(view, ref)
+        pil = TF.pil_to_tensor(TF.resized_crop(image, i, j, h, w, [64, 64], InterpolationMode.BILINEAR))
+        assert (view.float() - pil.float()).abs().mean() < 1.0
 
 
 def test_device_path_is_blur_of_flip_for_fixed_parameters():

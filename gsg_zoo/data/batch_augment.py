@@ -69,11 +69,15 @@ def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
-    """Rotate the hue by ``shift`` turns (``(N,)``, in [-0.5, 0.5]) through HSV, as torchvision does."""
+    """Rotate the hue by ``shift`` turns (``(N,)``, in [-0.5, 0.5]) through HSV, as torchvision does.
+
+    RGB -> HSV is torchvision's ``_rgb2hsv``; HSV -> RGB uses the closed form
+    ``c = v - v s clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6h) mod 6`` for ``n = 5, 3, 1`` (R, G, B), the
+    same function as torchvision's six-case ``_hsv2rgb`` (within 1e-6, tested) at half the memory traffic.
+    """
     r, g, b = x.unbind(1)
     maxc, _ = x.max(1)
     minc, _ = x.min(1)
-    v = maxc
     delta = maxc - minc
     eqc = delta == 0
     s = delta / torch.where(eqc, torch.ones_like(maxc), maxc)
@@ -82,17 +86,9 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
     h = torch.where(eqc, torch.zeros_like(h), h)
     h = torch.fmod(h / 6.0 + 1.0 + shift.view(-1, 1, 1), 1.0)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1 - s)).clamp(0, 1)
-    q = (v * (1 - s * f)).clamp(0, 1)
-    t = (v * (1 - s * (1 - f))).clamp(0, 1)
-    choices = torch.stack(
-        [torch.stack(c, 1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 1
-    )  # (N, 6, 3, H, W)
-    idx = i.unsqueeze(1).unsqueeze(1).expand(-1, 1, 3, -1, -1)
-    return choices.gather(1, idx).squeeze(1)
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
+    return maxc.unsqueeze(1) - (maxc * s).unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp(0, 1)
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
@@ -244,8 +240,10 @@ class Uint8Crops:
     crops at ``size`` x ``size``, uint8 ``(num_views, 3, size, size)``; no colour work.
 
     Each crop's box is torchvision's ``RandomResizedCrop.get_params`` (scale ``(min_scale, 1)``, ratio
-    3/4-4/3, the worker's torch RNG), cropped and resized with PIL bilinear exactly as
-    ``torchvision.transforms.functional.resized_crop`` does for PIL images (tested equal).
+    3/4-4/3, the worker's torch RNG), as in the PIL recipe. The crop is resized by torchvision's
+    ``resized_crop`` on the uint8 tensor (bilinear, antialiased: its vectorised uint8 kernel, about 5x
+    faster here than PIL's ``resize``), which differs from the PIL recipe's resize by rounding only
+    (mean |difference| under one grey level, tested).
     """
 
     def __init__(self, size: int, num_views: int, min_scale: float = 0.2) -> None:
@@ -253,13 +251,14 @@ class Uint8Crops:
 
     def __call__(self, image: Image.Image) -> Tensor:
         from torchvision.transforms import RandomResizedCrop
+        from torchvision.transforms.v2.functional import resized_crop
 
         image = image.convert("RGB") if image.mode != "RGB" else image
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
         crops = []
         for _ in range(self.num_views):
             i, j, h, w = RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3))
-            view = image.crop((j, i, j + w, i + h)).resize((self.size, self.size), Image.BILINEAR)
-            crops.append(torch.from_numpy(np.asarray(view, dtype=np.uint8).copy()).permute(2, 0, 1))
+            crops.append(resized_crop(pixels, i, j, h, w, [self.size, self.size], antialias=True))
         return torch.stack(crops)
 
     def __repr__(self) -> str:
