@@ -45,11 +45,48 @@ def load_manifest(path: str | os.PathLike | None = None, *, missing_ok: bool = F
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise ValueError(f"{path} is not a gsg-zoo manifest (expected {{'models': [...]}})")
+    validate_manifest(data["models"], path)
     return data["models"]
+
+
+REQUIRED_KEYS = ("name", "hub_id", "revision", "architecture", "timm_tag", "method", "pretrain_data",
+                 "results", "sha256", "pretrained_cfg")  # fmt: skip
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def entry_problems(entry: Any) -> list[str]:
+    """What is wrong with one manifest entry (empty: valid)."""
+    if not isinstance(entry, dict):
+        return [f"not an object: {entry!r}"]
+    missing = [k for k in REQUIRED_KEYS if k not in entry]
+    if missing:
+        return [f"missing {missing}"]
+    checks = [
+        (_NAME.match(str(entry["name"])), f"name {entry['name']!r} (letters, digits, '.', '_', '-')"),
+        (_HUB_ID.match(str(entry["hub_id"])), f"hub_id {entry['hub_id']!r} (ORG/NAME)"),
+        (isinstance(entry["revision"], str) and entry["revision"], f"revision {entry['revision']!r}"),
+        (_TAG.match(str(entry["timm_tag"])), f"timm_tag {entry['timm_tag']!r} (lower-case, digits, '_')"),
+        (_SHA256.match(str(entry["sha256"])), f"sha256 {entry['sha256']!r} (64 hex digits)"),
+        (isinstance(entry["results"], list), "results (a list)"),
+        (isinstance(entry["pretrained_cfg"], dict), "pretrained_cfg (an object)"),
+    ]
+    return [f"bad {what}" for ok, what in checks if not ok]
+
+
+def validate_manifest(entries: list[Any], path: str | os.PathLike = "manifest") -> None:
+    """Raise ``ValueError`` naming every bad entry, and duplicate names or timm names."""
+    problems = [f"entry {i}: {p}" for i, e in enumerate(entries) for p in entry_problems(e)]
+    if not problems:
+        for key, label in ((lambda e: e["name"], "name"), (timm_name, "timm name")):
+            seen = [key(e) for e in entries]
+            problems += [f"duplicate {label} {v!r}" for v in sorted({v for v in seen if seen.count(v) > 1})]
+    if problems:
+        raise ValueError(f"{path}: invalid zoo manifest: " + "; ".join(problems))
 
 
 def save_manifest(entries: list[dict[str, Any]], path: str | os.PathLike | None = None) -> Path:
     path = manifest_path(path)
+    validate_manifest(entries, path)
     doc = {"format_version": MANIFEST_FORMAT, "models": sorted(entries, key=lambda e: e["name"])}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -145,6 +145,7 @@ def test_shipped_manifest_is_valid_and_real():
     """The package's manifest lists only published checkpoints; each entry is complete."""
     doc = json.loads(MANIFEST_PATH.read_text())
     assert doc["format_version"] == 1 and isinstance(doc["models"], list)
+    assert load_manifest(MANIFEST_PATH) == doc["models"]  # the validator (tests/test_zoo_tags.py) passes
     required = {"name", "hub_id", "revision", "architecture", "timm_tag", "pretrained_cfg", "method",
                 "pretrain_data", "results", "sha256"}  # fmt: skip
     for e in doc["models"]:

@@ -154,3 +154,58 @@ def test_import_gsg_zoo_registers_the_manifest(offline_hub, tmp_path):
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _write(path, entries) -> None:
+    path.write_text(json.dumps({"format_version": 1, "models": entries}))
+
+
+def test_manifest_validator_on_a_non_empty_fixture(tmp_path):
+    """load_manifest validates: two good entries load; each kind of bad entry is named."""
+    other = _entry(name="other", timm_tag="gsg_other", revision=SHA, sha256="a" * 64)
+    manifest = tmp_path / "zoo.json"
+    _write(manifest, [_entry(), other])
+    assert [e["name"] for e in zoo.load_manifest(manifest)] == [NAME, "other"]
+    no_sha = {k: v for k, v in _entry().items() if k != "sha256"}
+    bad = [
+        (no_sha, r"entry 1: missing \['sha256'\]"),
+        ("resnet50", "entry 1: not an object"),
+        (_entry(name="bad name"), "bad name 'bad name'"),
+        (_entry(hub_id="no-slash"), "bad hub_id 'no-slash'"),
+        (_entry(revision=""), "bad revision ''"),
+        (_entry(timm_tag="Gsg-X"), "bad timm_tag 'Gsg-X'"),
+        (_entry(sha256="abc"), "bad sha256 'abc'"),
+        (_entry(results={}), "bad results"),
+        (_entry(pretrained_cfg=[]), "bad pretrained_cfg"),
+        (_entry(timm_tag="gsg_two"), f"duplicate name '{NAME}'"),
+        (_entry(name="two", timm_tag="gsg_other"), f"duplicate timm name '{ARCH}.gsg_other'"),
+    ]
+    for entry, match in bad:
+        _write(manifest, [other, entry] if "duplicate" not in match else [_entry(), other, entry])
+        with pytest.raises(ValueError, match=match):
+            zoo.load_manifest(manifest)
+    with pytest.raises(ValueError, match="bad sha256"):
+        zoo.save_manifest([_entry(sha256="x")], tmp_path / "never.json")
+    assert not (tmp_path / "never.json").exists()
+
+
+def test_a_pinned_revision_loads_its_own_weights_offline(offline_hub, tmp_path, monkeypatch):
+    """refs/main moves to a newer commit; an entry pinned to the old sha still loads the old snapshot."""
+    _, pinned_weights = offline_hub
+    repo = tmp_path / "hub" / ("models--" + HUB_ID.replace("/", "--"))
+    newer = "fedcba9876543210fedcba9876543210fedcba98"
+    model = timm.create_model(ARCH, pretrained=False, num_classes=0)
+    timm.models.save_for_hf(model, repo / "snapshots" / newer, safe_serialization=True)
+    (repo / "refs" / "main").write_text(newer)
+    manifest = tmp_path / "pinned.json"
+    _write(manifest, [_entry(revision=SHA), _entry(name="latest", timm_tag="gsg_latest")])
+    zoo.register_timm_tags(manifest)
+    pinned = timm.create_model(f"{ARCH}.gsg_tiny_simsiam_in1k", pretrained=True).state_dict()
+    latest = timm.create_model(f"{ARCH}.gsg_latest", pretrained=True).state_dict()
+    assert all(torch.equal(pinned[k], pinned_weights[k]) for k in pinned_weights)
+    assert all(torch.equal(latest[k], model.state_dict()[k]) for k in latest)
+    assert not torch.equal(pinned["conv1.0.weight"], latest["conv1.0.weight"])
+    monkeypatch.setenv("GSG_ZOO_MANIFEST", str(manifest))
+    assert zoo.resolve_zoo_name(NAME) == f"hf-hub:{HUB_ID}@{SHA}"  # the zoo:NAME model-spec route
+    loaded = zoo.load(NAME).state_dict()
+    assert all(torch.equal(loaded[k], pinned_weights[k]) for k in pinned_weights)
