@@ -19,8 +19,8 @@ test-fast:
 lint:
 	@V=$$(bash tools/venv.sh) && $$V/bin/ruff check . && $$V/bin/ruff format --check gsg_zoo tests
 
-demo:  ## pretrain SimSiam+GSG on the built-in data, evaluate, export, reload, write the card
-	@V=$$(bash tools/venv.sh) && $$V/bin/gsg demo --out runs/demo
+demo:  ## pretrain SimSiam+GSG on Fashion-MNIST (found or downloaded; offline: the built-in data), evaluate, export, reload, write the card
+	@V=$$(bash tools/venv.sh) && $$V/bin/gsg demo --out runs/demo --download
 
 experiment:  ## the paper's two qualitative claims at CPU scale, 3 seeds (~30 min on 2 cores)
 	@V=$$(bash tools/venv.sh) && $$V/bin/gsg experiment claims --seeds 0,1,2 --out runs/claims
