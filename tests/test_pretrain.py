@@ -1,14 +1,9 @@
-"""Pretraining engine: exact kill-and-resume, DDP (gloo), corrupt images, NaN guard, collapse proxy."""
+"""Pretraining engine: recipes, sampler, corrupt images, NaN guard, refused resumes, collapse proxy.
+
+Exact kill-and-resume and DDP (gloo) are tested in tests/test_resume.py.
+"""
 
 from __future__ import annotations
-
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -40,25 +35,6 @@ TINY = [
 ]
 
 
-def gsg_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gsg_zoo", *args]
-
-
-def sets(*extra: str) -> list[str]:
-    out = []
-    for s in [*TINY, *extra]:
-        out += ["--set", s]
-    return out
-
-
-def run_cli(tmp: Path, *extra: str, out: str = "run", check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        gsg_cmd("pretrain", "demo", "--out", str(tmp / out), "--no-progress", *sets(*extra)),
-        capture_output=True, text=True, env=env, check=check, timeout=600,
-    )  # fmt: skip
-
-
 def test_recipes_load_and_overrides():
     for name in [
         "demo",
@@ -77,45 +53,6 @@ def test_recipes_load_and_overrides():
         load_recipe("demo", ["train.epoch=3"])
     with pytest.raises(FileNotFoundError, match="no_such_recipe.*demo"):  # names the recipes there are
         load_recipe("no_such_recipe")
-
-
-@pytest.mark.slow
-def test_kill_and_resume_is_exact(tmp_path):
-    """SIGKILL during epoch 2, resume: final weights equal an uninterrupted run's, bit for bit."""
-    extra = ["train.epochs=3", "monitor.every=-1", "method=byol_gsg"]
-    run_cli(tmp_path, *extra, out="full")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = gsg_cmd("pretrain", "demo", "--out", str(tmp_path / "killed"), "--no-progress", *sets(*extra))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "killed" / "checkpoints" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)  # somewhere inside epoch 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert load_checkpoint(last)["epoch"] < 3, "the run finished before it could be killed"
-    run_cli(tmp_path, *extra, out="killed")
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    b = load_checkpoint(last)
-    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), k
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_gloo(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "gsg_zoo", "pretrain", "demo", "--out", str(tmp_path / "ddp"), "--no-progress",
-           *sets("train.epochs=1", "train.max_steps_per_epoch=2")]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 2
-    assert summary["knn_top1"] is not None
 
 
 def test_epoch_sampler_shards_are_disjoint_and_deterministic():

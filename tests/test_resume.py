@@ -137,24 +137,40 @@ def test_recipes_default_loader_is_multiprocess_and_persistent():
     assert load_recipe("demo", LOADER_DEFAULTS).data.num_workers == dc.num_workers
 
 
+MID_EPOCH = {"at": "step", "n": STEPS_PER_EPOCH + 1}  # epoch 2's 2nd step: resumes at epoch 1
+IN_WRITE = {"at": "write", "n": 1}  # resumed at epoch 1: its 1st save (epoch 2), before the rename
+AFTER_SAVE = {"at": "after", "n": 1}  # the same save, right after the rename
+EVERY_KILL = (MID_EPOCH, IN_WRITE, AFTER_SAVE)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["simsiam_gsg", "byol_gsg"])
-@pytest.mark.parametrize("views", ["pil", "batch_augment"])
-def test_kill_anywhere_and_resume_is_exact(tmp_path, method, views):
-    """Killed mid-epoch 2, during epoch 2's checkpoint write, right after it: equal to no kill."""
+@pytest.mark.parametrize(
+    ("method", "views", "kills"),
+    [
+        ("simsiam_gsg", "pil", EVERY_KILL),
+        ("byol_gsg", "batch_augment", EVERY_KILL),
+        ("simsiam_gsg", "batch_augment", (MID_EPOCH,)),
+        ("byol_gsg", "pil", (MID_EPOCH,)),
+    ],
+    ids=["simsiam_gsg-pil-every_kill", "byol_gsg-batch_augment-every_kill", "simsiam_gsg-batch_augment-mid",
+         "byol_gsg-pil-mid"],
+)  # fmt: skip
+def test_kill_and_resume_is_exact(tmp_path, method, views, kills):
+    """Killed (in turn) mid-epoch 2, during epoch 2's checkpoint write, right after it, and resumed
+    each time: the end state equals an uninterrupted run's. Each method and each view path meets every
+    kill; every pair of them the mid-epoch one (the kill of issue 18)."""
     run = [*RUN, f"method={method}", f"data.batch_augment={views == 'batch_augment'}"]
-    pretrain(tmp_path, "full", run)
-    run_until_killed(tmp_path, "killed", run, {"at": "step", "n": STEPS_PER_EPOCH + 1})
-    assert last(tmp_path, "killed")["epoch"] == 1
-    run_until_killed(tmp_path, "killed", run, {"at": "write", "n": 1})  # resumed at 1: its 1st save
     ckpts = tmp_path / "killed" / "checkpoints"
-    assert list(ckpts.glob(".last.pt.*.tmp")), "killed after the write, before the rename"
-    assert last(tmp_path, "killed")["epoch"] == 1, "the previous checkpoint stays loadable"
-    run_until_killed(tmp_path, "killed", run, {"at": "after", "n": 1})
-    assert last(tmp_path, "killed")["epoch"] == 2
+    pretrain(tmp_path, "full", run)
+    for kill in kills:
+        run_until_killed(tmp_path, "killed", run, kill)
+        if kill is IN_WRITE:
+            assert list(ckpts.glob(".last.pt.*.tmp")), "killed after the write, before the rename"
+        want = 2 if kill is AFTER_SAVE else 1  # the killed write leaves the previous one, loadable
+        assert last(tmp_path, "killed")["epoch"] == want, kill
     pretrain(tmp_path, "killed", run)
     assert_same_run(last(tmp_path, "full"), last(tmp_path, "killed"))
-    assert not list(ckpts.glob(".*.tmp")), "the killed write's temporary file is cleaned up"
+    assert not list(ckpts.glob(".*.tmp")), "a killed write's temporary file is cleaned up"
 
 
 @pytest.mark.slow
@@ -200,6 +216,7 @@ def test_checkpoint_from_before_the_streams_change_resumes_with_a_warning(tmp_pa
     assert last(tmp_path, "run")["rng_streams"] == 2
 
 
+@pytest.mark.slow
 def test_ddp_gradients_match_a_single_process(tmp_path):
     """See GRAD_DRIVER: all-reduced gradients are equal on both ranks, and equal one process's."""
     driver = tmp_path / "grads.py"

@@ -1,10 +1,13 @@
 """The shared training step and the trainer's parts: one step for trainer and benchmarks, RNG
-restore on resume, epochs whose batches are all skipped, the monitor schedule."""
+restore on resume, epochs whose batches are all skipped, the monitor schedule, and the random
+streams (each seeded from its key, none drawn from the global RNG: issue 18)."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_benchmarks import load
@@ -12,11 +15,14 @@ from test_pretrain import TINY as PRETRAIN_TINY
 
 import gsg_zoo.train_step as ts
 from gsg_zoo import trainer
+from gsg_zoo.data.datasets import EpochSeeded
 from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
 from gsg_zoo.monitors import monitor_due
 from gsg_zoo.optim import lr_at
+from gsg_zoo.pairing import pair_indices
 from gsg_zoo.recipes import load_recipe
 from gsg_zoo.run_state import restore_rng, rng_state
+from gsg_zoo.train_data import stream_seed
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 TINY = [*PRETRAIN_TINY, "monitor.every=-1"]
@@ -141,3 +147,91 @@ def test_monitor_due_schedule():
     assert [e for e in range(1, 6) if monitor_due(2, e, 5)] == [2, 4, 5]
     assert [e for e in range(1, 6) if monitor_due(0, e, 5)] == [5]
     assert not any(monitor_due(-1, e, 5) for e in range(1, 6))
+
+
+def test_stream_seeds_are_keyed_and_distinct():
+    keys = [(s, stream, e, r, k) for s in (0, 1) for stream in ("pairing", "views", "loader", "global")
+            for e in range(3) for r in range(2) for k in range(3)]  # fmt: skip
+    seeds = [stream_seed(*key) for key in keys]
+    assert seeds == [stream_seed(*key) for key in keys] and len(set(seeds)) == len(keys)
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_learner_pairing_draws_from_the_generator_given_else_the_global_rng():
+    learner = tiny_learner("simsiam_gsg")
+    views = [torch.randn(8, 3, 16, 16) for _ in range(4)]
+    a = learner(views, generator=torch.Generator().manual_seed(5)).pairing
+    torch.rand(3)  # other draws from the global RNG change nothing
+    b = learner(views, generator=torch.Generator().manual_seed(5)).pairing
+    assert torch.equal(a, b) and torch.equal(a, pair_indices(8, generator=torch.Generator().manual_seed(5)))
+    torch.manual_seed(7)
+    c = learner(views).pairing  # no generator: the global RNG, as before
+    torch.manual_seed(7)
+    assert torch.equal(c, pair_indices(8))
+
+
+def trainer_pairings(out: Path, monkeypatch: pytest.MonkeyPatch, disturb: bool) -> list[torch.Tensor]:
+    """The pairings of 2 trainer steps; ``disturb``: something else draws from the global RNG first."""
+    pairings, real_views = [], trainer.step_views
+
+    def step(*args, **kwargs):
+        out = ts.train_step(*args, **kwargs)
+        pairings.append(out.pairing)
+        return out
+
+    def views(*args, **kwargs):
+        if disturb:
+            torch.rand(7)
+        return real_views(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer, "step_views", views)
+    recipe = load_recipe(
+        "demo", [*TINY, "method=simsiam_gsg", "train.epochs=1", "train.max_steps_per_epoch=2"]
+    )
+    trainer.Pretrainer(recipe, out, progress=False).run()
+    return pairings
+
+
+def test_trainer_pairing_ignores_other_draws_from_the_global_rng(tmp_path, monkeypatch):
+    calm = trainer_pairings(tmp_path / "calm", monkeypatch, disturb=False)
+    disturbed = trainer_pairings(tmp_path / "disturbed", monkeypatch, disturb=True)
+    assert len(calm) == 2 and all(torch.equal(a, b) for a, b in zip(calm, disturbed))
+
+
+def test_loader_iterator_does_not_draw_from_the_global_rng(tmp_path):
+    """Issue 18's root cause: a new DataLoader iterator drew its workers' base seed from the global
+    RNG (once per process with persistent workers), which shifted the pairing of a resumed run."""
+    recipe = load_recipe("demo", [*TINY, "data.num_workers=2", "data.persistent_workers=true"])
+    run = trainer.Pretrainer(recipe, tmp_path / "run", progress=False)
+    run._start_epoch()
+    state = torch.get_rng_state()
+    next(iter(run.train_loader))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+class Draws(torch.utils.data.Dataset):
+    """Items drawn from the torch, ``random`` and NumPy global RNGs."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[float, float, float]:
+        return float(torch.rand(())), random.random(), float(np.random.rand())
+
+
+def seed_all(seed: int) -> tuple[float, float, float]:
+    """Seed the torch, ``random`` and NumPy global RNGs; returns one draw of each, then reseeds."""
+    torch.manual_seed(seed), random.seed(seed), np.random.seed(seed)  # noqa: B018
+    draws = float(torch.rand(())), random.random(), float(np.random.rand())
+    torch.manual_seed(seed), random.seed(seed), np.random.seed(seed)  # noqa: B018
+    return draws
+
+
+def test_epoch_seeded_items_are_keyed_and_leave_the_global_rngs_alone():
+    ds = EpochSeeded(Draws(), seed=3)
+    expected = seed_all(1)
+    first = [ds[(i, 2)] for i in range(4)]
+    assert (float(torch.rand(())), random.random(), float(np.random.rand())) == expected
+    seed_all(9)
+    assert [ds[(i, 2)] for i in range(4)] == first and ds[(0, 3)] != first[0]
