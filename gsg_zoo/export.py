@@ -1,5 +1,8 @@
 """Export a training checkpoint's backbone as a timm Hub model folder, verified and checksummed.
 
+:func:`export_checkpoint` exports a ``gsg pretrain`` checkpoint, :func:`import_checkpoint` another
+code base's (``gsg import``, :mod:`gsg_zoo.importers`); both write through :func:`write_export`.
+
 An export directory holds (file names: :mod:`gsg_zoo.layout`):
 
 * ``model.safetensors`` + ``config.json``: the backbone alone, timm parameter names, written by

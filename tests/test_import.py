@@ -409,3 +409,10 @@ def test_layouts_with_no_exact_timm_architecture_are_refused(tmp_path):
     ckpt["state_dict"]["backbone.conv1.weight"] = torch.zeros(64, 3, 3, 3)
     with pytest.raises(ForeignCheckpointError, match="padding 2"):
         read_checkpoint(_save(tmp_path, ckpt, "solo_cifar.ckpt"))
+
+
+def test_the_command_offers_every_format():
+    from gsg_zoo.commands import import_checkpoint
+    from gsg_zoo.importers import FORMAT_NAMES
+
+    assert set(import_checkpoint.FORMATS) == {"auto", *FORMAT_NAMES}
