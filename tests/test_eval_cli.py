@@ -8,7 +8,7 @@ from eval_fakes import SUITE_WRITERS, write_cifar, write_imagefolder, write_stl1
 from safetensors.torch import load_file
 
 from gsg_zoo.cli import main
-from gsg_zoo.eval.logreg import c_grid
+from gsg_zoo.eval.ssl_transfer import c_values
 
 MODEL = ["--model", "random:mobilenetv3_small_050", "--image-size", "32", "--workers", "0", "--quiet"]
 
@@ -109,15 +109,20 @@ def test_transfer_suite_end_to_end(tmp_path, capsys):
         SUITE_WRITERS[name](data)
     out = tmp_path / "out"
     args = ["transfer", "classification", *MODEL, "--datasets", ",".join(names), "--data", str(data),
-            "--out", str(out), "--num-c", "3", "--max-iter", "50", "--no-cache"]  # fmt: skip
+            "--out", str(out), "--num-c", "3", "--no-cache"]  # fmt: skip
     assert _run(args) == 0
     res = json.loads((out / "transfer_classification.json").read_text())
     assert list(res["datasets"]) == names
     for name, r in res["datasets"].items():
-        assert any(r["best_C"] == pytest.approx(c) for c in c_grid(3)), name
+        assert any(r["best_C"] == pytest.approx(c) for c in c_values(3)), name
         assert 0 <= r["test"] <= 100 and len(r["val_curve"]) == 3
     assert res["datasets"]["voc2007"]["metric"] == "map11"
-    assert res["datasets"]["caltech101"]["sizes"] == {"train": 72, "val": 18, "trainval": 90, "test": 9}
+    assert (
+        res["solver"] == "sklearn" and res["protocol"] == "ssl-transfer-linear" and res["precision"] == "fp32"
+    )
+    # Caltech-101 fake: 4 classes x 33 images, 78 drawn for train; val = floor(0.2 * 78) = 15
+    assert res["datasets"]["caltech101"]["sizes"] == {"train": 63, "val": 15, "trainval": 78, "test": 54}
+    assert "generated" in res["datasets"]["caltech101"]["notes"]
     assert res["datasets"]["dtd"]["sizes"]["val"] == 12  # official validation split
     assert "partition 01" in res["datasets"]["sun397"]["notes"]
     md = (out / "transfer_classification.md").read_text()
@@ -127,12 +132,16 @@ def test_transfer_suite_end_to_end(tmp_path, capsys):
 def test_transfer_skips_missing_datasets(tmp_path, capsys):
     SUITE_WRITERS["dtd"](tmp_path)
     args = ["transfer", "classification", *MODEL, "--datasets", "dtd,food101", "--data", str(tmp_path),
-            "--out", str(tmp_path / "out"), "--num-c", "2", "--max-iter", "20", "--no-cache"]  # fmt: skip
+            "--out", str(tmp_path / "out"), "--num-c", "2", "--max-iter", "20", "--no-cache",
+            "--solver", "torch"]  # fmt: skip
     assert _run(args) == 0
     captured = capsys.readouterr().out
     assert "food101: skipped: Food-101 not found" in captured
     res = json.loads((tmp_path / "out" / "transfer_classification.json").read_text())
     assert "skipped" in res["datasets"]["food101"] and res["datasets"]["dtd"]["test"] >= 0
+    # the torch variant prints its agreement with the scikit-learn reference, measured on the fixture
+    assert res["solver"] == "torch" and set(res["torch_agreement"]) == {"multinomial", "multilabel"}
+    assert "Agreement of `--solver torch` with the scikit-learn reference" in captured
 
 
 def test_pixels_spec_is_the_normalised_image(tmp_path):

@@ -95,6 +95,22 @@ def eval_transform(
     )
 
 
+def square_resize_transform(
+    size: int = 224, resize: int = 256, mean: Any = IMAGENET_MEAN, std: Any = IMAGENET_STD
+) -> T.Compose:
+    """GSG's ``main_knn.py`` (github.com/bych-lee/gsg): ``Resize([resize, resize])`` (square, aspect not
+    kept, bilinear), ``CenterCrop(size)``, tensor, normalise (ImageNet mean/std by default)."""
+    return T.Compose(
+        [
+            ToRGB(),
+            T.Resize([resize, resize], interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            _normalize(mean, std),
+        ]
+    )
+
+
 def probe_transform(size: int, mean: Any, std: Any, interpolation: str = "bilinear") -> T.Compose:
     """The linear-probe training augmentation: ``RandomResizedCrop(size)`` + horizontal flip."""
     return T.Compose(

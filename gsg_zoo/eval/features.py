@@ -57,11 +57,16 @@ class ExtractOptions:
     batch_size: int = 256
     num_workers: int | None = None  # None: min(8, cpu count)
     device: str | None = None  # None/"auto": CUDA if available
-    amp: bool = True  # bf16 autocast on CUDA (recorded in the cache key)
+    amp: bool = False  # bf16 autocast on CUDA, a variant (``--amp``; recorded in the cache key)
     progress: bool = True
 
     def workers(self) -> int:
         return min(8, os.cpu_count() or 1) if self.num_workers is None else self.num_workers
+
+
+def precision_tag(options: ExtractOptions) -> str:
+    """``"bf16-autocast"`` when ``options.amp`` on a CUDA device, else ``"fp32"`` (what reports print)."""
+    return "bf16-autocast" if options.amp and resolve_device(options.device).type == "cuda" else "fp32"
 
 
 @dataclass
@@ -151,8 +156,7 @@ class FeatureCache:
     ) -> Features:
         """Features of ``dataset`` (already wrapped with ``transform``): from the cache or computed."""
         opt = options or ExtractOptions()
-        device = resolve_device(opt.device)
-        amp_tag = "bf16-autocast" if device.type == "cuda" and opt.amp else "fp32"
+        amp_tag = precision_tag(opt)
         dataset_id = {**dataset_id, "length": len(dataset)}
         key = self.key(model, dataset_id, transform, amp_tag)
         path = self.path_for(key)

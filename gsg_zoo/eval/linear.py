@@ -1,9 +1,9 @@
 """Linear probes on a frozen backbone.
 
 * ``reference``: the SimSiam/MoCo linear-classification protocol. Frozen backbone in eval mode,
-  ``fc`` initialised N(0, 0.01) with zero bias, LARS (trust coefficient 0.001; only the fc weight is
-  adapted) or SGD with momentum 0.9, lr ``0.1 x batch / 256``, batch 4096, no weight decay, 90 epochs
-  of per-epoch cosine decay, RandomResizedCrop + flip on training images (re-encoded every epoch),
+  ``fc`` initialised N(0, 0.01) with zero bias, SGD with momentum 0.9 wrapped in apex LARC (trust
+  coefficient 0.001, no clipping; adapts weight and bias, :class:`LARC`) or plain SGD, lr
+  ``0.1 x batch / 256``, batch 4096, no weight decay, 90 epochs of per-epoch cosine decay, RandomResizedCrop + flip on training images (re-encoded every epoch),
   Resize + CenterCrop for evaluation.
 * ``fast``: the same linear layer and schedule trained on cached centre-crop features (no
   augmentation, no backbone passes after the first; features standardised), or multinomial
@@ -48,18 +48,65 @@ def make_classifier(dim: int, num_classes: int) -> nn.Linear:
     return fc
 
 
-def make_optimizer(fc: nn.Module, cfg: LinearConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "lars":
-        from ..optim import LARS
+class LARC:
+    """apex's ``LARC`` (github.com/NVIDIA/apex, ``apex/parallel/LARC.py``) in scaling mode around an
+    optimizer, as SimSiam's ``main_lincls.py`` builds it: ``LARC(SGD(...), trust_coefficient=.001, clip=False)``.
 
-        return LARS(
-            fc.parameters(), lr=cfg.effective_lr(), weight_decay=cfg.weight_decay, momentum=cfg.momentum
-        )
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            fc.parameters(), lr=cfg.effective_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: choose lars or sgd")
+    Every parameter of every group (the fc weight and its bias) whose weight and gradient norms are
+    both nonzero gets its gradient replaced by ``(g + wd p) * tc ||p|| / (||g|| + wd ||p|| + eps)``; the
+    group's weight decay is absorbed (set to 0 for the inner step, then restored). A zero parameter
+    (the bias at its zero init) takes the inner optimizer's plain step.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, trust_coefficient: float = 0.02, clip: bool = True,
+                 eps: float = 1e-8) -> None:  # fmt: skip
+        self.optim, self.trust_coefficient, self.clip, self.eps = optimizer, trust_coefficient, clip, eps
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optim.param_groups
+
+    @property
+    def state(self) -> dict:
+        return self.optim.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optim.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def _adapt(self, group: dict, weight_decay: float) -> None:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            param_norm, grad_norm = torch.norm(p.data), torch.norm(p.grad.data)
+            if param_norm != 0 and grad_norm != 0:
+                adaptive_lr = (
+                    self.trust_coefficient * param_norm / (grad_norm + param_norm * weight_decay + self.eps)
+                )
+                if self.clip:
+                    adaptive_lr = min(adaptive_lr / group["lr"], 1)
+                p.grad.data += weight_decay * p.data
+                p.grad.data *= adaptive_lr
+
+    def step(self) -> None:
+        weight_decays = []
+        for group in self.optim.param_groups:  # absorb weight decay control from the optimizer
+            weight_decays.append(group.get("weight_decay", 0))
+            group["weight_decay"] = 0
+            self._adapt(group, weight_decays[-1])
+        self.optim.step()
+        for group, wd in zip(self.optim.param_groups, weight_decays):
+            group["weight_decay"] = wd
+
+
+def make_optimizer(fc: nn.Module, cfg: LinearConfig) -> torch.optim.Optimizer | LARC:
+    """SimSiam ``main_lincls.py``: SGD(lr, momentum, weight decay), wrapped in apex LARC with ``--lars``."""
+    if cfg.optimizer not in ("lars", "sgd"):
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}: choose lars or sgd")
+    sgd = torch.optim.SGD(
+        fc.parameters(), lr=cfg.effective_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    return LARC(sgd, trust_coefficient=0.001, clip=False) if cfg.optimizer == "lars" else sgd
 
 
 def cosine_lr(cfg: LinearConfig, epoch: int) -> float:
@@ -67,7 +114,7 @@ def cosine_lr(cfg: LinearConfig, epoch: int) -> float:
     return cfg.effective_lr() * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
 
 
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+def _set_lr(opt: torch.optim.Optimizer | LARC, lr: float) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
 
@@ -127,7 +174,7 @@ def train_reference(
     cfg: LinearConfig,
     device: str | torch.device | None = None,
     num_workers: int = 4,
-    amp: bool = True,
+    amp: bool = False,
     progress: bool = True,
 ) -> nn.Linear:
     """The reference protocol: every epoch re-encodes augmented images through the frozen backbone."""

@@ -23,7 +23,7 @@ from .datasets import (
     protocol_indices,
     train_transform,
 )
-from .features import ExtractOptions, FeatureCache, Features
+from .features import ExtractOptions, FeatureCache, Features, precision_tag
 from .knn import DEFAULT_KS_AND_TS, knn_evaluate
 from .linear import LinearConfig, Timer, evaluate_fc, train_on_features, train_reference
 
@@ -41,6 +41,7 @@ class EvalContext:
     data_root: str | None = None
     download: bool = False
     subset: int | None = None
+    size_given: bool = False  # --image-size was passed (else: the model's data config)
 
     @classmethod
     def load(
@@ -60,7 +61,7 @@ class EvalContext:
         model, cfg = load_backbone(spec)
         size = int(image_size or cfg["input_size"][-1])
         return cls(spec, model, cfg, size, FeatureCache(cache_dir, enabled=use_cache), options or ExtractOptions(),
-                   data_root, download, subset)  # fmt: skip
+                   data_root, download, subset, image_size is not None)  # fmt: skip
 
     def eval_transform(self, crop_pct: float | None = None, interpolation: str | None = None) -> Any:
         """Resize(size / crop_pct) + CenterCrop(size): crop_pct 0.875 (224/256) for ImageNet-size inputs,
@@ -86,16 +87,44 @@ def _check_single_label(name: str) -> None:
         raise ValueError(f"{name} is multi-label: evaluate it with `gsg transfer classification`")
 
 
+#: ``gsg eval knn --protocol``: what each one is (reports and results JSON carry its name and settings)
+KNN_PROTOCOLS = {
+    "default": "InstDisc/DINO-style weighted kNN: the model's own preprocessing (Resize shorter side to "
+    "size / crop_pct, CenterCrop), several (k, T) pairs",
+    "gsg": "GSG main_knn.py (github.com/bych-lee/gsg): Resize([256, 256]) square, CenterCrop(224), "
+    "ImageNet mean/std, L2-normalised pooled features, k=200, T=0.2, votes exp(sim / T)",
+}
+GSG_KNN = ((200, 0.2),)
+
+
+def knn_transform(ctx: EvalContext, protocol: str) -> Any:
+    """The protocol's test-time transform: ``gsg`` is square-resize 256 + crop 224 with ImageNet
+    statistics (scaled by 256/224 from ``--image-size`` when one is given); ``default`` the model's own."""
+    if protocol == "gsg":
+        from ..data.augment import square_resize_transform
+
+        size = ctx.image_size if ctx.size_given else 224
+        return square_resize_transform(size, int(round(size * 256 / 224)))
+    if protocol == "default":
+        return ctx.eval_transform()
+    raise ValueError(f"unknown kNN protocol {protocol!r}: choose {', '.join(KNN_PROTOCOLS)}")
+
+
 def run_knn(
     ctx: EvalContext,
     dataset: str,
-    ks_and_ts: Sequence[tuple[int, float]] = DEFAULT_KS_AND_TS,
+    ks_and_ts: Sequence[tuple[int, float]] | None = None,
     chunk_size: int = 256,
+    protocol: str = "default",
 ) -> dict[str, Any]:
-    """Weighted kNN on cached centre-crop features; top-1/top-5 per ``(k, T)``."""
+    """Weighted kNN on cached centre-crop features; top-1/top-5 per ``(k, T)`` (see :data:`KNN_PROTOCOLS`)."""
     _check_single_label(dataset)
+    if ks_and_ts is None:
+        ks_and_ts = GSG_KNN if protocol == "gsg" else DEFAULT_KS_AND_TS
+    elif protocol == "gsg" and tuple(ks_and_ts) != GSG_KNN:
+        raise ValueError("--protocol gsg fixes k=200, T=0.2; use --protocol default for other k:T pairs")
     t0 = time.perf_counter()
-    transform = ctx.eval_transform()
+    transform = knn_transform(ctx, protocol)
     train, test = ctx.features(dataset, "train", transform), ctx.features(dataset, "test", transform)
     num_classes = num_classes_of(dataset, torch.cat([train.labels, test.labels]))
     t1 = time.perf_counter()
@@ -104,6 +133,15 @@ def run_knn(
     accs = knn_evaluate(bank, train.labels, test.feats, test.labels, ks_and_ts, num_classes, chunk_size)
     return {
         "evaluator": "knn",
+        "protocol": protocol,
+        "protocol_settings": {
+            "description": KNN_PROTOCOLS[protocol],
+            "transform": repr(transform),
+            "ks_and_ts": [list(kt) for kt in ks_and_ts],
+            "weight": "exp(sim / T)",
+            "features": "L2-normalised pooled",
+            "precision": precision_tag(ctx.options),
+        },
         "model": ctx.spec,
         "dataset": dataset,
         "image_size": ctx.image_size,
@@ -160,6 +198,7 @@ def run_linear(
         "num_test": len(test.feats),
         "num_classes": num_classes,
         "config": asdict(cfg),
+        "precision": precision_tag(ctx.options),
         **acc,
         **extra,
         "wall_seconds": total.seconds,
@@ -195,25 +234,73 @@ def _lbfgs_probe(train: Features, test: Features, num_classes: int, device: str 
     return topk_accuracy(ranked, test.labels), {"best_C": sweep.best_C, "val_top1": sweep.best_val}
 
 
+TRANSFER_SOLVERS = {
+    "sklearn": "ssl-transfer linear.py (github.com/linusericsson/ssl-transfer): scikit-learn "
+    "LogisticRegression(lbfgs, multinomial, warm_start) on raw features, C = 1/wd for wd in "
+    "logspace(-6, 5, 45), largest C first, ties keep the earlier C, refit on train+val from the last state",
+    "torch": "variant: torch L-BFGS on z-scored features, max_iter 1000 with tolerance, C swept small to large, "
+    "ties keep the smaller C, refit warm-started from the best-C fit",
+}
+
+
+def transfer_splits(info: Any, feats: dict[str, Features]) -> tuple[tuple[Tensor, Tensor], ...]:
+    """``(train, val, trainval, test)`` as ssl-transfer's loaders form them: the official val split where
+    one exists (trainval = train + val), else its seeded 20% of train (trainval = all of train)."""
+    from .ssl_transfer import reference_val_split
+
+    tr = feats["train"]
+    if info.has_val:
+        va = feats["val"]
+        train, val = (tr.feats, tr.labels), (va.feats, va.labels)
+        trainval = (torch.cat([tr.feats, va.feats]), torch.cat([tr.labels, va.labels]))
+    else:
+        t_idx, v_idx = (torch.tensor(i, dtype=torch.long) for i in reference_val_split(len(tr.feats)))
+        train, val = (tr.feats[t_idx], tr.labels[t_idx]), (tr.feats[v_idx], tr.labels[v_idx])
+        trainval = (tr.feats, tr.labels)
+    test = (feats["test"].feats, feats["test"].labels)
+    if info.multilabel:  # a class without a training positive has no binary problem to fit
+        keep = train[1].sum(0) > 0
+        train, val, trainval, test = ((x, y[:, keep]) for x, y in (train, val, trainval, test))
+    return train, val, trainval, test
+
+
+def _fit_transfer(name: str, info: Any, splits: tuple, solver: str, num_c: int, max_iter: int,
+                  ctx: EvalContext) -> dict[str, Any]:  # fmt: skip
+    """One dataset's protocol with the chosen solver (:data:`TRANSFER_SOLVERS`)."""
+    if solver == "sklearn":
+        from .ssl_transfer import as_arrays, reference_protocol
+
+        t0 = time.perf_counter()
+        res = reference_protocol(*(as_arrays(*s) for s in splits), metric=info.metric, num_wd=num_c)
+        return {**res, "seconds": time.perf_counter() - t0}
+    if solver != "torch":
+        raise ValueError(f"unknown solver {solver!r}: choose {', '.join(TRANSFER_SOLVERS)}")
+    from ..device import resolve_device
+    from .logreg import c_grid, transfer_protocol
+
+    train, val, trainval, test = splits
+    num_classes = None if info.multilabel else num_classes_of(name, torch.cat([trainval[1], test[1]]))
+    return transfer_protocol(train, val, trainval, test, info.metric, cs=c_grid(num_c), num_classes=num_classes,
+                             multilabel=info.multilabel, device=resolve_device(ctx.options.device),
+                             max_iter=max_iter, progress=ctx.options.progress, desc=f"{name} C sweep")  # fmt: skip
+
+
 def run_transfer(
     ctx: EvalContext,
     datasets: Sequence[str] = TRANSFER_SUITE,
     *,
     num_c: int = 45,
+    solver: str = "sklearn",
     max_iter: int = 1000,
-    dtype: torch.dtype = torch.float32,
     log: Any = print,
 ) -> dict[str, Any]:
-    """The many-shot linear transfer suite: one logistic-regression protocol per dataset.
+    """The many-shot linear transfer suite (ssl-transfer ``linear.py``): one logistic regression per dataset.
 
     Preprocessing: Resize(size, bicubic) + CenterCrop(size) (size 224 unless overridden), the model's
-    normalisation. Datasets missing under ROOT are skipped with a message.
+    normalisation. ``max_iter`` applies to ``solver="torch"`` only (the reference keeps scikit-learn's
+    default). Datasets missing under ROOT are skipped with a message.
     """
-    from ..device import resolve_device
-    from .logreg import c_grid, transfer_protocol
-
     transform = ctx.eval_transform(crop_pct=1.0, interpolation="bicubic")
-    device = resolve_device(ctx.options.device)
     results: dict[str, Any] = {}
     for name in datasets:
         info = get_info(name)
@@ -224,36 +311,37 @@ def run_transfer(
             continue
         t0 = time.perf_counter()
         feats = {split: ctx.features(name, split, transform) for split in info.splits}
-        if info.has_val:
-            tr, va = feats["train"], feats["val"]
-            train, val = (tr.feats, tr.labels), (va.feats, va.labels)
-            trainval = (torch.cat([tr.feats, va.feats]), torch.cat([tr.labels, va.labels]))
-        else:
-            idx = protocol_indices(len(feats["train"].feats))
-            f, lab = feats["train"].feats, feats["train"].labels
-            train, val, trainval = (
-                (f[idx["train"]], lab[idx["train"]]),
-                (f[idx["val"]], lab[idx["val"]]),
-                (f, lab),
-            )
-        test = (feats["test"].feats, feats["test"].labels)
-        if info.multilabel:  # classes without a training positive have no binary problem to fit
-            keep = train[1].sum(0) > 0
-            train, val, trainval, test = ((x, y[:, keep]) for x, y in (train, val, trainval, test))
-        num_classes = None if info.multilabel else num_classes_of(name, torch.cat([trainval[1], test[1]]))
-        res = transfer_protocol(train, val, trainval, test, info.metric, cs=c_grid(num_c), num_classes=num_classes,
-                                multilabel=info.multilabel, device=device, dtype=dtype, max_iter=max_iter,
-                                progress=ctx.options.progress, desc=f"{name} C sweep")  # fmt: skip
-        res.update(title=info.title, notes=info.notes, wall_seconds=time.perf_counter() - t0,
-                   feature_seconds=sum(f.seconds for f in feats.values()))  # fmt: skip
-        if name == "sun397":
-            res["notes"] = (
-                f"{info.notes}; used: {'partition 01' if _sun397_official(ctx) else 'seeded split'}"
-            )
+        res = _fit_transfer(name, info, transfer_splits(info, feats), solver, num_c, max_iter, ctx)
+        res.update(title=info.title, notes=_dataset_notes(ctx, name, info.notes),
+                   wall_seconds=time.perf_counter() - t0, feature_seconds=sum(f.seconds for f in feats.values()))  # fmt: skip
         results[name] = res
         log(f"{name}: {info.metric} {res['test']:.2f} (C={res['best_C']:.3g}, {res['wall_seconds']:.1f} s)")
-    return {"evaluator": "transfer-classification", "model": ctx.spec, "image_size": ctx.image_size,
-            "num_c": num_c, "datasets": results}  # fmt: skip
+    out = {"evaluator": "transfer-classification", "protocol": "ssl-transfer-linear", "solver": solver,
+           "solver_description": TRANSFER_SOLVERS[solver], "precision": precision_tag(ctx.options),
+           "model": ctx.spec, "image_size": ctx.image_size, "num_c": num_c, "datasets": results}  # fmt: skip
+    if solver == "torch":
+        from .agreement import measure
+
+        out["torch_agreement"] = measure(num_wd=num_c, max_iter=max_iter)
+    return out
+
+
+def _dataset_notes(ctx: EvalContext, name: str, notes: str) -> str:
+    """The registry's notes plus, for SUN397 and Caltech-101, which split was used."""
+    root = Path(ctx.data_root or ".").expanduser()
+    if name == "sun397":
+        return f"{notes}; used: {'partition 01' if _sun397_official(ctx) else 'seeded split'}"
+    if name == "caltech101":
+        from ..data.loaders import caltech101_split_files
+
+        files = caltech101_split_files(root)
+        used = (
+            f"split files {files[0]} / {files[1].name}"
+            if files
+            else "split generated by ssl-transfer's procedure"
+        )
+        return f"{notes}; used: {used}"
+    return notes
 
 
 def _sun397_official(ctx: EvalContext) -> bool:
@@ -266,7 +354,10 @@ def _sun397_official(ctx: EvalContext) -> bool:
 
 
 def knn_markdown(r: dict[str, Any]) -> str:
-    lines = [f"kNN on {r['dataset']} ({r['num_train']} train / {r['num_test']} test), model `{r['model']}`", "",
+    settings = r.get("protocol_settings", {})
+    lines = [f"kNN on {r['dataset']} ({r['num_train']} train / {r['num_test']} test), model `{r['model']}`",
+             f"protocol `{r.get('protocol', 'default')}`: {settings.get('description', '')}; "
+             f"precision {settings.get('precision', 'fp32')}", "",
              "| k | T | top-1 | top-5 |", "|---:|---:|---:|---:|"]  # fmt: skip
     lines += [
         f"| {x['k']} | {x['T']} | {x['top1']:.2f} | {x.get('top5', float('nan')):.2f} |" for x in r["results"]
@@ -278,7 +369,7 @@ def linear_markdown(r: dict[str, Any]) -> str:
     return (
         "\n".join(
             [
-                f"Linear probe on {r['dataset']}, model `{r['model']}`",
+                f"Linear probe on {r['dataset']}, model `{r['model']}`, precision {r.get('precision', 'fp32')}",
                 "",
                 "| protocol | solver | top-1 | top-5 | wall time (s) |",
                 "|---|---|---:|---:|---:|",
@@ -293,7 +384,9 @@ def linear_markdown(r: dict[str, Any]) -> str:
 def transfer_markdown(r: dict[str, Any]) -> str:
     from .metrics import METRIC_NAMES
 
-    lines = [f"Linear transfer (L-BFGS logistic regression), model `{r['model']}`, {r['image_size']} px", "",
+    lines = [f"Linear transfer (ssl-transfer protocol, solver `{r.get('solver', 'sklearn')}`), model `{r['model']}`, "
+             f"{r['image_size']} px, precision {r.get('precision', 'fp32')}",
+             f"solver: {r.get('solver_description', '')}", "",
              "| dataset | metric | test | best C | val | train/val/test | time (s) |",
              "|---|---|---:|---:|---:|---|---:|"]  # fmt: skip
     for name, x in r["datasets"].items():
@@ -303,6 +396,10 @@ def transfer_markdown(r: dict[str, Any]) -> str:
         s = x["sizes"]
         lines.append(f"| {x['title']} | {METRIC_NAMES[x['metric']]} | {x['test']:.2f} | {x['best_C']:.3g} | "
                      f"{x['val']:.2f} | {s['train']}/{s['val']}/{s['test']} | {x['wall_seconds']:.1f} |")  # fmt: skip
+    if "torch_agreement" in r:
+        from .agreement import markdown
+
+        lines += ["", markdown(r["torch_agreement"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
