@@ -4,9 +4,9 @@ The PIL pipeline (:mod:`gsg_zoo.data.augment`) runs per image in DataLoader work
 step outruns a few CPU workers. :class:`BatchAugment` applies the CIFAR/SimSiam recipe to a whole
 ``(N, C, H, W)`` uint8 batch on the GPU, independently per sample:
 
-- random resized crop (area ``min_scale``-1, aspect 3/4-4/3) and horizontal flip as one affine
-  ``grid_sample`` (bilinear); a crop that does not fit takes the whole image, which is torchvision's
-  fallback after 10 failed draws (torchvision first re-draws; here the draw is not repeated);
+- random resized crop (area ``min_scale``-1, aspect 3/4-4/3, re-drawn up to 10 times until it fits,
+  then the whole image: torchvision's distribution, tested) and horizontal flip as one affine
+  ``grid_sample`` (bilinear, continuous box: no rounding to whole pixels, no antialiasing);
 - colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue (in that fixed
   order, torchvision draws a random order), each matching ``torchvision.transforms.functional``'s
   ``adjust_*`` for the same factor (tested);
@@ -121,23 +121,32 @@ def default_blur_kernel(size: int) -> int:
 
 
 def crop_flip_theta(
-    n: int, min_scale: float, flip_p: float, generator: torch.Generator | None, device: torch.device
+    n: int,
+    min_scale: float,
+    flip_p: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+    attempts: int = 10,
 ) -> Tensor:
-    """Affine matrices ``(N, 2, 3)`` of random resized crops (+ flips) in ``affine_grid`` coordinates."""
+    """Affine matrices ``(N, 2, 3)`` of random resized crops (+ flips) in ``affine_grid`` coordinates.
 
-    def u(lo: float, hi: float) -> Tensor:
-        return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
+    As ``RandomResizedCrop.get_params``: area uniform in ``[min_scale, 1]``, aspect ratio log-uniform in
+    [3/4, 4/3], re-drawn until the crop fits (``attempts`` tries, all drawn at once), else the whole image.
+    """
 
-    area = u(min_scale, 1.0)
-    log_ratio = u(math.log(3 / 4), math.log(4 / 3))
-    ratio = log_ratio.exp()
-    w = (area * ratio).sqrt()  # crop sides as fractions of the image side
-    h = (area / ratio).sqrt()
-    fits = (w <= 1) & (h <= 1)  # else torchvision re-draws, then falls back to the whole image
-    w, h = torch.where(fits, w, 1.0), torch.where(fits, h, 1.0)
-    cx = (1 - w) * (2 * torch.rand(n, generator=generator, device=device) - 1)  # centre in [-1+w, 1-w]
-    cy = (1 - h) * (2 * torch.rand(n, generator=generator, device=device) - 1)
-    flip = torch.where(torch.rand(n, generator=generator, device=device) < flip_p, -1.0, 1.0)
+    def u(lo: float, hi: float, *shape: int) -> Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=generator, device=device)
+
+    area = u(min_scale, 1.0, attempts, n)
+    ratio = u(math.log(3 / 4), math.log(4 / 3), attempts, n).exp()
+    w, h = (area * ratio).sqrt(), (area / ratio).sqrt()  # crop sides as fractions of the image side
+    fits = (w <= 1) & (h <= 1)
+    first = fits.to(torch.uint8).argmax(0, keepdim=True)  # the first draw that fits
+    w = torch.where(fits.any(0), w.gather(0, first)[0], 1.0)
+    h = torch.where(fits.any(0), h.gather(0, first)[0], 1.0)
+    cx = (1 - w) * (2 * u(0.0, 1.0, n) - 1)  # centre in [-1+w, 1-w]
+    cy = (1 - h) * (2 * u(0.0, 1.0, n) - 1)
+    flip = torch.where(u(0.0, 1.0, n) < flip_p, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3, device=device)
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
