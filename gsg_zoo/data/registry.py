@@ -14,8 +14,9 @@ Every on-disk dataset lives under one ``--data ROOT`` in the layout its torchvis
 layouts do not collide, so one ROOT can hold the whole transfer suite). Nothing is downloaded unless
 ``download=True`` (``--download``). Protocol choices where torchvision has no split (Ericsson et al. 2021):
 
-* Caltech-101: 30 training images per class drawn with a fixed seed (0), the rest is test
-  (torchvision drops ``BACKGROUND_Google``, so 101 classes).
+* Caltech-101: ssl-transfer's 102 classes (``BACKGROUND_Google`` included): ``ROOT/caltech101/
+  {train,test}.txt`` when present, else the reference's draw (ImageFolder order, ``np.random.seed(0)``,
+  30 per class with replacement; test = never drawn), which reproduces the published files.
 * SUN397: torchvision's class has no partitions; the official partition 01 is read from
   ``Training_01.txt`` / ``Testing_01.txt`` in ``ROOT/SUN397/``, ``ROOT/SUN397/Partitions/`` or
   ``ROOT/Partitions/`` (from the official ``Partitions.zip``). Without them a seeded split of the
@@ -27,8 +28,9 @@ layouts do not collide, so one ROOT can hold the whole transfer suite). Nothing 
   pretraining reads any ``ROOT/<split>``.
 * MNIST, Fashion-MNIST, KMNIST (:mod:`.mnist`): torchvision's layout or a folder of the four idx
   files (Debian's); the 28 px grey images zero-padded to 32 px (then resized) in 3 channels.
-* A validation split, where none is official, is a seeded 20% of the training split
-  (:func:`gsg_zoo.eval.datasets.protocol_indices`).
+* A validation split, where none is official: for the transfer suite, ssl-transfer's (a seed-0 shuffle,
+  the first 20%: :func:`gsg_zoo.eval.ssl_transfer.reference_val_split`); for the fast linear probe's
+  own C/epoch choice, a seeded 20% of the training split (:func:`gsg_zoo.eval.datasets.protocol_indices`).
 """
 
 from __future__ import annotations
