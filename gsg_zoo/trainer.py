@@ -13,10 +13,10 @@ Exact resume: every random stream has its own seed, a pure function of its key
 index), the worker seeds of (seed, epoch, rank), the batch views and the GSG pairing of (seed,
 epoch, rank, step); the global RNG is re-seeded from (seed, epoch, rank, step) before each step for
 whatever else draws from it (dropout, drop-path). Nothing depends on what else drew from the global
-RNG (creating a DataLoader iterator does, once per process with persistent workers), so resuming
-from the last epoch checkpoint replays the interrupted epoch bit for bit, whatever the worker count
-or persistence (on the CPU; CUDA kernels may add non-determinism unless
-``torch.use_deterministic_algorithms`` is set).
+RNG (a DataLoader iterator used to draw its worker seeds from it: once per process with persistent
+workers, so a resumed run's pairing was shifted), so resuming from the last epoch checkpoint replays
+the interrupted epoch bit for bit, whatever the worker count or persistence (on the CPU; CUDA
+kernels may add non-determinism unless ``torch.use_deterministic_algorithms`` is set).
 
 Distributed: each rank pairs images within its *local* batch, as the reference implementation does
 (GSG's pairing and selection never cross ranks); gradients are averaged by DDP; BatchNorm becomes
