@@ -10,8 +10,6 @@ import torch
 from PIL import Image
 
 from gsg_zoo.checkpoint import CheckpointError, load_checkpoint
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.losses import negative_cosine
 from gsg_zoo.monitors import collapse_metrics, effective_rank, normalized_std
 from gsg_zoo.recipes import load_recipe
 from gsg_zoo.trainer import NonFiniteLossError, Pretrainer
