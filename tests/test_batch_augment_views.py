@@ -112,3 +112,12 @@ def test_cifar_path_draws_no_blur_or_solarize_numbers():
     g3 = torch.Generator().manual_seed(4)
     BatchAugment(32, (0.0,) * 3, (1.0,) * 3, blur_p=0.5)(x, g3)  # blur draws: the stream moves on
     assert not torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g3))
+
+
+def test_views_of_worker_crops_take_one_crop_each():
+    aug = BatchAugment(8, (0.0,) * 3, (1.0,) * 3, crop=False, jitter_p=0.0, grayscale_p=0.0, flip_p=0.0)
+    crops = torch.randint(0, 256, (3, 4, 3, 8, 8), dtype=torch.uint8)
+    views = aug.views(crops, 4, torch.Generator().manual_seed(0))
+    assert len(views) == 4 and all(torch.allclose(v, crops[:, i].float() / 255) for i, v in enumerate(views))
+    with pytest.raises(ValueError, match=r"\(N, 2, 3, H, W\)"):
+        aug.views(crops, 2)

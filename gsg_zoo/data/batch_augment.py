@@ -240,8 +240,13 @@ class BatchAugment:
         return x
 
     def views(self, images: Tensor, num_views: int, generator: torch.Generator | None = None) -> list[Tensor]:
-        """``num_views`` independent views of every image (the images are decoded once, by the caller)."""
-        return [self(images, generator) for _ in range(num_views)]
+        """``num_views`` views of every image: from the decoded images ``(N, 3, H, W)`` (``crop=True``), or
+        from the workers' crops ``(N, num_views, 3, size, size)`` (``crop=False``, :class:`Uint8Crops`)."""
+        if self.crop:
+            return [self(images, generator) for _ in range(num_views)]
+        if images.ndim != 5 or images.shape[1] != num_views:
+            raise ValueError(f"crop=False expects (N, {num_views}, 3, H, W) crops, got {tuple(images.shape)}")
+        return [self(images[:, v], generator) for v in range(num_views)]
 
 
 class Uint8Crops:
