@@ -52,7 +52,7 @@ from .optim import build_optimizer, effective_lr, lr_at, set_lr
 from .recipes import Recipe
 from .run_log import RunLog, run_summary
 from .run_state import RunState
-from .train_data import build_train_data, seeded_generator, step_views, stream_seed
+from .train_data import build_train_data, seed_global_rngs, seeded_generator, step_views, stream_seed
 from .train_step import resolve_precision, train_step
 
 log = logging.getLogger("gsg_zoo.pretrain")
@@ -186,7 +186,7 @@ class Pretrainer:
             lr = self._lr(n_steps)
             set_lr(self.optimizer, lr, self.base_lr)
         seed = self._seeds(n_steps)
-        torch.manual_seed(seed("global"))  # for anything else that draws (dropout, drop-path)
+        seed_global_rngs(seed("global"), self.device)  # for anything else that draws (dropout, drop-path)
         views = step_views(batch, self.data, self.learner.config.num_views, self.device,
                            self.recipe.train.channels_last, seed("views"))  # fmt: skip
         out = train_step(self.model, views, self.optimizer, ema=self.learner, step=self.state.step,

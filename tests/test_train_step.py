@@ -22,7 +22,7 @@ from gsg_zoo.optim import lr_at
 from gsg_zoo.pairing import pair_indices
 from gsg_zoo.recipes import load_recipe
 from gsg_zoo.run_state import restore_rng, rng_state
-from gsg_zoo.train_data import stream_seed
+from gsg_zoo.train_data import seed_global_rngs, stream_seed
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 TINY = [*PRETRAIN_TINY, "monitor.every=-1"]
@@ -235,3 +235,12 @@ def test_epoch_seeded_items_are_keyed_and_leave_the_global_rngs_alone():
     assert (float(torch.rand(())), random.random(), float(np.random.rand())) == expected
     seed_all(9)
     assert [ds[(i, 2)] for i in range(4)] == first and ds[(0, 3)] != first[0]
+
+
+def test_seed_global_rngs_seeds_the_cpu_and_the_training_device():
+    devices = [torch.device("cpu")] + ([torch.device("cuda", 0)] if torch.cuda.is_available() else [])
+    for device in devices:
+        seed_global_rngs(7, device)
+        a = torch.rand(3, device=device)
+        torch.manual_seed(7)
+        assert torch.equal(a, torch.rand(3, device=device)), device
