@@ -139,7 +139,7 @@ def test_backbones_scored_differently_are_refused():
 @pytest.mark.slow
 def test_demo_is_deterministic(tmp_path):
     """Issue 20: the same seed gives the same digits."""
-    tiny = [*TINY, "train.epochs=1", "train.max_steps_per_epoch=2", "data.num_images=32"]
+    tiny = [*TINY, "data.image_size=32", "train.epochs=1", "train.max_steps_per_epoch=2", "data.num_images=32"]  # fmt: skip
     first, second = (run_demo(tmp_path / name, "demo", tiny, SYNTHETIC) for name in ("a", "b"))
     digits = [k for k in first if k.startswith(("knn_top1_", "linear_fast_top1_"))]
     assert len(digits) == 6 and {k: first[k] for k in digits} == {k: second[k] for k in digits}
