@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .data.augment import MultiView, build_augmentation, uint8_transform
-from .data.batch_augment import BatchAugment
+from .data.batch_augment import BatchAugment, Uint8Crops
 from .data.datasets import EpochSeeded, EpochShardSampler, build_dataset, collate_views
 from .distributed import DistInfo
 from .normalization import mean_std
@@ -79,10 +79,15 @@ def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugm
     if not dc.batch_augment:
         aug = build_augmentation(dc.augmentation, dc.image_size, dc.normalization, **aug_args)
         return MultiView(aug, num_views), None
-    if dc.augmentation != "cifar":
-        raise ValueError("data.batch_augment supports augmentation=cifar only (no blur on the device)")
-    batch_augment = BatchAugment(dc.image_size, *mean_std(dc.normalization), **aug_args)
-    return MultiView(uint8_transform(dc.image_size), 1), batch_augment  # workers only decode
+    mean, std = mean_std(dc.normalization)
+    if dc.augmentation == "cifar":  # same-size images: workers only decode, the device crops too
+        return MultiView(uint8_transform(dc.image_size), 1), BatchAugment(
+            dc.image_size, mean, std, **aug_args
+        )
+    if dc.augmentation == "mocov2":  # workers decode once and cut each view's crop; blur p=0.5 on the device
+        crops = Uint8Crops(dc.image_size, num_views, dc.min_scale)
+        return MultiView(crops, 1), BatchAugment(dc.image_size, mean, std, crop=False, blur_p=0.5, **aug_args)
+    raise ValueError(f"data.batch_augment supports augmentation cifar or mocov2, not {dc.augmentation!r}")
 
 
 def build_train_data(

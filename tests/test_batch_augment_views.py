@@ -121,3 +121,22 @@ def test_views_of_worker_crops_take_one_crop_each():
     assert len(views) == 4 and all(torch.allclose(v, crops[:, i].float() / 255) for i, v in enumerate(views))
     with pytest.raises(ValueError, match=r"\(N, 2, 3, H, W\)"):
         aug.views(crops, 2)
+
+
+def test_imagenet_recipe_batch_augment_splits_the_work():
+    """mocov2 + data.batch_augment: workers cut the 4 crops (uint8), the device does MoCo-v2's colour and blur."""
+    from gsg_zoo.recipes import load_recipe
+    from gsg_zoo.train_data import view_transform
+
+    data = load_recipe("imagenet_simsiam_gsg", ["data.batch_augment=true", "data.image_size=32"]).data
+    views, aug = view_transform(data, 4)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    (crops,) = views(image)
+    assert crops.shape == (4, 3, 32, 32) and crops.dtype == torch.uint8
+    assert not aug.crop and aug.blur_p == 0.5 and aug.solarize_p == 0.0 and aug.jitter_p == 0.8
+    assert aug.mean == (0.485, 0.456, 0.406) and aug.blur_sigma == (0.1, 2.0)
+    out = aug.views(crops.unsqueeze(0), 4, torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in out] == [(1, 3, 32, 32)] * 4
+    data.augmentation = "other"
+    with pytest.raises(ValueError, match="cifar or mocov2"):
+        view_transform(data, 4)
