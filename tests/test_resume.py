@@ -151,15 +151,18 @@ EVERY_KILL = (MID_EPOCH, IN_WRITE, AFTER_SAVE)
         ("byol_gsg", "batch_augment", EVERY_KILL),
         ("simsiam_gsg", "batch_augment", (MID_EPOCH,)),
         ("byol_gsg", "pil", (MID_EPOCH,)),
+        ("simsiam_gsg", "mocov2_batch_augment", (MID_EPOCH,)),  # worker crops + device blur (issue 17)
     ],
     ids=["simsiam_gsg-pil-every_kill", "byol_gsg-batch_augment-every_kill", "simsiam_gsg-batch_augment-mid",
-         "byol_gsg-pil-mid"],
+         "byol_gsg-pil-mid", "simsiam_gsg-mocov2_batch_augment-mid"],
 )  # fmt: skip
 def test_kill_and_resume_is_exact(tmp_path, method, views, kills):
     """Killed (in turn) mid-epoch 2, during epoch 2's checkpoint write, right after it, and resumed
     each time: the end state equals an uninterrupted run's. Each method and each view path meets every
     kill; every pair of them the mid-epoch one (the kill of issue 18)."""
-    run = [*RUN, f"method={method}", f"data.batch_augment={views == 'batch_augment'}"]
+    run = [*RUN, f"method={method}", f"data.batch_augment={views.endswith('batch_augment')}"]
+    if views.startswith("mocov2"):
+        run.append("data.augmentation=mocov2")
     ckpts = tmp_path / "killed" / "checkpoints"
     pretrain(tmp_path, "full", run)
     for kill in kills:
