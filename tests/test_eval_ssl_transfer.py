@@ -153,7 +153,9 @@ def test_voc_style_multilabel_suite_equals_the_reference_transcription():
     best_c, val, test, ref_clf = _reference_run("mAP", 4, *splits, 45)
     assert (ours["best_C"], ours["val"], ours["test"]) == (best_c, val, test)
     _same_final_classifier(splits, "map11", ref_clf)
-    assert ours["metric"] == "map11" and 0 < ours["test"] <= 100
+    # Test positives per class 0.30-0.41: random scores give an 11-point mAP of 42.9 on average (99th percentile
+    # 49.5). Measured 84.4 here, and 85.4 and 79.0 with blob seeds (13, 14, 15) and (23, 24, 25).
+    assert ours["metric"] == "map11" and ours["test"] > 70
 
 
 def _with_metric(info, metric):
