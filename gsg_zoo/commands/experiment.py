@@ -13,7 +13,11 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/claims")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--epochs", type=int, default=4, help="epochs of the 1x runs (the 2x baseline doubles it)")
-    p.add_argument("--recipe", default="demo", help="base recipe (default: demo, the built-in data)")
+    p.add_argument(
+        "--recipe",
+        default="demo",
+        help="base recipe (default: demo, the built-in data; demo_fmnist: Fashion-MNIST)",
+    )
     p.add_argument("--runs", help="comma-separated subset of run ids")
     p.set_defaults(func=run)
 
