@@ -200,6 +200,7 @@ def test_train_two_iterations_and_coco_eval_on_synthetic(tmp_path, capsys):
     assert gsg_main(argv) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["seeds"] == 1 and report["runs"][0]["solver"]["MAX_ITER"] == 2
+    assert report["protocol"] == "detectron2:synthetic-coco + --opts (a variant)"
     for task in ("bbox", "segm"):
         for metric in ("AP", "AP50", "AP75"):
             value = report["runs"][0]["results"][task][metric]

@@ -187,6 +187,7 @@ def test_cli_train_two_iterations_and_evaluate(r50_export, seg_data, tmp_path, c
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["iters"] == 2 and metrics["recipe"] == "synthetic" and metrics["depth"] == 50
+    assert metrics["protocol"] == "mmseg:synthetic + --iters/--cfg-options (a variant)"
     assert metrics["backbone_tensors_checked"] == 318
     assert (metrics["total_batch"], metrics["reference_batch"]) == (2, 8)
     for key in ("mIoU", "mAcc", "aAcc"):

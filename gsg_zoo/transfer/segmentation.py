@@ -451,8 +451,10 @@ def train(
         classes=classes,
     )
     metrics = run(cfg, backbone.state_dict)
+    variant = iters is not None or bool(cfg_options)
     result = {
         "model": spec,
+        "protocol": f"mmseg:{recipe.name}" + (" + --iters/--cfg-options (a variant)" if variant else ""),
         "recipe": recipe.name,
         "config": str(recipe.path),
         "data": str(data_root),
