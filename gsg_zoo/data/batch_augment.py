@@ -120,6 +120,14 @@ def default_blur_kernel(size: int) -> int:
     return max(3, 2 * round(0.05 * size) + 1)
 
 
+def uniform(
+    shape: tuple[int, ...], lo: float, hi: float, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """``U(lo, hi)`` samples of ``shape`` from ``generator`` (every draw of this module goes through here
+    or through ``torch.rand`` for coin flips, so a seeded generator replays a batch exactly)."""
+    return lo + (hi - lo) * torch.rand(*shape, generator=generator, device=device)
+
+
 def crop_flip_theta(
     n: int,
     min_scale: float,
@@ -135,7 +143,7 @@ def crop_flip_theta(
     """
 
     def u(lo: float, hi: float, *shape: int) -> Tensor:
-        return lo + (hi - lo) * torch.rand(*shape, generator=generator, device=device)
+        return uniform(shape, lo, hi, generator, device)
 
     area = u(min_scale, 1.0, attempts, n)
     ratio = u(math.log(3 / 4), math.log(4 / 3), attempts, n).exp()
@@ -196,9 +204,6 @@ class BatchAugment:
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def _uniform(self, n: int, lo: float, hi: float, generator: torch.Generator | None, device) -> Tensor:  # noqa: ANN001
-        return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
-
     def _geometry(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Random resized crop + flip as one ``grid_sample``; with ``crop=False`` the flip only."""
         n, dev = x.shape[0], x.device
@@ -216,15 +221,13 @@ class BatchAugment:
         one, j = torch.ones(n, device=dev), self.jitter
 
         def factor() -> Tensor:
-            return torch.where(apply, self._uniform(n, max(0.0, 1 - j), 1 + j, generator, dev), one)
+            return torch.where(apply, uniform((n,), max(0.0, 1 - j), 1 + j, generator, dev), one)
 
         x = adjust_brightness(x, factor())
         x = adjust_contrast(x, factor())
         x = adjust_saturation(x, factor())
         if self.hue > 0:
-            x = adjust_hue(
-                x, torch.where(apply, self._uniform(n, -self.hue, self.hue, generator, dev), one - 1)
-            )
+            x = adjust_hue(x, torch.where(apply, uniform((n,), -self.hue, self.hue, generator, dev), one - 1))
         gray = _per_sample(torch.rand(n, generator=generator, device=dev) < self.grayscale_p)
         return torch.where(gray, _gray(x).expand_as(x), x)
 
@@ -233,7 +236,7 @@ class BatchAugment:
         n, dev = x.shape[0], x.device
         if self.blur_p > 0:
             blur = torch.rand(n, generator=generator, device=dev) < self.blur_p
-            sigma = self._uniform(n, *self.blur_sigma, generator, dev)
+            sigma = uniform((n,), *self.blur_sigma, generator, dev)
             x = gaussian_blur(x, torch.where(blur, sigma, torch.zeros_like(sigma)), self.blur_kernel)
         if self.solarize_p > 0:
             x = solarize(x, torch.rand(n, generator=generator, device=dev) < self.solarize_p)
