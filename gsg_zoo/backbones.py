@@ -106,4 +106,3 @@ def feature_dim(model: nn.Module) -> int:
     Differs from ``num_features`` for models with a pre-logits head (e.g. MobileNetV3).
     """
     return int(getattr(model, "head_hidden_size", None) or model.num_features)
-

@@ -27,7 +27,9 @@ class DataConfig:
     jitter: float = 0.4  # colour jitter strength of brightness, contrast and saturation (applied p=0.8)
     hue: float = 0.1  # colour jitter of hue (at most 0.5)
     grayscale_p: float = 0.2
-    batch_augment: bool = False  # views drawn on the training device (cifar: from uint8 images; mocov2: from worker crops)
+    batch_augment: bool = (
+        False  # views drawn on the training device (cifar: from uint8 images; mocov2: from worker crops)
+    )
     num_images: int = 4000  # synthetic only
     synthetic_image_size: int | None = None  # rendered size (defaults to image_size)
     synthetic_seed: int = 0
