@@ -201,8 +201,6 @@ class Pretrainer:
         tally = EpochTally(torch.zeros((), device=self.device))
         bar, tick = self._progress_bar(), time.perf_counter()
         for batch, _, skipped in self.train_loader:
-            if tally.steps >= self.steps_per_epoch:
-                break
             tally.data_wait += time.perf_counter() - tick
             self.state.skipped_images += skipped
             if batch and batch[0].shape[0] >= 2:
@@ -214,6 +212,8 @@ class Pretrainer:
                     self._check_finite(tally.loss_sum, tally.steps)
                     bar.set_postfix(loss=f"{float(tally.loss_sum) / tally.steps:.4f}", lr=f"{lr:.4g}")
                 bar.update(1)
+            if tally.steps >= self.steps_per_epoch:
+                break  # before fetching a batch that would not be used
             tick = time.perf_counter()
         bar.close()
         self._check_finite(tally.loss_sum, tally.steps)
@@ -262,10 +262,13 @@ class Pretrainer:
         self.resume(resume_from)
         wall_start = time.perf_counter()
         train_time = sum(r.get("epoch_time_s", 0.0) for r in self.state.history)
-        while self.state.epoch < self.recipe.train.epochs:
-            stats = self.train_epoch()
-            train_time += stats["epoch_time_s"]
-            self._finish_epoch(stats)
+        try:
+            while self.state.epoch < self.recipe.train.epochs:
+                stats = self.train_epoch()
+                train_time += stats["epoch_time_s"]
+                self._finish_epoch(stats)
+        finally:
+            self.data.close()
         summary = self.summary(train_time, time.perf_counter() - wall_start)
         self.run_log.finish(summary, self.state.history, title=self.recipe.name)
         return summary

@@ -237,6 +237,15 @@ def test_epoch_seeded_items_are_keyed_and_leave_the_global_rngs_alone():
     assert [ds[(i, 2)] for i in range(4)] == first and ds[(0, 3)] != first[0]
 
 
+def test_epoch_seeded_items_in_workers_equal_the_main_process_ones():
+    """Workers skip the RNG restore: their items must still be the keyed ones, in any order."""
+    ds = EpochSeeded(Draws(), seed=3)
+    main = [ds[(i, 2)] for i in range(4)]
+    keys = [(3, 2), (1, 2), (0, 2), (2, 2)]
+    loader = torch.utils.data.DataLoader(ds, sampler=keys, batch_size=None, num_workers=2)
+    assert [tuple(float(x) for x in item) for item in loader] == [main[i] for i, _ in keys]
+
+
 def test_seed_global_rngs_seeds_the_cpu_and_the_training_device():
     devices = [torch.device("cpu")] + ([torch.device("cuda", 0)] if torch.cuda.is_available() else [])
     for device in devices:

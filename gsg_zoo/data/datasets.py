@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler, default_collate
+from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
 from .registry import get_info, open_split
 
@@ -61,9 +61,15 @@ class Transformed(Dataset):
 
 @contextlib.contextmanager
 def seeded_item_rngs(seed: int) -> Iterator[None]:
-    """Seed the CPU torch, Python ``random`` and (if imported) NumPy global RNGs; restore them after."""
+    """Seed the CPU torch, Python ``random`` and (if imported) NumPy global RNGs for one item.
+
+    In the main process they are restored after; a DataLoader worker's are not (nothing else of the
+    worker draws from them, and every item seeds them again), which saves ~60 us per item.
+    """
     np = sys.modules.get("numpy")
-    saved = (torch.get_rng_state(), random.getstate(), np.random.get_state() if np else None)
+    saved = None
+    if get_worker_info() is None:
+        saved = (torch.get_rng_state(), random.getstate(), np.random.get_state() if np else None)
     torch.default_generator.manual_seed(seed)  # the CPU one only: CUDA RNGs are not touched
     random.seed(seed)
     if np:
@@ -71,10 +77,11 @@ def seeded_item_rngs(seed: int) -> Iterator[None]:
     try:
         yield
     finally:
-        torch.set_rng_state(saved[0])
-        random.setstate(saved[1])
-        if np:
-            np.random.set_state(saved[2])
+        if saved is not None:
+            torch.set_rng_state(saved[0])
+            random.setstate(saved[1])
+            if np:
+                np.random.set_state(saved[2])
 
 
 class EpochSeeded(Dataset):
@@ -82,7 +89,7 @@ class EpochSeeded(Dataset):
 
     This makes every view a pure function of the key, whatever the worker count, persistence or
     worker seeds (a persistent worker's RNG progression across epochs plays no part), which is what
-    exact resume needs. The torch, ``random`` and NumPy RNGs of the calling process are left untouched.
+    exact resume needs. The torch, ``random`` and NumPy RNGs of the main process are left untouched.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
