@@ -1,4 +1,4 @@
-"""Loader CPU per image for the ImageNet recipes' 4 views: today's PIL path vs worker crops + device.
+"""Loader CPU per image for the ImageNet recipes' 4 views: the PIL path vs decode + crop boxes + device.
 
 On JPEGs of ImageNet-like size (500x375, written here), at 224 px and 4 views, in one process with one
 torch thread (a DataLoader worker), CPU time (``time.process_time``) per image of:
@@ -6,11 +6,12 @@ torch thread (a DataLoader worker), CPU time (``time.process_time``) per image o
 - ``decode``: open + decode the JPEG to RGB (the floor of any loader);
 - ``pil``: decode + the MoCo-v2/SimSiam PIL recipe 4 times (crop, jitter, grayscale, PIL blur, flip,
   to-tensor, normalise), what the workers do today;
-- ``crops``: decode + :class:`~gsg_zoo.data.batch_augment.Uint8Crops` (4 resized crops as uint8), what
-  the workers do with ``data.batch_augment=true``;
+- ``boxes``: decode + :class:`~gsg_zoo.data.batch_augment.CropBoxes` (the pixels and 4 crop boxes) and
+  the image's share of the collate into one buffer, what the workers do with ``data.batch_augment=true``;
 
-and the device half, :class:`~gsg_zoo.data.batch_augment.BatchAugment` ``(crop=False, blur_p=0.5)`` on a
-batch of 4 views, per batch (here the CPU with the process's threads; on CUDA the GPU).
+and the device half per batch (here the CPU with the process's threads; on CUDA the GPU):
+:meth:`~gsg_zoo.data.batch_augment.PackedImages.crops` (4 antialiased resizes per image) and
+:class:`~gsg_zoo.data.batch_augment.BatchAugment` ``(crop=False, blur_p=0.5)`` on the 4 views.
 
     python benchmarks/bench_imagenet_views.py --out benchmarks/results/imagenet_views_cpu.json
 """
@@ -28,7 +29,7 @@ import torch
 from PIL import Image
 
 from gsg_zoo.data.augment import MultiView, mocov2_transform
-from gsg_zoo.data.batch_augment import BatchAugment, Uint8Crops
+from gsg_zoo.data.batch_augment import BatchAugment, CropBoxes, PackedImages
 from gsg_zoo.data.synthetic import SyntheticShapes
 from gsg_zoo.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -64,21 +65,32 @@ def cpu_ms_per_image(paths: list[Path], work: Callable[[Image.Image], object], r
     return float(np.median(times))
 
 
-def device_ms_per_batch(batch: int, size: int, views: int, device: torch.device, repeats: int) -> float:
+def packed_batch(paths: list[Path], batch: int, views: int) -> PackedImages:
+    boxes = CropBoxes(views)
+    return PackedImages.cat([boxes(decode(paths[i % len(paths)])) for i in range(batch)])
+
+
+def device_ms_per_batch(
+    packed: PackedImages, size: int, views: int, device: torch.device, repeats: int
+) -> dict:
+    """Median ms per batch of the device's resizes and of its colour/blur work on the 4 views."""
     aug = BatchAugment(size, IMAGENET_MEAN, IMAGENET_STD, crop=False, blur_p=0.5)
-    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     g = torch.Generator(device=device).manual_seed(0)
-    times = []
+    times: dict[str, list[float]] = {"resize": [], "colour_blur": []}
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(views):
-            aug(x, g)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(1000 * (time.perf_counter() - start))
-    return float(np.median(times))
+        start = _sync_time(device)
+        crops = packed.to(device).crops(size)
+        mid = _sync_time(device)
+        aug.views(crops, views, g)
+        times["resize"].append(1000 * (mid - start))
+        times["colour_blur"].append(1000 * (_sync_time(device) - mid))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def _sync_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,17 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     loader = {
         "decode": cpu_ms_per_image(paths, lambda im: im, args.repeats),
         "pil": cpu_ms_per_image(paths, MultiView(mocov2_transform(args.size), args.views), args.repeats),
-        "crops": cpu_ms_per_image(paths, Uint8Crops(args.size, args.views), args.repeats),
+        "boxes": cpu_ms_per_image(
+            paths, lambda im: PackedImages.cat([CropBoxes(args.views)(im)]), args.repeats
+        ),
     }
     torch.set_num_threads(threads)
     dev = torch.device(args.device)
-    device_ms = device_ms_per_batch(args.batch, args.size, args.views, dev, args.repeats)
+    device_ms = device_ms_per_batch(packed_batch(paths, args.batch, args.views), args.size, args.views, dev,
+                                    args.repeats)  # fmt: skip
     kb = float(np.mean([p.stat().st_size for p in paths]) / 1024)
     result = {
         "jpeg_kb": kb,
         "protocol": "bench_imagenet_views: 500x375 JPEG q90, 224 px, MoCo-v2 views, CPU ms per image (1 thread)",
         "images": args.images, "size": args.size, "views": args.views, "loader_cpu_ms_per_image": loader,
-        "crops_over_decode": loader["crops"] / loader["decode"], "pil_over_crops": loader["pil"] / loader["crops"],
+        "boxes_over_decode": loader["boxes"] / loader["decode"], "pil_over_boxes": loader["pil"] / loader["boxes"],
         "device": str(dev), "device_threads": threads, "batch": args.batch, "device_ms_per_batch": device_ms,
     }  # fmt: skip
     print(json.dumps(result, indent=2))
@@ -129,8 +144,9 @@ def write_report(out: Path, r: dict) -> None:
         "|---|---:|---:|",
         *(f"| {k} | {v:.2f} | {v / ms['decode']:.2f} |" for k, v in ms.items()),
         "",
-        f"PIL path / worker crops: {r['pil_over_crops']:.2f}x. Device half ({r['device']}, "
-        f"{r['device_threads']} threads): {r['device_ms_per_batch']:.1f} ms per batch of {r['batch']} x {r['views']} views.",
+        f"PIL path / batch-augment workers: {r['pil_over_boxes']:.2f}x. Device half ({r['device']}, "
+        f"{r['device_threads']} threads), ms per batch of {r['batch']} images x {r['views']} views: "
+        f"resize {r['device_ms_per_batch']['resize']:.1f}, colour + blur {r['device_ms_per_batch']['colour_blur']:.1f}.",
     ]  # fmt: skip
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
 

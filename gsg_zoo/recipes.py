@@ -21,15 +21,14 @@ class DataConfig:
     split: str = "train"
     download: bool = False
     image_size: int = 32
-    augmentation: str = "cifar"  # cifar | mocov2
+    augmentation: str = "cifar"  # cifar | mocov2 | byol (BYOL's asymmetric views, a named variant)
     normalization: str = "cifar"  # cifar | imagenet
     min_scale: float = 0.2
     jitter: float = 0.4  # colour jitter strength of brightness, contrast and saturation (applied p=0.8)
+    saturation: float | None = None  # colour jitter of saturation, if not ``jitter`` (BYOL: 0.2)
     hue: float = 0.1  # colour jitter of hue (at most 0.5)
     grayscale_p: float = 0.2
-    batch_augment: bool = (
-        False  # views drawn on the training device (cifar: from uint8 images; mocov2: from worker crops)
-    )
+    batch_augment: bool = False  # views drawn on the device (cifar: from uint8 images; else from crop boxes)
     num_images: int = 4000  # synthetic only
     synthetic_image_size: int | None = None  # rendered size (defaults to image_size)
     synthetic_seed: int = 0
@@ -48,6 +47,7 @@ class DataConfig:
             "jitter": self.jitter,
             "hue": self.hue,
             "grayscale_p": self.grayscale_p,
+            **({"saturation": self.saturation} if self.saturation is not None else {}),
         }
 
     def synthetic_options(self) -> dict[str, Any]:

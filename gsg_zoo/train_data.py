@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .data.augment import MultiView, build_augmentation, uint8_transform
-from .data.batch_augment import BatchAugment, Uint8Crops
+from .data.augment import BYOL_BLUR_P, BYOL_SOLARIZE_P, MultiView, build_augmentation, uint8_transform
+from .data.batch_augment import BatchAugment, CropBoxes
 from .data.datasets import EpochSeeded, EpochShardSampler, build_dataset, collate_views
 from .distributed import DistInfo
 from .normalization import mean_std
@@ -95,10 +95,16 @@ def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugm
         return MultiView(uint8_transform(dc.image_size), 1), BatchAugment(
             dc.image_size, mean, std, **aug_args
         )
-    if dc.augmentation == "mocov2":  # workers decode once and cut each view's crop; blur p=0.5 on the device
-        crops = Uint8Crops(dc.image_size, num_views, dc.min_scale)
-        return MultiView(crops, 1), BatchAugment(dc.image_size, mean, std, crop=False, blur_p=0.5, **aug_args)
-    raise ValueError(f"data.batch_augment supports augmentation cifar or mocov2, not {dc.augmentation!r}")
+    boxes = CropBoxes(num_views, dc.min_scale)  # workers decode, draw crop boxes; the device resizes
+    if dc.augmentation == "mocov2":  # MoCo-v2: blur p=0.5 on every view
+        return MultiView(boxes, 1), BatchAugment(dc.image_size, mean, std, crop=False, blur_p=0.5, **aug_args)
+    if dc.augmentation == "byol":  # BYOL's asymmetric views: blur and solarisation per view
+        return MultiView(boxes, 1), BatchAugment(
+            dc.image_size, mean, std, crop=False, blur_p=BYOL_BLUR_P, solarize_p=BYOL_SOLARIZE_P, **aug_args
+        )
+    raise ValueError(
+        f"data.batch_augment supports augmentation cifar, mocov2 or byol, not {dc.augmentation!r}"
+    )
 
 
 def build_train_data(

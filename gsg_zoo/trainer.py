@@ -203,7 +203,7 @@ class Pretrainer:
         for batch, _, skipped in self.train_loader:
             tally.data_wait += time.perf_counter() - tick
             self.state.skipped_images += skipped
-            if batch and batch[0].shape[0] >= 2:
+            if batch and len(batch[0]) >= 2:
                 loss, images, step_lr = self._step(batch, tally.steps)
                 lr = lr if step_lr is None else step_lr
                 tally.loss_sum += loss

@@ -15,7 +15,15 @@ from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2.functional import resized_crop as resized_crop_v2
 
 import gsg_zoo.data.batch_augment as ba
-from gsg_zoo.data.batch_augment import BatchAugment, Uint8Crops, default_blur_kernel, gaussian_blur, solarize
+from gsg_zoo.data.batch_augment import (
+    BatchAugment,
+    CropBoxes,
+    PackedImages,
+    default_blur_kernel,
+    gaussian_blur,
+    solarize,
+)
+from gsg_zoo.data.datasets import collate_views
 
 
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -41,22 +49,39 @@ def test_solarize_equals_torchvision_where_applied():
         assert torch.equal(out[i], TF.solarize(x[i], 128 / 255) if applied else x[i])
 
 
-def test_worker_crops_equal_torchvision_resized_crop():
-    """The crop boxes are the PIL recipe's draws; the resize is torchvision's uint8 resized_crop, within
-    rounding of the PIL recipe's resize."""
+def test_worker_boxes_and_device_crops_equal_torchvision_resized_crop():
+    """The boxes are the PIL recipe's draws; the device resize is torchvision's uint8 resized_crop on the
+    contiguous CHW image, bit for bit, and within rounding of the PIL recipe's resize."""
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8))
+    images = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((375, 500), (64, 47))
+    ]
     torch.manual_seed(5)
-    crops = Uint8Crops(64, num_views=4)(image)
-    assert crops.shape == (4, 3, 64, 64) and crops.dtype == torch.uint8
+    packed = collate_views([([CropBoxes(num_views=4)(im)], 0) for im in images])[0][0]
+    crops = packed.crops(64)
+    assert crops.shape == (2, 4, 3, 64, 64) and crops.dtype == torch.uint8 and len(packed) == 2
     torch.manual_seed(5)
-    pixels = TF.pil_to_tensor(image)
-    for view in crops:
-        i, j, h, w = RandomResizedCrop.get_params(image, (0.2, 1.0), (3 / 4, 4 / 3))
-        ref = resized_crop_v2(pixels, i, j, h, w, [64, 64], antialias=True)  # same boxes as the recipe
-        assert torch.equal(view, ref)
-        pil = TF.pil_to_tensor(TF.resized_crop(image, i, j, h, w, [64, 64], InterpolationMode.BILINEAR))
-        assert (view.float() - pil.float()).abs().mean() < 1.0
+    for image, views in zip(images, crops):
+        pixels = TF.pil_to_tensor(image).contiguous()
+        for view in views:
+            i, j, h, w = RandomResizedCrop.get_params(image, (0.2, 1.0), (3 / 4, 4 / 3))
+            ref = resized_crop_v2(pixels, i, j, h, w, [64, 64], antialias=True)  # same boxes as the recipe
+            assert torch.equal(view, ref)
+            pil = TF.pil_to_tensor(TF.resized_crop(image, i, j, h, w, [64, 64], InterpolationMode.BILINEAR))
+            assert (view.float() - pil.float()).abs().mean() < 1.0
+
+
+def test_packed_images_travel_as_one_buffer():
+    rng = np.random.default_rng(1)
+    parts = [
+        CropBoxes(2)(Image.fromarray(rng.integers(0, 256, (5 + k, 7, 3), dtype=np.uint8))) for k in range(3)
+    ]
+    packed = PackedImages.cat(parts)
+    assert packed.pixels.shape == (sum((5 + k) * 7 * 3 for k in range(3)),)
+    assert packed.boxes.shape == (3, 2, 4)
+    moved = packed.to("cpu", non_blocking=True)
+    assert moved.sizes is packed.sizes and torch.equal(moved.pixels, packed.pixels)
+    assert torch.equal(moved.crops(4), torch.cat([p.crops(4) for p in parts]))
 
 
 def test_device_path_is_blur_of_flip_for_fixed_parameters():
@@ -86,11 +111,61 @@ def test_blur_and_solarize_draws_follow_the_recipe(monkeypatch):
     monkeypatch.setattr(ba, "gaussian_blur", spy_blur)
     monkeypatch.setattr(ba, "solarize", spy_solarize)
     aug = BatchAugment(224, (0.0,) * 3, (1.0,) * 3, crop=False, blur_p=0.5, solarize_p=0.2)
-    aug._blur_solarize(torch.zeros(20000, 3, 1, 1), torch.Generator().manual_seed(1))
+    aug._blur_solarize(torch.zeros(20000, 3, 1, 1), torch.Generator().manual_seed(1), view=0)
     blurred = seen["sigma"][seen["sigma"] > 0]
     assert seen["k"] == 23
     assert abs(len(blurred) / 20000 - 0.5) < 0.02 and abs(seen["solarize"].float().mean() - 0.2) < 0.02
     assert 0.1 <= blurred.min() < 0.12 and 1.98 < blurred.max() <= 2.0 and abs(blurred.mean() - 1.05) < 0.03
+
+
+def test_byol_views_blur_and_solarize_per_view(monkeypatch):
+    """BYOL's asymmetric views (Grill et al. Table 6): views 0, 2 blur p=1.0, no solarisation; views 1, 3
+    blur p=0.1, solarise p=0.2; saturation jitter 0.2 while brightness/contrast stay 0.4."""
+    from gsg_zoo.recipes import load_recipe
+    from gsg_zoo.train_data import view_transform
+
+    recipe = load_recipe("imagenet_byol_gsg_byol_views", ["data.batch_augment=true"])
+    assert recipe.paper == {} and recipe.data.min_scale == 0.08
+    _, aug = view_transform(recipe.data, 4)
+    assert aug.saturation == 0.2 and aug.jitter == 0.4 and not aug.crop
+    seen = []
+    monkeypatch.setattr(
+        ba, "gaussian_blur", lambda x, sigma, k: seen.append(("blur", (sigma > 0).float().mean())) or x
+    )
+    monkeypatch.setattr(ba, "solarize", lambda x, apply: seen.append(("solarize", apply.float().mean())) or x)
+    x = torch.zeros(20000, 3, 1, 1)
+    for view in range(4):
+        seen.clear()
+        aug._blur_solarize(x, torch.Generator().manual_seed(view), view)
+        rates = dict(seen)
+        if view % 2 == 0:
+            assert rates == {"blur": 1.0}
+        else:
+            assert abs(rates["blur"] - 0.1) < 0.01 and abs(rates["solarize"] - 0.2) < 0.01
+
+
+def test_byol_pil_views_alternate_the_two_pipelines():
+    from torchvision import transforms as T
+
+    from gsg_zoo.data.augment import MultiView, build_augmentation
+    from gsg_zoo.recipes import load_recipe
+
+    data = load_recipe("imagenet_byol_gsg_byol_views").data
+    first, second = build_augmentation(data.augmentation, 32, data.normalization, **data.augment_options())
+    for pipeline, blur_p, solarize_p in ((first, 1.0, None), (second, 0.1, 0.2)):
+        kinds = {type(t).__name__: t for t in pipeline.transforms}
+        assert kinds["RandomResizedCrop"].scale == (0.08, 1.0)
+        (jitter,) = [t.transforms[0] for t in pipeline.transforms if isinstance(t, T.RandomApply) and
+                     isinstance(t.transforms[0], T.ColorJitter)]  # fmt: skip
+        assert jitter.saturation == (0.8, 1.2) and jitter.brightness == (0.6, 1.4)
+        blur = [t for t in pipeline.transforms if isinstance(t, T.RandomApply) and
+                isinstance(t.transforms[0], T.GaussianBlur)]  # fmt: skip
+        assert blur[0].p == blur_p and blur[0].transforms[0].kernel_size == (5, 5)  # default_blur_kernel(32)
+        assert (kinds["RandomSolarize"].p if "RandomSolarize" in kinds else None) == solarize_p
+    views = MultiView([lambda im: "a", lambda im: "b"], 4)(None)
+    assert views == ["a", "b", "a", "b"]
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    assert [tuple(v.shape) for v in MultiView([first, second], 4)(image)] == [(3, 32, 32)] * 4
 
 
 def test_flips_differ_across_samples_and_replay_with_the_generator():
@@ -124,19 +199,20 @@ def test_views_of_worker_crops_take_one_crop_each():
 
 
 def test_imagenet_recipe_batch_augment_splits_the_work():
-    """mocov2 + data.batch_augment: workers cut the 4 crops (uint8), the device does MoCo-v2's colour and blur."""
+    """mocov2 + data.batch_augment: workers decode and draw 4 boxes, the device resizes them and does
+    MoCo-v2's colour and blur."""
     from gsg_zoo.recipes import load_recipe
     from gsg_zoo.train_data import view_transform
 
     data = load_recipe("imagenet_simsiam_gsg", ["data.batch_augment=true", "data.image_size=32"]).data
     views, aug = view_transform(data, 4)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
-    (crops,) = views(image)
-    assert crops.shape == (4, 3, 32, 32) and crops.dtype == torch.uint8
+    (packed,) = views(image)
+    assert packed.pixels.shape == (60 * 80 * 3,) and packed.boxes.shape == (1, 4, 4)
     assert not aug.crop and aug.blur_p == 0.5 and aug.solarize_p == 0.0 and aug.jitter_p == 0.8
     assert aug.mean == (0.485, 0.456, 0.406) and aug.blur_sigma == (0.1, 2.0)
-    out = aug.views(crops.unsqueeze(0), 4, torch.Generator().manual_seed(0))
+    out = aug.views(packed, 4, torch.Generator().manual_seed(0))
     assert [tuple(v.shape) for v in out] == [(1, 3, 32, 32)] * 4
     data.augmentation = "other"
-    with pytest.raises(ValueError, match="cifar or mocov2"):
+    with pytest.raises(ValueError, match="cifar, mocov2 or byol"):
         view_transform(data, 4)

@@ -141,6 +141,19 @@ def test_bench_batch_augment_tiny(tmp_path, capsys):
     assert "batch 4 x 2 views" in md and f"{r['speedup']:.2f}x" in md
 
 
+def test_bench_imagenet_views_tiny(tmp_path):
+    out = tmp_path / "views.json"
+    argv = ["--images", "2", "--size", "32", "--batch", "2", "--repeats", "1", "--device", "cpu",
+            "--data", str(tmp_path / "jpegs"), "--out", str(out)]  # fmt: skip
+    assert load("bench_imagenet_views").main(argv) == 0
+    r = json.loads(out.read_text())
+    ms = r["loader_cpu_ms_per_image"]
+    assert set(ms) == {"decode", "pil", "boxes"} and all(v > 0 for v in ms.values())
+    assert r["boxes_over_decode"] == pytest.approx(ms["boxes"] / ms["decode"])
+    assert set(r["device_ms_per_batch"]) == {"resize", "colour_blur"}
+    assert "| boxes |" in out.with_suffix(".md").read_text()
+
+
 @pytest.mark.filterwarnings("ignore:lbfgs failed to converge")
 def test_bench_logreg_tiny(tmp_path, monkeypatch):
     """The torch and scikit-learn sweeps cover the same C grid; the best C is the curve's argmax."""

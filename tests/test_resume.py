@@ -151,7 +151,7 @@ EVERY_KILL = (MID_EPOCH, IN_WRITE, AFTER_SAVE)
         ("byol_gsg", "batch_augment", EVERY_KILL),
         ("simsiam_gsg", "batch_augment", (MID_EPOCH,)),
         ("byol_gsg", "pil", (MID_EPOCH,)),
-        ("simsiam_gsg", "mocov2_batch_augment", (MID_EPOCH,)),  # worker crops + device blur (issue 17)
+        ("simsiam_gsg", "mocov2_batch_augment", (MID_EPOCH,)),  # worker crop boxes + device resize and blur (issue 17)
     ],
     ids=["simsiam_gsg-pil-every_kill", "byol_gsg-batch_augment-every_kill", "simsiam_gsg-batch_augment-mid",
          "byol_gsg-pil-mid", "simsiam_gsg-mocov2_batch_augment-mid"],

@@ -1,4 +1,5 @@
-"""Multi-view augmentations: the MoCo-v2/SimSiam recipe (224 px) and the CIFAR recipe (32 px)."""
+"""Multi-view augmentations: the MoCo-v2/SimSiam recipe (224 px), the CIFAR recipe (32 px) and BYOL's
+asymmetric pair (a named variant)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,15 @@ def simsiam_transform(
     hue: float = 0.1,
     grayscale_p: float = 0.2,
     blur_p: float = 0.5,
+    saturation: float | None = None,
 ) -> T.Compose:
-    """Crop ``min_scale``-1, colour jitter (b = c = s = ``jitter``, ``hue``) p=0.8, grayscale, blur, flip."""
+    """Crop ``min_scale``-1, colour jitter (b = c = ``jitter``, s = ``saturation`` or ``jitter``, ``hue``)
+    p=0.8, grayscale, MoCo-v2's PIL blur, flip."""
+    sat = jitter if saturation is None else saturation
     return T.Compose(
         [
             T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
-            T.RandomApply([T.ColorJitter(jitter, jitter, jitter, hue)], p=0.8),
+            T.RandomApply([T.ColorJitter(jitter, jitter, sat, hue)], p=0.8),
             T.RandomGrayscale(p=grayscale_p),
             *([T.RandomApply([GaussianBlur((0.1, 2.0))], p=blur_p)] if blur_p > 0 else []),
             T.RandomHorizontalFlip(),
@@ -58,6 +62,43 @@ def mocov2_transform(size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kw
 def cifar_transform(size: int = 32, mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs: Any) -> T.Compose:
     """CIFAR recipe: crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p=0.8, grayscale 0.2, flip; no blur."""
     return simsiam_transform(size, mean, std, blur_p=0.0, **kwargs)
+
+
+BYOL_BLUR_P, BYOL_SOLARIZE_P = (1.0, 0.1), (0.0, 0.2)  # view 1, view 2 (Grill et al. 2020, Table 6)
+
+
+def byol_transforms(
+    size: int = 224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    min_scale: float = 0.08,
+    jitter: float = 0.4,
+    hue: float = 0.1,
+    grayscale_p: float = 0.2,
+    saturation: float | None = 0.2,
+) -> list[T.Compose]:
+    """BYOL's two asymmetric view pipelines (Grill et al. 2020, Table 6; a named variant: the GSG paper's
+    ImageNet runs use MoCo-v2's views for BYOL too): crop ``min_scale``-1, flip, colour jitter
+    0.4/0.4/0.2/0.1 p=0.8 (torchvision's random order), grayscale 0.2, then Gaussian blur with a kernel
+    of ~10% of the side (23 px at 224), sigma 0.1-2, p = 1.0 / 0.1, and solarisation (threshold 128)
+    p = 0.0 / 0.2. :class:`MultiView` gives views 0, 2 the first and views 1, 3 the second pipeline."""
+    from .batch_augment import default_blur_kernel
+
+    sat = jitter if saturation is None else saturation
+    views = []
+    for blur_p, solarize_p in zip(BYOL_BLUR_P, BYOL_SOLARIZE_P):
+        blur = T.GaussianBlur(default_blur_kernel(size), sigma=(0.1, 2.0))
+        views.append(T.Compose([
+            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(jitter, jitter, sat, hue)], p=0.8),
+            T.RandomGrayscale(p=grayscale_p),
+            *([T.RandomApply([blur], p=blur_p)] if blur_p > 0 else []),
+            *([T.RandomSolarize(128, p=solarize_p)] if solarize_p > 0 else []),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]))  # fmt: skip
+    return views
 
 
 class ToRGB:
@@ -129,10 +170,17 @@ def uint8_transform(size: int) -> T.Compose:
     return T.Compose([ToRGB(), T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
 
 
-AUGMENTATIONS: dict[str, Callable[..., T.Compose]] = {"mocov2": mocov2_transform, "cifar": cifar_transform}
+AUGMENTATIONS: dict[str, Callable[..., Any]] = {
+    "mocov2": mocov2_transform,
+    "cifar": cifar_transform,
+    "byol": byol_transforms,
+}
 
 
-def build_augmentation(name: str, size: int, normalization: str = "imagenet", **kwargs: Any) -> T.Compose:
+def build_augmentation(
+    name: str, size: int, normalization: str = "imagenet", **kwargs: Any
+) -> T.Compose | list[T.Compose]:
+    """The named view augmentation: one pipeline, or one per view parity (``byol``)."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(AUGMENTATIONS)}")
     mean, std = mean_std(normalization)
@@ -140,14 +188,17 @@ def build_augmentation(name: str, size: int, normalization: str = "imagenet", **
 
 
 class MultiView:
-    """Apply one augmentation ``num_views`` times to an image decoded once."""
+    """Apply an augmentation ``num_views`` times to an image decoded once; given a list of pipelines,
+    view ``v`` uses pipeline ``v % len(list)`` (BYOL's asymmetric views)."""
 
-    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], num_views: int) -> None:
-        self.transform = transform
+    def __init__(
+        self, transform: Callable[[Image.Image], Any] | Sequence[Callable[[Image.Image], Any]], num_views: int
+    ) -> None:
+        self.transforms = list(transform) if isinstance(transform, Sequence) else [transform]
         self.num_views = num_views
 
-    def __call__(self, img: Image.Image) -> list[torch.Tensor]:
-        return [self.transform(img) for _ in range(self.num_views)]
+    def __call__(self, img: Image.Image) -> list[Any]:
+        return [self.transforms[v % len(self.transforms)](img) for v in range(self.num_views)]
 
     def __repr__(self) -> str:
-        return f"MultiView({self.num_views} x {self.transform!r})"
+        return f"MultiView({self.num_views} x {self.transforms!r})"

@@ -7,22 +7,23 @@ step outruns a few CPU workers. :class:`BatchAugment` applies the CIFAR/SimSiam 
 - random resized crop (area ``min_scale``-1, aspect 3/4-4/3, re-drawn up to 10 times until it fits,
   then the whole image: torchvision's distribution, tested) and horizontal flip as one affine
   ``grid_sample`` (bilinear, continuous box: no rounding to whole pixels, no antialiasing);
-- colour jitter with probability ``jitter_p``: brightness, contrast, saturation, hue (in that fixed
-  order, torchvision draws a random order), each matching ``torchvision.transforms.functional``'s
+- colour jitter with probability ``jitter_p``: brightness, contrast (``jitter``), saturation
+  (``saturation``, default ``jitter``), hue (in that fixed order, torchvision draws a random order), each matching ``torchvision.transforms.functional``'s
   ``adjust_*`` for the same factor (tested);
 - grayscale with probability ``grayscale_p``;
-- Gaussian blur with probability ``blur_p``, sigma uniform in ``blur_sigma``, a ``blur_kernel``-tap
+- Gaussian blur with probability ``blur_p`` (one value, or one per view: BYOL's 1.0 / 0.1), sigma uniform in ``blur_sigma``, a ``blur_kernel``-tap
   kernel (default about 10% of the side, odd: 23 at 224 px, BYOL's), equal to torchvision's
   ``gaussian_blur`` for the same sigma (tested). The MoCo-v2/SimSiam reference blurs with PIL's
   ``ImageFilter.GaussianBlur(radius=sigma)``, a box-filter approximation of the same Gaussian: a named
   difference of this path, not of the PIL path;
-- solarisation with probability ``solarize_p`` (threshold 128/255, torchvision's ``solarize``; BYOL);
+- solarisation with probability ``solarize_p`` (threshold 128/255, torchvision's ``solarize``; BYOL's
+  0.0 / 0.2 per view);
 - then normalisation.
 
 ImageNet-scale images differ in size, so they cannot be batched before cropping: with ``crop=False``
-the DataLoader workers cut each view's random resized crop to the output size as uint8
-(:class:`Uint8Crops`: one decode, ``num_views`` PIL resizes, no colour work) and the device does the
-flip and everything after it.
+the DataLoader workers decode each image once and draw its views' crop boxes (:class:`CropBoxes`, no
+pixel work), the batch travels as one flat buffer (:class:`PackedImages`), and the device resizes each
+box (torchvision's antialiased ``resized_crop``) and does the flip and everything after it.
 
 Randomness comes from an explicit ``torch.Generator`` so a resumed run redraws the same views; draws
 for blur and solarisation happen only when their probability is above zero, so the CIFAR recipe's
@@ -33,8 +34,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -60,12 +61,12 @@ def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
 def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
     mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
     f = _per_sample(factor)
-    return (f * x + (1 - f) * mean).clamp_(0, 1)
+    return torch.mul(x, f).add_((1 - f) * mean).clamp_(0, 1)  # f x + (1 - f) mean, one new tensor
 
 
 def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
     f = _per_sample(factor)
-    return (f * x + (1 - f) * _gray(x)).clamp_(0, 1)
+    return torch.mul(x, f).add_(_gray(x).mul_(1 - f)).clamp_(0, 1)  # f x + (1 - f) gray, one new tensor
 
 
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
@@ -74,21 +75,24 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     RGB -> HSV is torchvision's ``_rgb2hsv``; HSV -> RGB uses the closed form
     ``c = v - v s clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6h) mod 6`` for ``n = 5, 3, 1`` (R, G, B), the
     same function as torchvision's six-case ``_hsv2rgb`` (within 1e-6, tested) at half the memory traffic.
+    The same float operations in the same order as before, in place on this function's own temporaries
+    (bit-identical, checked; ``amax``/``amin`` skip ``max``'s indices): 2 new ``(N, 3, H, W)`` tensors, not 7.
     """
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
+    maxc, minc = torch.amax(x, 1), torch.amin(x, 1)  # (N, H, W)
     delta = maxc - minc
     eqc = delta == 0
-    s = delta / torch.where(eqc, torch.ones_like(maxc), maxc)
-    dc = torch.where(eqc, torch.ones_like(delta), delta)
-    rc, gc, bc = (maxc - r) / dc, (maxc - g) / dc, (maxc - b) / dc
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(eqc, torch.zeros_like(h), h)
-    h = torch.fmod(h / 6.0 + 1.0 + shift.view(-1, 1, 1), 1.0)
+    s = delta / maxc.masked_fill(eqc, 1.0)
+    dc = delta.masked_fill_(eqc, 1.0)
+    rc, gc, bc = (maxc - r).div_(dc), (maxc - g).div_(dc), (maxc - b).div_(dc)
+    h = torch.add(gc, 4.0).sub_(rc)  # 4 + gc - rc where b is the max, then g's and r's cases over it
+    torch.where(maxc == g, rc.add_(2.0).sub_(bc), h, out=h)
+    torch.where(maxc == r, torch.sub(bc, gc, out=gc), h, out=h)
+    h.masked_fill_(eqc, 0.0).div_(6.0).add_(1.0).add_(shift.view(-1, 1, 1)).fmod_(1.0).mul_(6.0)
     n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
-    return maxc.unsqueeze(1) - (maxc * s).unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp(0, 1)
+    k = torch.add(h.unsqueeze(1), n).remainder_(6.0)  # (N, 3, H, W)
+    torch.minimum(k, torch.rsub(k, 4.0), out=k).clamp_(0, 1).mul_(s.mul_(maxc).unsqueeze(1))
+    return torch.sub(maxc.unsqueeze(1), k, out=k)
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
@@ -112,7 +116,7 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
 
 def solarize(x: Tensor, apply: Tensor, threshold: float = 128 / 255) -> Tensor:
     """Invert pixels at or above ``threshold`` in the samples where ``apply`` ``(N,)`` is set."""
-    return torch.where(_per_sample(apply) & (x >= threshold), 1.0 - x, x)
+    return torch.where((x >= threshold).logical_and_(_per_sample(apply)), torch.rsub(x, 1.0), x)
 
 
 def default_blur_kernel(size: int) -> int:
@@ -161,6 +165,11 @@ def crop_flip_theta(
     return theta
 
 
+def _for_view(p: float | Sequence[float], view: int) -> float:
+    """A probability given once or per view (cycled: view ``v`` takes entry ``v % len``)."""
+    return p[view % len(p)] if isinstance(p, Sequence) else p
+
+
 class BatchAugment:
     """One random view per sample of a uint8 batch, on the batch's device (see the module docstring)."""
 
@@ -177,32 +186,35 @@ class BatchAugment:
         flip_p: float = 0.5,
         *,
         crop: bool = True,
-        blur_p: float = 0.0,
+        blur_p: float | Sequence[float] = 0.0,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         blur_kernel: int | None = None,
-        solarize_p: float = 0.0,
+        solarize_p: float | Sequence[float] = 0.0,
+        saturation: float | None = None,
     ) -> None:
         if not 0 <= hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {hue}")
         self.size, self.min_scale, self.flip_p, self.crop = size, min_scale, flip_p, crop
         self.jitter, self.hue, self.jitter_p, self.grayscale_p = jitter, hue, jitter_p, grayscale_p
+        self.saturation = jitter if saturation is None else saturation
         self.blur_p, self.blur_sigma, self.solarize_p = blur_p, tuple(blur_sigma), solarize_p
         self.blur_kernel = blur_kernel or default_blur_kernel(size)
         self.mean, self.std = tuple(mean), tuple(std)
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``images``: uint8 ``(N, 3, H, W)`` (``crop=False``: already ``size`` x ``size``);
-        returns normalised float32 ``(N, 3, size, size)``."""
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None, view: int = 0) -> Tensor:
+        """``images``: uint8 ``(N, 3, H, W)`` (``crop=False``: already ``size`` x ``size``); ``view``
+        picks the per-view blur and solarisation probabilities; returns normalised float32
+        ``(N, 3, size, size)``."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         if not self.crop and tuple(images.shape[-2:]) != (self.size, self.size):
             raise ValueError(f"crop=False expects views cropped to {self.size} px, got {tuple(images.shape)}")
         x = self._geometry(images.float().div_(255), generator)
         x = self._colour(x, generator)
-        x = self._blur_solarize(x, generator)
+        x = self._blur_solarize(x, generator, view)
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return x.sub_(mean).div_(std)  # x is this call's own tensor
 
     def _geometry(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Random resized crop + flip as one ``grid_sample``; with ``crop=False`` the flip only."""
@@ -218,65 +230,113 @@ class BatchAugment:
         """Colour jitter (p = ``jitter_p``; brightness, contrast, saturation, hue), then grayscale."""
         n, dev = x.shape[0], x.device
         apply = torch.rand(n, generator=generator, device=dev) < self.jitter_p
-        one, j = torch.ones(n, device=dev), self.jitter
+        one = torch.ones(n, device=dev)
 
-        def factor() -> Tensor:
+        def factor(j: float) -> Tensor:
             return torch.where(apply, uniform((n,), max(0.0, 1 - j), 1 + j, generator, dev), one)
 
-        x = adjust_brightness(x, factor())
-        x = adjust_contrast(x, factor())
-        x = adjust_saturation(x, factor())
+        x = adjust_brightness(x, factor(self.jitter))
+        x = adjust_contrast(x, factor(self.jitter))
+        x = adjust_saturation(x, factor(self.saturation))
         if self.hue > 0:
             x = adjust_hue(x, torch.where(apply, uniform((n,), -self.hue, self.hue, generator, dev), one - 1))
         gray = _per_sample(torch.rand(n, generator=generator, device=dev) < self.grayscale_p)
-        return torch.where(gray, _gray(x).expand_as(x), x)
+        return torch.where(gray, _gray(x), x, out=x)  # x is the adjust_* ops' new tensor: in place
 
-    def _blur_solarize(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Gaussian blur (p = ``blur_p``), then solarisation (p = ``solarize_p``); no draw when p = 0."""
+    def _blur_solarize(self, x: Tensor, generator: torch.Generator | None, view: int) -> Tensor:
+        """Gaussian blur (p = ``blur_p``), then solarisation (p = ``solarize_p``), each the ``view``'s
+        entry when given per view (BYOL: views 0, 2 / 1, 3); no draw when p = 0."""
         n, dev = x.shape[0], x.device
-        if self.blur_p > 0:
-            blur = torch.rand(n, generator=generator, device=dev) < self.blur_p
+        blur_p, solarize_p = _for_view(self.blur_p, view), _for_view(self.solarize_p, view)
+        if blur_p > 0:
+            blur = torch.rand(n, generator=generator, device=dev) < blur_p
             sigma = uniform((n,), *self.blur_sigma, generator, dev)
-            x = gaussian_blur(x, torch.where(blur, sigma, torch.zeros_like(sigma)), self.blur_kernel)
-        if self.solarize_p > 0:
-            x = solarize(x, torch.rand(n, generator=generator, device=dev) < self.solarize_p)
+            x = gaussian_blur(x, torch.where(blur, sigma, 0.0), self.blur_kernel)
+        if solarize_p > 0:
+            x = solarize(x, torch.rand(n, generator=generator, device=dev) < solarize_p)
         return x
 
-    def views(self, images: Tensor, num_views: int, generator: torch.Generator | None = None) -> list[Tensor]:
+    def views(
+        self, images: Tensor | PackedImages, num_views: int, generator: torch.Generator | None = None
+    ) -> list[Tensor]:
         """``num_views`` views of every image: from the decoded images ``(N, 3, H, W)`` (``crop=True``), or
-        from the workers' crops ``(N, num_views, 3, size, size)`` (``crop=False``, :class:`Uint8Crops`)."""
+        (``crop=False``) from crops ``(N, num_views, 3, size, size)`` or the loader's :class:`PackedImages`."""
         if self.crop:
-            return [self(images, generator) for _ in range(num_views)]
+            return [self(images, generator, v) for v in range(num_views)]
+        if isinstance(images, PackedImages):
+            images = images.crops(self.size)
         if images.ndim != 5 or images.shape[1] != num_views:
             raise ValueError(f"crop=False expects (N, {num_views}, 3, H, W) crops, got {tuple(images.shape)}")
-        return [self(images[:, v], generator) for v in range(num_views)]
+        return [self(images[:, v], generator, v) for v in range(num_views)]
 
 
-class Uint8Crops:
-    """DataLoader-worker half of the ``crop=False`` path: one image -> ``num_views`` random resized
-    crops at ``size`` x ``size``, uint8 ``(num_views, 3, size, size)``; no colour work.
+@dataclass(frozen=True)
+class PackedImages:
+    """Decoded images of different sizes in one flat uint8 buffer (one host-to-device copy), with each
+    image's view crop boxes: what the ``crop=False`` loader yields (see :class:`CropBoxes`).
 
-    Each crop's box is torchvision's ``RandomResizedCrop.get_params`` (scale ``(min_scale, 1)``, ratio
-    3/4-4/3, the worker's torch RNG), as in the PIL recipe. The crop is resized by torchvision's
-    ``resized_crop`` on the uint8 tensor (bilinear, antialiased: its vectorised uint8 kernel, about 5x
-    faster here than PIL's ``resize``), which differs from the PIL recipe's resize by rounding only
-    (mean |difference| under one grey level, tested).
+    ``pixels`` ``(sum of H*W*3,)`` uint8, each image HWC (on any device); ``sizes`` ``(N, 2)`` (H, W) and
+    ``boxes`` ``(N, V, 4)`` (top, left, height, width), int64 on the CPU.
     """
 
-    def __init__(self, size: int, num_views: int, min_scale: float = 0.2) -> None:
-        self.size, self.num_views, self.scale = size, num_views, (min_scale, 1.0)
+    pixels: Tensor
+    sizes: Tensor
+    boxes: Tensor
 
-    def __call__(self, image: Image.Image) -> Tensor:
-        from torchvision.transforms import RandomResizedCrop
+    def __len__(self) -> int:
+        return self.sizes.shape[0]
+
+    @staticmethod
+    def cat(parts: Sequence[PackedImages]) -> PackedImages:
+        pixels = torch.cat([p.pixels for p in parts])
+        return PackedImages(pixels, torch.cat([p.sizes for p in parts]), torch.cat([p.boxes for p in parts]))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedImages:
+        return replace(self, pixels=self.pixels.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> PackedImages:  # called by DataLoader(pin_memory=True)
+        return replace(self, pixels=self.pixels.pin_memory())
+
+    def crops(self, size: int) -> Tensor:
+        """Every box resized to ``size`` x ``size``: uint8 ``(N, V, 3, size, size)`` on the pixels' device.
+
+        torchvision's ``resized_crop`` (bilinear, antialiased) per box, on the HWC image viewed as CHW (the
+        layout its vectorised uint8 CPU kernel takes; equal to the contiguous-CHW result, tested).
+        """
         from torchvision.transforms.v2.functional import resized_crop
 
+        ends = (self.sizes.prod(1) * 3).cumsum(0).tolist()
+        out = []
+        for (h, w), end, boxes in zip(self.sizes.tolist(), ends, self.boxes.tolist()):
+            image = self.pixels[end - h * w * 3 : end].view(h, w, 3).permute(2, 0, 1)
+            out.append(
+                torch.stack([resized_crop(image, *box, [size, size], antialias=True) for box in boxes])
+            )
+        return torch.stack(out)
+
+
+class CropBoxes:
+    """DataLoader-worker half of the ``crop=False`` path: an image decoded once -> its pixels and
+    ``num_views`` crop boxes, a :class:`PackedImages` of one image; no pixel work.
+
+    Each box is torchvision's ``RandomResizedCrop.get_params`` (scale ``(min_scale, 1)``, ratio 3/4-4/3,
+    the worker's torch RNG), as in the PIL recipe; the device resizes them (:meth:`PackedImages.crops`),
+    which differs from the PIL recipe's resize by rounding only (mean |difference| under one grey level,
+    tested).
+    """
+
+    def __init__(self, num_views: int, min_scale: float = 0.2) -> None:
+        self.num_views, self.scale = num_views, (min_scale, 1.0)
+
+    def __call__(self, image: Image.Image) -> PackedImages:
+        from torchvision.transforms import RandomResizedCrop
+
         image = image.convert("RGB") if image.mode != "RGB" else image
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        crops = []
-        for _ in range(self.num_views):
-            i, j, h, w = RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3))
-            crops.append(resized_crop(pixels, i, j, h, w, [self.size, self.size], antialias=True))
-        return torch.stack(crops)
+        boxes = [
+            RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3)) for _ in range(self.num_views)
+        ]
+        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        return PackedImages(pixels, torch.tensor([[image.height, image.width]]), torch.tensor([boxes]))
 
     def __repr__(self) -> str:
-        return f"Uint8Crops(size={self.size}, num_views={self.num_views}, scale={self.scale})"
+        return f"CropBoxes(num_views={self.num_views}, scale={self.scale})"

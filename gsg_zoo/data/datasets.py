@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
+from .batch_augment import PackedImages
 from .registry import get_info, open_split
 
 
@@ -132,14 +133,18 @@ class EpochShardSampler(Sampler):
         return iter([(int(i), self.epoch) for i in order])
 
 
-def collate_views(batch: list[Any]) -> tuple[list[torch.Tensor], torch.Tensor, int]:
-    """Stack multi-view items into ``(views, labels, skipped)``; ``None`` items are dropped and counted."""
+def collate_views(batch: list[Any]) -> tuple[list[Any], torch.Tensor, int]:
+    """Stack multi-view items into ``(views, labels, skipped)`` (:class:`PackedImages` items: concatenated);
+    ``None`` items are dropped and counted."""
     items = [b for b in batch if b is not None]
     skipped = len(batch) - len(items)
     if not items:
         return [], torch.zeros(0, dtype=torch.long), skipped
     num_views = len(items[0][0])
-    views = [torch.stack([it[0][v] for it in items]) for v in range(num_views)]
+    if isinstance(items[0][0][0], PackedImages):  # the batch-augment loader's decoded images + boxes
+        views = [PackedImages.cat([it[0][0] for it in items])]
+    else:
+        views = [torch.stack([it[0][v] for it in items]) for v in range(num_views)]
     labels = torch.as_tensor([int(it[1]) for it in items])
     return views, labels, skipped
 
