@@ -154,6 +154,15 @@ def test_bench_imagenet_views_tiny(tmp_path):
     assert "| boxes |" in out.with_suffix(".md").read_text()
 
 
+def test_throughput_ab_tiny(tmp_path):
+    bench = ["--recipes", "cifar", "--workers", "0", "--batch", "4", "--steps", "1", "--warmup", "0",
+             "--backbone", "resnet10t"]  # fmt: skip
+    r = load("throughput_ab").main(["--reps", "2", "--out", str(tmp_path / "ab.json"), "--bench", *bench])
+    assert [len(r["images_per_s"][s]) for s in "AB"] == [2, 2]
+    assert r["ratio_b_over_a"] == pytest.approx(r["images_per_s_mean"]["B"] / r["images_per_s_mean"]["A"])
+    assert json.loads((tmp_path / "ab.json").read_text())["protocol"].startswith("throughput_ab")
+
+
 @pytest.mark.filterwarnings("ignore:lbfgs failed to converge")
 def test_bench_logreg_tiny(tmp_path, monkeypatch):
     """The torch and scikit-learn sweeps cover the same C grid; the best C is the curve's argmax."""

@@ -19,7 +19,7 @@ def test_peer_parity_tiny(tmp_path):
     write_split_files(tmp_path / "fm", n_train=40, n_test=20)
     report = load("peer_parity").main(
         ["--data", str(tmp_path / "fm"), "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"),
-         "--steps", "2", "--seeds", "0", "--eval-subset", "30", *TINY]
+         "--steps", "2", "--seeds", "0", "--eval-subset", "30", "--warmup-steps", "1", *TINY]
     )  # fmt: skip
     assert json.loads((tmp_path / "res" / "peer_parity.json").read_text()) == json.loads(json.dumps(report))
     md = (tmp_path / "res" / "peer_parity.md").read_text()
