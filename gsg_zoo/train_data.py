@@ -84,6 +84,13 @@ class TrainData:
         self.loader._iterator = None
 
 
+# blur and solarisation of the device views per augmentation (one value, or one per view parity)
+CROP_BOX_VIEWS: dict[str, dict[str, Any]] = {
+    "mocov2": {"blur_p": 0.5},  # MoCo-v2: blur p=0.5 on every view
+    "byol": {"blur_p": BYOL_BLUR_P, "solarize_p": BYOL_SOLARIZE_P},  # BYOL's asymmetric views
+}
+
+
 def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugment | None]:
     """Per-image transform of the loader, and the per-batch device augmentation if ``batch_augment``."""
     aug_args = dc.augment_options()
@@ -95,15 +102,13 @@ def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugm
         return MultiView(uint8_transform(dc.image_size), 1), BatchAugment(
             dc.image_size, mean, std, **aug_args
         )
-    boxes = CropBoxes(num_views, dc.min_scale)  # workers decode, draw crop boxes; the device resizes
-    if dc.augmentation == "mocov2":  # MoCo-v2: blur p=0.5 on every view
-        return MultiView(boxes, 1), BatchAugment(dc.image_size, mean, std, crop=False, blur_p=0.5, **aug_args)
-    if dc.augmentation == "byol":  # BYOL's asymmetric views: blur and solarisation per view
-        return MultiView(boxes, 1), BatchAugment(
-            dc.image_size, mean, std, crop=False, blur_p=BYOL_BLUR_P, solarize_p=BYOL_SOLARIZE_P, **aug_args
+    if dc.augmentation not in CROP_BOX_VIEWS:
+        raise ValueError(
+            f"data.batch_augment supports augmentation cifar, mocov2 or byol, not {dc.augmentation!r}"
         )
-    raise ValueError(
-        f"data.batch_augment supports augmentation cifar, mocov2 or byol, not {dc.augmentation!r}"
+    # workers decode and draw the crop boxes; the device resizes them and does everything after
+    return MultiView(CropBoxes(num_views, dc.min_scale), 1), BatchAugment(
+        dc.image_size, mean, std, crop=False, **CROP_BOX_VIEWS[dc.augmentation], **aug_args
     )
 
 

@@ -75,7 +75,7 @@ def byol_transforms(
     jitter: float = 0.4,
     hue: float = 0.1,
     grayscale_p: float = 0.2,
-    saturation: float | None = 0.2,
+    saturation: float = 0.2,
 ) -> list[T.Compose]:
     """BYOL's two asymmetric view pipelines (Grill et al. 2020, Table 6; a named variant: the GSG paper's
     ImageNet runs use MoCo-v2's views for BYOL too): crop ``min_scale``-1, flip, colour jitter
@@ -84,14 +84,13 @@ def byol_transforms(
     p = 0.0 / 0.2. :class:`MultiView` gives views 0, 2 the first and views 1, 3 the second pipeline."""
     from .batch_augment import default_blur_kernel
 
-    sat = jitter if saturation is None else saturation
     views = []
     for blur_p, solarize_p in zip(BYOL_BLUR_P, BYOL_SOLARIZE_P):
         blur = T.GaussianBlur(default_blur_kernel(size), sigma=(0.1, 2.0))
         views.append(T.Compose([
             T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
             T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(jitter, jitter, sat, hue)], p=0.8),
+            T.RandomApply([T.ColorJitter(jitter, jitter, saturation, hue)], p=0.8),
             T.RandomGrayscale(p=grayscale_p),
             *([T.RandomApply([blur], p=blur_p)] if blur_p > 0 else []),
             *([T.RandomSolarize(128, p=solarize_p)] if solarize_p > 0 else []),

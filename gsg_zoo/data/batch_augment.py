@@ -8,14 +8,14 @@ step outruns a few CPU workers. :class:`BatchAugment` applies the CIFAR/SimSiam 
   then the whole image: torchvision's distribution, tested) and horizontal flip as one affine
   ``grid_sample`` (bilinear, continuous box: no rounding to whole pixels, no antialiasing);
 - colour jitter with probability ``jitter_p``: brightness, contrast (``jitter``), saturation
-  (``saturation``, default ``jitter``), hue (in that fixed order, torchvision draws a random order), each matching ``torchvision.transforms.functional``'s
-  ``adjust_*`` for the same factor (tested);
+  (``saturation``, default ``jitter``), hue (in that fixed order, torchvision draws a random order),
+  each matching ``torchvision.transforms.functional``'s ``adjust_*`` for the same factor (tested);
 - grayscale with probability ``grayscale_p``;
-- Gaussian blur with probability ``blur_p`` (one value, or one per view: BYOL's 1.0 / 0.1), sigma uniform in ``blur_sigma``, a ``blur_kernel``-tap
-  kernel (default about 10% of the side, odd: 23 at 224 px, BYOL's), equal to torchvision's
-  ``gaussian_blur`` for the same sigma (tested). The MoCo-v2/SimSiam reference blurs with PIL's
-  ``ImageFilter.GaussianBlur(radius=sigma)``, a box-filter approximation of the same Gaussian: a named
-  difference of this path, not of the PIL path;
+- Gaussian blur with probability ``blur_p`` (one value, or one per view: BYOL's 1.0 / 0.1), sigma
+  uniform in ``blur_sigma``, a ``blur_kernel``-tap kernel (default about 10% of the side, odd: 23 at
+  224 px, BYOL's), equal to torchvision's ``gaussian_blur`` for the same sigma (tested). The
+  MoCo-v2/SimSiam reference blurs with PIL's ``ImageFilter.GaussianBlur(radius=sigma)``, a box-filter
+  approximation of the same Gaussian: a named difference of this path, not of the PIL path;
 - solarisation with probability ``solarize_p`` (threshold 128/255, torchvision's ``solarize``; BYOL's
   0.0 / 0.2 per view);
 - then normalisation.
@@ -259,8 +259,9 @@ class BatchAugment:
     def views(
         self, images: Tensor | PackedImages, num_views: int, generator: torch.Generator | None = None
     ) -> list[Tensor]:
-        """``num_views`` views of every image: from the decoded images ``(N, 3, H, W)`` (``crop=True``), or
-        (``crop=False``) from crops ``(N, num_views, 3, size, size)`` or the loader's :class:`PackedImages`."""
+        """``num_views`` views of every image: from the decoded images ``(N, 3, H, W)`` (``crop=True``),
+        or (``crop=False``) from crops ``(N, num_views, 3, size, size)`` or the loader's
+        :class:`PackedImages`."""
         if self.crop:
             return [self(images, generator, v) for v in range(num_views)]
         if isinstance(images, PackedImages):

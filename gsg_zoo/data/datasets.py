@@ -140,11 +140,10 @@ def collate_views(batch: list[Any]) -> tuple[list[Any], torch.Tensor, int]:
     skipped = len(batch) - len(items)
     if not items:
         return [], torch.zeros(0, dtype=torch.long), skipped
-    num_views = len(items[0][0])
     if isinstance(items[0][0][0], PackedImages):  # the batch-augment loader's decoded images + boxes
         views = [PackedImages.cat([it[0][0] for it in items])]
     else:
-        views = [torch.stack([it[0][v] for it in items]) for v in range(num_views)]
+        views = [torch.stack([it[0][v] for it in items]) for v in range(len(items[0][0]))]
     labels = torch.as_tensor([int(it[1]) for it in items])
     return views, labels, skipped
 
