@@ -1,4 +1,4 @@
-"""The module map of README's "Architecture" section, enforced: layers import only downwards, no cycles.
+"""The module map of the docs' Architecture table (docs/development.md, generated from LAYERS), enforced: layers import only downwards, no cycles.
 
 The import graph is read from the source (every ``import``, module level or inside a function), so a
 lazy import that goes the wrong way counts too.
@@ -83,7 +83,7 @@ def layer_of(module: str) -> int:
     for rank, members in enumerate(LAYERS.values()):
         if top in members:
             return rank
-    raise AssertionError(f"gsg_zoo.{module} is in no layer: add it to LAYERS and to README's Architecture")
+    raise AssertionError(f"gsg_zoo.{module} is in no layer: add it to LAYERS (the docs' table follows)")
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:

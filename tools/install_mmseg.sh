@@ -16,6 +16,8 @@ if [ $# -ne 1 ]; then
   exit 2
 fi
 py=$1
+# the repository root: the check below imports gsg_zoo.transfer.mmseg_compat before gsg-zoo is installed
+repo=$(cd "$(dirname "$0")/.." && pwd)
 if ! "$py" -c "import torch" >/dev/null 2>&1; then
   echo "[mmseg] $py cannot import torch: install torch first" >&2
   exit 1
@@ -48,7 +50,7 @@ fi
 # shellcheck disable=SC2086
 "$py" -m pip install -c "$tmp/constraints.txt" mmengine $mmcv mmsegmentation ftfy regex
 "$py" -m pip check
-"$py" - <<'PY'
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" - <<'PY'
 from gsg_zoo.transfer import mmseg_compat
 
 shim = mmseg_compat.apply()

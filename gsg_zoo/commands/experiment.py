@@ -19,6 +19,7 @@ def register(p: argparse.ArgumentParser) -> None:
         help="base recipe (default: demo, the built-in data; demo_fmnist: Fashion-MNIST)",
     )
     p.add_argument("--runs", help="comma-separated subset of run ids")
+    p.add_argument("--data", metavar="ROOT", help="dataset root of the recipe (= --set data.root=ROOT)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     seeds = [int(s) for s in args.seeds.split(",")]
-    report = run_claims(args.out, seeds, args.epochs, args.recipe, args.overrides,
+    overrides = [*([f"data.root={args.data}"] if args.data else []), *args.overrides]
+    report = run_claims(args.out, seeds, args.epochs, args.recipe, overrides,
                         args.runs.split(",") if args.runs else None)  # fmt: skip
     from ..experiments import claims_markdown
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 PATH = ("pretrain",)
-HELP = "pretrain a backbone from a recipe (pretrain/*.yaml); resumes from OUT/checkpoints/last.pt"
+HELP = "pretrain a backbone from a recipe (a YAML file of pretrain/); resumes from OUT/checkpoints/last.pt"
 OPTIONS = ("dataset", "overrides", "progress")  # --data sets data.root, --download data.download
 
 
