@@ -19,6 +19,15 @@ class CheckpointError(ValueError):
     """A file is not the checkpoint that was expected."""
 
 
+FILE_MODE = 0o644
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename into ``path``: a crash never leaves a partial file.
 
@@ -30,6 +39,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, FILE_MODE & ~_umask())  # mkstemp makes 0600; others of the group must read results
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

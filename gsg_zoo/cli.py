@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -54,6 +55,16 @@ def _print_help(p: argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a ``gsg`` command. Under torchrun, errors propagate through torch's ``record`` so that the
+    launcher's failure summary carries the traceback (instead of a one-line message and exit code 1)."""
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        return record(lambda: _main(argv, reraise=True))()
+    return _main(argv)
+
+
+def _main(argv: Sequence[str] | None, reraise: bool = False) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
@@ -65,10 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, RuntimeError) as err:
-        if getattr(args, "debug", False):
+        code = getattr(err, "exit_code", None)  # e.g. a non-finite loss: its own code, no traceback needed
+        if code is None and (reraise or getattr(args, "debug", False)):
             raise
         print(f"gsg: error: {err}", file=sys.stderr)
-        return 1
+        return code or 1
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int = 2
+    max_consecutive_failures: int = 50  # unreadable images in a row (each replaced) before the run stops
 
     def augment_options(self) -> dict[str, Any]:
         """Keyword options of the view augmentation (``build_augmentation`` and ``BatchAugment``)."""
@@ -65,6 +66,7 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 800
     batch_size: int = 512  # global batch (split evenly across ranks)
+    batch_size_per_device: int | None = None  # if set: global batch = this x world size (lr follows it)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
@@ -72,8 +74,14 @@ class TrainConfig:
     compile: bool = False
     sync_bn: str = "auto"  # auto (on for multi-GPU) | on | off
     checkpoint_every: int = 50  # also writes checkpoints/last.pt every epoch
+    checkpoint_minutes: float = 30.0  # also save last.pt inside an epoch this often (0: only at epoch ends)
+    checkpoint_steps: int = 0  # also save last.pt every N global steps (0: off)
     max_steps_per_epoch: int | None = None  # truncate epochs (smoke tests)
-    log_every: int = 20  # steps between finite-loss checks and progress updates
+    log_every: int = 20  # steps between check steps: finite loss, preemption, time-based saves, progress
+    dist_timeout_minutes: float = 30.0  # collective timeout of the process group
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN pick the fastest kernels (off when deterministic)
+    tf32: bool | None = None  # CUDA: TF32 matmuls and convolutions (None: PyTorch's defaults)
+    deterministic: bool = False  # torch.use_deterministic_algorithms + CUBLAS_WORKSPACE_CONFIG (slower)
 
 
 @dataclass
@@ -139,7 +147,14 @@ def resolve_recipe_path(name_or_path: str) -> Path:
 
 
 def load_raw(path: Path) -> dict[str, Any]:
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ValueError(f"{path}: YAML syntax error at {where}: {err.problem}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a recipe is a YAML mapping (key: value), not {type(raw).__name__}")
     base = raw.pop("base", None)
     return _merge(load_raw((path.parent / base).resolve()), raw) if base else raw
 
@@ -196,7 +211,48 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     unknown = set(recipe.model) - known_model
     if unknown:
         raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(known_model)}")
+    validate(recipe)
     return recipe
+
+
+# (key, test, allowed range as said in the error); None values are allowed where the default is None
+RULES: tuple[tuple[str, Any, str], ...] = (
+    ("train.epochs", lambda v: v >= 1, ">= 1"),
+    ("train.batch_size", lambda v: v >= 2, ">= 2 (GSG pairs images within a batch; BatchNorm needs 2)"),
+    ("train.batch_size_per_device", lambda v: v >= 2, ">= 2"),
+    ("train.max_steps_per_epoch", lambda v: v >= 1, ">= 1"),
+    ("train.log_every", lambda v: v >= 1, ">= 1"),
+    ("train.checkpoint_every", lambda v: v >= 0, ">= 0"),
+    ("train.checkpoint_minutes", lambda v: v >= 0, ">= 0"),
+    ("train.checkpoint_steps", lambda v: v >= 0, ">= 0"),
+    ("train.dist_timeout_minutes", lambda v: v > 0, "> 0"),
+    ("optim.lr", lambda v: v > 0, "> 0"),
+    ("data.image_size", lambda v: v >= 8, ">= 8"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.prefetch_factor", lambda v: v >= 1, ">= 1"),
+    ("data.min_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.jitter", lambda v: v >= 0, ">= 0"),
+    ("data.hue", lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
+    ("data.grayscale_p", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("data.num_images", lambda v: v >= 2, ">= 2"),
+    ("data.max_consecutive_failures", lambda v: v >= 1, ">= 1"),
+    ("monitor.every", lambda v: v >= -1, ">= -1 (-1: never, 0: at the end)"),
+    ("monitor.k", lambda v: v >= 1, ">= 1"),
+    ("monitor.t", lambda v: v > 0, "> 0"),
+)
+
+
+def validate(recipe: Recipe) -> None:
+    """Range-check every value before anything runs; the error names the key, the value and the range."""
+    for key, ok, allowed in RULES:
+        section, name = key.split(".")
+        value = getattr(getattr(recipe, section), name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        if not ok(value):
+            raise ValueError(f"{key}={value!r} is out of range: it must be {allowed}")
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:

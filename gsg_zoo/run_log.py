@@ -28,11 +28,16 @@ class RunLog:
         self._tb: Any = None
 
     def start(self, config: dict[str, Any]) -> None:
-        """Create ``out`` and write the fully resolved recipe to ``config.yaml``."""
+        """Create ``out`` and write the fully resolved recipe to ``config.yaml``; a resumed run with
+        changed settings keeps the earlier one as ``config.N.yaml`` (N = 1, 2, ...)."""
         if not self.enabled:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        path, text = self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False)
+        if path.exists() and path.read_text() != text:
+            n = 1 + sum(1 for _ in self.out.glob("config.*.yaml"))
+            path.rename(self.out / f"config.{n}.yaml")
+        path.write_text(text)
 
     def epoch(self, history: list[Row]) -> None:
         """Rewrite the metrics files from the whole ``history`` (consistent after a resume) and send

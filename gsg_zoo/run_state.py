@@ -3,9 +3,10 @@
 A checkpoint holds the resolved recipe, the learner's weights (online and EMA target), the
 optimiser and grad-scaler states, the counters and per-epoch history, the global RNG states, and
 ``rng_streams``: the version of the random streams the run drew from. Training randomness itself is
-not restored but re-derived from (seed, epoch, rank, step) (:mod:`.train_data`), so the epoch counter
-is the resume point. Files are written atomically (:func:`gsg_zoo.checkpoint.save_checkpoint`) and
-loaded safely.
+not restored but re-derived from (seed, epoch, rank, step) (:mod:`.train_data`), so (epoch, steps into
+the epoch) is the resume point: a checkpoint written inside an epoch (by time, or on preemption) also
+holds the epoch's partial totals, and the resumed run fast-forwards the data to that step. Files are
+written atomically (:func:`gsg_zoo.checkpoint.save_checkpoint`) and loaded safely.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from .checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint
 from .learner import LearnerConfig, SelfSupervisedLearner
 from .recipes import Recipe
+from .resume_point import check_recipe_unchanged
 
 log = logging.getLogger("gsg_zoo.pretrain")
 
@@ -80,7 +82,10 @@ class RunState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimiser steps taken
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per completed epoch
-    skipped_images: int = 0  # unreadable images dropped so far
+    skipped_images: int = 0  # unreadable images replaced so far (all ranks)
+    epoch_step: int = 0  # steps done inside the current epoch (0 at an epoch boundary)
+    partial: dict[str, Any] = field(default_factory=dict)  # the current epoch's running totals
+    world_size: int = 1
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -94,34 +99,55 @@ class RunState:
             "skipped_images": self.skipped_images,
             "rng": rng_state(),
             "rng_streams": RNG_STREAMS,
+            "epoch_step": self.epoch_step,
+            "partial": self.partial,
+            "world_size": self.world_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.epoch_step, self.partial = int(state.get("epoch_step", 0)), dict(state.get("partial") or {})
+        if int(state.get("world_size", self.world_size)) != self.world_size:
+            log.warning("resuming a run of world size %s with %d ranks: the data order per rank changes, so "
+                        "the result is not bit-identical to an uninterrupted run", state["world_size"],
+                        self.world_size)  # fmt: skip
         self.history = list(state.get("history", []))
         self.skipped_images = int(state.get("skipped_images", 0))
         restore_rng(state["rng"])
         warn_other_streams(int(state.get("rng_streams", 1)), self.epoch)
 
     def save(self, ckpt_dir: Path) -> None:
-        """``ckpt_dir/last.pt``, and ``epoch_NNNN.pt`` every ``train.checkpoint_every`` epochs."""
+        """``ckpt_dir/last.pt``, and at an epoch end ``epoch_NNNN.pt`` every ``train.checkpoint_every``
+        epochs."""
         state = self.state_dict()
         remove_stale_temps(ckpt_dir)  # left by a run killed during a write
         save_checkpoint(ckpt_dir / "last.pt", state)
         every = self.recipe.train.checkpoint_every
-        if every and self.epoch % every == 0:
+        if every and self.epoch % every == 0 and not self.epoch_step:
             save_checkpoint(ckpt_dir / f"epoch_{self.epoch:04d}.pt", state)
 
     def resume(self, path: str | os.PathLike) -> bool:
-        """Load the checkpoint at ``path`` if it exists (same model required); returns whether it did."""
+        """Load the checkpoint at ``path`` if it exists (same model and recipe, up to the keys that may
+        change); returns whether it did."""
         path = Path(path)
         if not path.exists():
             return False
         state = load_checkpoint(path)
         check_same_model(path, state["config"], self.recipe)
+        check_recipe_unchanged(path, state["config"], self.recipe.to_dict())
         self.load_state_dict(state)
-        log.info("resumed from %s at epoch %d (step %d)", path, self.epoch, self.step)
+        log.info("resumed from %s at epoch %d, step %d (%d into the epoch)", path, self.epoch, self.step,
+                 self.epoch_step)  # fmt: skip
         return True
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict[str, Any]) -> None:
+    """Restore the grad scaler, also across precisions: an fp16 run's scale is dropped when resuming
+    in bf16/fp32 (no scaler), and an fp16 run resumed from bf16/fp32 starts with a fresh scale."""
+    if scaler.is_enabled() and saved:
+        scaler.load_state_dict(saved)
+    elif scaler.is_enabled() != bool(saved):
+        log.info("resuming with another precision: the grad scaler starts fresh")

@@ -62,14 +62,16 @@ class TrainData:
     rank: int = 0
     generator: torch.Generator = field(default_factory=torch.Generator)  # the loader's worker seeds
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch's data order, and its worker base seed drawn from (seed, epoch, rank).
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """The epoch's data order from step ``start_step`` on (a run resumed inside the epoch skips the
+        batches it already trained on: nothing before them is read), and its worker base seed drawn
+        from (seed, epoch, rank).
 
         A new loader iterator (each epoch without persistent workers, once per process with them)
         draws its worker base seed from ``generator``; what the workers produce does not depend on it
         (:class:`EpochSeeded` seeds every item), but nothing is drawn from the global RNG either.
         """
-        self.sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, start_step * self.loader.batch_size)
         self.generator.manual_seed(stream_seed(self.seed, "loader", epoch, self.rank))
 
     def close(self) -> None:
@@ -118,11 +120,15 @@ def build_train_data(
     """The rank's shard of the recipe's dataset in batches of ``local_batch`` (last partial dropped)."""
     dc, tc = recipe.data, recipe.train
     views, batch_augment = view_transform(dc, num_views)
-    ds = build_dataset(
-        dc.dataset, dc.root, dc.split, transform=views, download=dc.download and dist.is_main,
-        num_images=dc.num_images, **dc.synthetic_options(),
-    )  # fmt: skip
-    dataset = EpochSeeded(ds, tc.seed)
+
+    def build(download: bool) -> Any:
+        return build_dataset(dc.dataset, dc.root, dc.split, transform=views, download=download,
+                             num_images=dc.num_images, **dc.synthetic_options())  # fmt: skip
+
+    ds = build(dc.download) if dist.is_main else None
+    dist.barrier()  # rank 0 downloads (if asked) before the others open the files
+    ds = ds if dist.is_main else build(False)
+    dataset = EpochSeeded(ds, tc.seed, dc.max_consecutive_failures)
     sampler = EpochShardSampler(len(ds), dist.rank, dist.world_size, seed=tc.seed)
     generator = seeded_generator(stream_seed(tc.seed, "loader", 0, dist.rank))
     loader = DataLoader(

@@ -8,6 +8,7 @@ the benchmarks time exactly the operations that ``gsg pretrain`` runs.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +24,33 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype of ``train.precision`` (``auto``/fp32/bf16/fp16), None for fp32.
 
-    ``auto``: bf16 on CUDA devices that support it, else fp16 on CUDA, fp32 elsewhere.
+    ``auto``: bf16 on CUDA devices with native bf16 (compute capability 8.0+: A100, H100, ...), else fp16
+    with a grad scaler on CUDA (V100, T4: ``is_bf16_supported()``'s default counts their *emulated* bf16,
+    which is slow), fp32 elsewhere.
     """
     if precision == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
     return PRECISIONS[precision]
+
+
+def configure_backends(cudnn_benchmark: bool, tf32: bool | None, deterministic: bool) -> None:
+    """The process-wide CUDA switches of ``train.cudnn_benchmark`` / ``tf32`` / ``deterministic``.
+
+    Deterministic mode sets ``CUBLAS_WORKSPACE_CONFIG`` (needed by cuBLAS before its first use),
+    ``torch.use_deterministic_algorithms(True)`` and ``cudnn.deterministic``, and turns the cuDNN
+    autotuner off: what bit-exact resume on a GPU needs, at some speed.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
+    if tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -45,32 +45,58 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .device import resolve_device
-from .distributed import init_distributed
+from .distributed import agree_max, all_reduce_sum, broadcast_object, init_distributed
 from .learner import SelfSupervisedLearner
 from .monitors import KnnMonitor, monitor_due
 from .optim import build_optimizer, effective_lr, lr_at, set_lr
 from .recipes import Recipe
+from .resume_point import decide_resume_point
+from .run_control import (
+    EXIT_NONFINITE,
+    Preempted,
+    RunLock,
+    StopSignals,
+    nonfinite_message,
+    write_nonfinite_marker,
+)
 from .run_log import RunLog, run_summary
 from .run_state import RunState
 from .train_data import build_train_data, seed_global_rngs, seeded_generator, step_views, stream_seed
-from .train_step import resolve_precision, train_step
+from .train_step import configure_backends, resolve_precision, train_step
 
 log = logging.getLogger("gsg_zoo.pretrain")
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is kept."""
+    """The loss became NaN/inf; the last good checkpoint is kept (the CLI exits with
+    :data:`~gsg_zoo.run_control.EXIT_NONFINITE`)."""
+
+    exit_code = EXIT_NONFINITE
 
 
 @dataclass
 class EpochTally:
-    """Running totals of one epoch."""
+    """Running totals of one epoch; a mid-epoch checkpoint keeps them (:meth:`to_state`)."""
 
     loss_sum: Tensor  # scalar on the device: summed without a host sync
     steps: int = 0
     images: int = 0
     data_wait: float = 0.0  # seconds spent waiting for the loader
+    skipped: int = 0  # unreadable images replaced on this rank
     start: float = field(default_factory=time.perf_counter)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum.detach().cpu().clone(), "steps": self.steps, "images": self.images,
+                "data_wait": self.data_wait, "skipped": self.skipped,
+                "elapsed": time.perf_counter() - self.start}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochTally:
+        """A fresh tally (empty ``state``), or the one a mid-epoch checkpoint saved."""
+        if not state:
+            return cls(torch.zeros((), device=device))
+        return cls(state["loss_sum"].to(device), state["steps"], state["images"], state["data_wait"],
+                   state["skipped"], time.perf_counter() - state["elapsed"])  # fmt: skip
 
 
 class Pretrainer:
@@ -79,15 +105,17 @@ class Pretrainer:
     def __init__(self, recipe: Recipe, out_dir: str | os.PathLike, progress: bool = True) -> None:
         self.recipe, self.out, self.progress = recipe, Path(out_dir), progress
         tc = recipe.train
+        configure_backends(tc.cudnn_benchmark, tc.tf32, tc.deterministic)  # before any CUDA work
         cuda = tc.device in ("auto", "cuda") and torch.cuda.is_available()
-        self.dist = init_distributed("cuda" if cuda else "cpu")
+        self.dist = init_distributed("cuda" if cuda else "cpu", tc.dist_timeout_minutes)
         self.device = resolve_device(tc.device, self.dist.local_rank)
         self.amp_dtype = resolve_precision(tc.precision, self.device)
-        self.local_batch = local_batch_size(tc.batch_size, self.dist.world_size)
+        self.global_batch = global_batch_size(tc.batch_size, tc.batch_size_per_device, self.dist.world_size)
+        self.local_batch = local_batch_size(self.global_batch, self.dist.world_size)
         self.learner, self.model = self._build_model()
-        self.base_lr = effective_lr(recipe.optim, tc.batch_size)
+        self.base_lr = effective_lr(recipe.optim, self.global_batch)
         modules = dict(self.learner.online_modules().items())
-        self.optimizer = build_optimizer(modules, recipe.optim, tc.batch_size)
+        self.optimizer = build_optimizer(modules, recipe.optim, self.global_batch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.data = build_train_data(
             recipe, self.dist, self.device, self.local_batch, self.learner.config.num_views
@@ -97,9 +125,13 @@ class Pretrainer:
             len(self.train_loader), tc.max_steps_per_epoch, self.local_batch
         )
         self.total_steps = self.steps_per_epoch * tc.epochs
-        self.state = RunState(recipe, self.learner, self.optimizer, self.scaler)
+        self.state = RunState(
+            recipe, self.learner, self.optimizer, self.scaler, world_size=self.dist.world_size
+        )
         self.run_log = RunLog(self.out, recipe.monitor.tensorboard, enabled=self.dist.is_main)
         self.knn_monitor = KnnMonitor(recipe.data, recipe.monitor)
+        self.signals, self.lock = StopSignals(), RunLock(self.out)
+        self._last_save = time.monotonic()
 
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> tuple[SelfSupervisedLearner, nn.Module]:
@@ -139,8 +171,27 @@ class Pretrainer:
             self.state.save(self.ckpt_dir)
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
-        """Load ``path`` (default ``OUT/checkpoints/last.pt`` if present). Returns whether it resumed."""
-        return self.state.resume(Path(path) if path else self.ckpt_dir / "last.pt")
+        """Resume from ``OUT/checkpoints/last.pt`` when present, else from ``path`` (which must exist),
+        decided by rank 0 and checked by every rank (:mod:`.resume_point`). Returns whether it resumed."""
+        point = decide_resume_point(self.ckpt_dir / "last.pt", path, self.dist, self.device)
+        return point.path is not None and self.state.resume(point.path)
+
+    def _claim_run_dir(self) -> None:
+        """Rank 0 takes the run directory's lock and checks for a non-finite marker; every rank learns
+        the verdict (no rank trains while another stops)."""
+        verdict = None
+        if self.dist.is_main:
+            verdict = nonfinite_message(self.out)
+            if verdict is None:
+                try:
+                    self.lock.acquire()
+                except RuntimeError as err:
+                    verdict = f"locked: {err}"
+        verdict = broadcast_object(verdict, self.dist)
+        if verdict and verdict.startswith("locked: "):
+            raise RuntimeError(verdict.removeprefix("locked: "))
+        if verdict:
+            raise NonFiniteLossError(verdict)
 
     # ------------------------------------------------------------------ training
     def _lr(self, n_steps: int) -> float:
@@ -148,18 +199,44 @@ class Pretrainer:
         progress = self.state.epoch + n_steps / self.steps_per_epoch
         return lr_at(self.recipe.optim, self.base_lr, progress, self.recipe.train.epochs)
 
-    def _check_finite(self, loss_sum: Tensor, n: int) -> None:
-        if n and not math.isfinite(float(loss_sum)):
-            raise NonFiniteLossError(
-                f"loss became non-finite at epoch {self.state.epoch + 1}, step {self.state.step}: stopping. "
-                f"The last good checkpoint ({self.ckpt_dir / 'last.pt'}, epoch {self.state.epoch}) is kept; "
-                "lower optim.lr, use train.precision=fp32/bf16, or check the data."
-            )
+    def _fail_nonfinite(self) -> None:
+        message = (
+            f"loss became non-finite at epoch {self.state.epoch + 1}, step {self.state.step}: stopping. "
+            f"The last good checkpoint ({self.ckpt_dir / 'last.pt'}, epoch {self.state.epoch}) is kept; "
+            "lower optim.lr, use train.precision=fp32/bf16, or check the data."
+        )
+        if self.dist.is_main:
+            write_nonfinite_marker(self.out, message)
+        raise NonFiniteLossError(message)
+
+    def _is_check_step(self, epoch_steps: int) -> bool:
+        """Check steps (the same on every rank): every ``train.log_every`` steps of the epoch, and every
+        ``train.checkpoint_steps`` global steps."""
+        every = self.recipe.train.checkpoint_steps
+        return epoch_steps % self.recipe.train.log_every == 0 or bool(every and self.state.step % every == 0)
+
+    def _check(self, tally: EpochTally) -> None:
+        """Agree with every rank on a non-finite loss, a stop signal and a due checkpoint; act on them."""
+        tc = self.recipe.train
+        timed = tc.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * tc.checkpoint_minutes
+        stepped = bool(tc.checkpoint_steps and self.state.step % tc.checkpoint_steps == 0)
+        local = [float(not math.isfinite(float(tally.loss_sum))), float(self.signals.requested is not None),
+                 float(stepped or bool(timed and self.dist.is_main))]  # fmt: skip
+        nonfinite, stop, save = agree_max(local, self.device, self.dist)
+        if nonfinite:
+            self._fail_nonfinite()
+        if (save or stop) and tally.steps < self.steps_per_epoch:
+            self.state.epoch_step, self.state.partial = tally.steps, tally.to_state()
+            self.save()
+            self.dist.barrier()
+        if stop:
+            raise Preempted()
 
     def _start_epoch(self) -> float:
-        """Train mode, the epoch's data order and worker seeds, and the per-epoch lr; returns the lr."""
+        """Train mode, the epoch's data order from the step a checkpoint stopped at, worker seeds, and
+        the per-epoch lr; returns the lr."""
         self.learner.train()
-        self.data.set_epoch(self.state.epoch)
+        self.data.set_epoch(self.state.epoch, self.state.epoch_step)
         lr = self._lr(0)
         if not self.recipe.optim.per_step:
             set_lr(self.optimizer, lr, self.base_lr)
@@ -196,27 +273,30 @@ class Pretrainer:
         return out.loss.detach(), views[0].shape[0], lr
 
     def train_epoch(self) -> dict[str, float]:
-        """At most ``steps_per_epoch`` steps; batches of fewer than 2 readable images are skipped."""
+        """The epoch's remaining steps (all of them unless resumed inside it), at most ``steps_per_epoch``.
+
+        Every batch is full: an unreadable image is replaced in the dataset (:class:`EpochSeeded`).
+        """
         lr = self._start_epoch()
-        tally = EpochTally(torch.zeros((), device=self.device))
+        tally = EpochTally.from_state(self.state.partial, self.device)
         bar, tick = self._progress_bar(), time.perf_counter()
-        for batch, _, skipped in self.train_loader:
+        bar.update(tally.steps)
+        for batch, _, skipped in self.train_loader if tally.steps < self.steps_per_epoch else ():
             tally.data_wait += time.perf_counter() - tick
-            self.state.skipped_images += skipped
-            if batch and len(batch[0]) >= 2:
-                loss, images, step_lr = self._step(batch, tally.steps)
-                lr = lr if step_lr is None else step_lr
-                tally.loss_sum += loss
-                tally.steps, tally.images = tally.steps + 1, tally.images + images
-                if tally.steps % self.recipe.train.log_every == 0:
-                    self._check_finite(tally.loss_sum, tally.steps)
-                    bar.set_postfix(loss=f"{float(tally.loss_sum) / tally.steps:.4f}", lr=f"{lr:.4g}")
-                bar.update(1)
+            tally.skipped += skipped
+            loss, images, step_lr = self._step(batch, tally.steps)
+            lr = lr if step_lr is None else step_lr
+            tally.loss_sum += loss
+            tally.steps, tally.images = tally.steps + 1, tally.images + images
+            bar.update(1)
+            if self._is_check_step(tally.steps):
+                self._check(tally)
+                bar.set_postfix(loss=f"{float(tally.loss_sum) / tally.steps:.4f}", lr=f"{lr:.4g}")
             if tally.steps >= self.steps_per_epoch:
                 break  # before fetching a batch that would not be used
             tick = time.perf_counter()
         bar.close()
-        self._check_finite(tally.loss_sum, tally.steps)
+        self._check(tally)
         return self._epoch_stats(tally, lr)
 
     def _epoch_stats(self, tally: EpochTally, lr: float) -> dict[str, float]:
@@ -230,6 +310,7 @@ class Pretrainer:
             "data_wait_frac": tally.data_wait / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
             "steps": tally.steps,
+            "skipped": all_reduce_sum(tally.skipped, self.device, self.dist),
         }
 
     # ------------------------------------------------------------------ monitors and outputs
@@ -240,7 +321,8 @@ class Pretrainer:
     def _finish_epoch(self, stats: dict[str, float]) -> None:
         """Count the epoch, monitor when due, log its row, checkpoint, and wait for every rank."""
         tc, st = self.recipe.train, self.state
-        st.epoch += 1
+        st.epoch, st.epoch_step, st.partial = st.epoch + 1, 0, {}
+        st.skipped_images += int(stats.pop("skipped"))
         row: dict[str, Any] = {"epoch": st.epoch, "step": st.step, **stats}
         if monitor_due(self.recipe.monitor.every, st.epoch, tc.epochs) and self.dist.is_main:
             row.update(self.monitor())
@@ -248,6 +330,8 @@ class Pretrainer:
         st.history.append(row)
         self.run_log.epoch(st.history)
         self.save()
+        self._last_save = time.monotonic()
+        self.lock.refresh()
         self.dist.barrier()
         if self.dist.is_main:
             brief = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
@@ -256,19 +340,26 @@ class Pretrainer:
     def run(self, resume_from: str | os.PathLike | None = None) -> dict[str, Any]:
         """Train to ``train.epochs`` and write the summary.
 
-        Resumes from ``resume_from`` if given, else from ``OUT/checkpoints/last.pt`` when it exists.
+        Resumes from ``OUT/checkpoints/last.pt`` when it exists, else from ``resume_from`` if given.
+        SIGTERM/SIGUSR1 save at the next check step and raise :class:`~gsg_zoo.run_control.Preempted`.
         """
-        self.run_log.start(self.recipe.to_dict())
-        self.resume(resume_from)
+        self._claim_run_dir()
         wall_start = time.perf_counter()
-        train_time = sum(r.get("epoch_time_s", 0.0) for r in self.state.history)
         try:
+            self.resume(resume_from)
+            self.run_log.start(self.recipe.to_dict())  # after the resume check: a refused run writes nothing
+            train_time = sum(r.get("epoch_time_s", 0.0) for r in self.state.history)
+            self.signals.install()
             while self.state.epoch < self.recipe.train.epochs:
                 stats = self.train_epoch()
                 train_time += stats["epoch_time_s"]
                 self._finish_epoch(stats)
+                if agree_max([float(self.signals.requested is not None)], self.device, self.dist)[0]:
+                    raise Preempted()  # the epoch's checkpoint is written
         finally:
+            self.signals.restore()
             self.data.close()
+            self.lock.release()
         summary = self.summary(train_time, time.perf_counter() - wall_start)
         self.run_log.finish(summary, self.state.history, title=self.recipe.name)
         return summary
@@ -277,11 +368,29 @@ class Pretrainer:
         return run_summary(self.state, self.dist.world_size, self.device, train_time, wall_time)
 
 
+SMALL_LOCAL_BATCH = 16  # BatchNorm statistics per view-batch (and GSG's pairing) get noisy below this
+
+
+def global_batch_size(batch_size: int, per_device: int | None, world_size: int) -> int:
+    """``train.batch_size``, or ``train.batch_size_per_device`` x world size when that is set."""
+    return per_device * world_size if per_device else batch_size
+
+
 def local_batch_size(batch_size: int, world_size: int) -> int:
-    """Each rank's share of the global ``train.batch_size``."""
+    """Each rank's share of the global batch (at least 2: GSG pairs images within the local batch)."""
     if batch_size % world_size:
-        raise ValueError(f"train.batch_size {batch_size} is not divisible by world size {world_size}")
-    return batch_size // world_size
+        raise ValueError(
+            f"train.batch_size {batch_size} is not divisible by the world size {world_size} (e.g. after an "
+            "elastic restart with fewer ranks): launch a world size that divides it, or set "
+            "train.batch_size_per_device so that the global batch follows the world size"
+        )
+    local = batch_size // world_size
+    if local < 2:
+        raise ValueError(f"{local} image(s) per rank: GSG pairs images within each rank's batch; use >= 2")
+    if local < SMALL_LOCAL_BATCH:
+        log.warning("%d images per rank: BatchNorm statistics and GSG's pairing use the local batch; "
+                    "per-device batches under %d are noisy", local, SMALL_LOCAL_BATCH)  # fmt: skip
+    return local
 
 
 def steps_per_epoch(num_batches: int, max_steps: int | None, local_batch: int) -> int:

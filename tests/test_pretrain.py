@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from gsg_zoo import trainer as trainer_module
 from gsg_zoo.checkpoint import CheckpointError, load_checkpoint
 from gsg_zoo.monitors import collapse_metrics, effective_rank, normalized_std
 from gsg_zoo.recipes import load_recipe
+from gsg_zoo.run_control import NONFINITE_MARKER
 from gsg_zoo.trainer import NonFiniteLossError, Pretrainer
 
 TINY = [
@@ -89,16 +91,32 @@ def test_missing_dataset_names_layout(tmp_path):
         Pretrainer(recipe, tmp_path / "run", progress=False)
 
 
-def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
+def test_nan_guard_keeps_last_good_checkpoint_and_stops_restarts(tmp_path, monkeypatch):
+    """A non-finite loss stops the run before any save and leaves a marker: a restart of the same run
+    stops at once with the same message (no restart loop) until the marker is removed."""
     base = [*TINY, "train.epochs=1", "monitor.every=-1", "train.max_steps_per_epoch=2"]
     Pretrainer(load_recipe("demo", base), tmp_path / "run", progress=False).run()
     good = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    blowup = load_recipe("demo", [*base, "train.epochs=2", "optim.lr=1e30"])
+    real_step = trainer_module.train_step
+
+    def nan_step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        out.loss = torch.full_like(out.loss, float("nan"))
+        return out
+
+    monkeypatch.setattr(trainer_module, "train_step", nan_step)
+    longer = load_recipe("demo", [*base, "train.epochs=2"])
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
-        Pretrainer(blowup, tmp_path / "run", progress=False).run()
+        Pretrainer(longer, tmp_path / "run", progress=False).run()
     kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert kept["epoch"] == 1
     assert all(torch.equal(v, good["model"][k]) for k, v in kept["model"].items())
+    monkeypatch.setattr(trainer_module, "train_step", real_step)  # a restart would compute fine now...
+    with pytest.raises(NonFiniteLossError, match="restarting would replay it"):
+        Pretrainer(longer, tmp_path / "run", progress=False).run()  # ...but the marker stops it at once
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == kept["step"]
+    (tmp_path / "run" / NONFINITE_MARKER).unlink()
+    assert Pretrainer(longer, tmp_path / "run", progress=False).run()["epochs"] == 2
 
 
 def test_resume_refuses_other_model_and_wrong_files(tmp_path):

@@ -209,8 +209,9 @@ def test_checkpoint_from_before_the_streams_change_resumes_with_a_warning(tmp_pa
     state = load_checkpoint(path)
     before = {"kind", "format_version", "config", "model", "optimizer", "scaler", "epoch", "step",
               "history", "skipped_images", "rng"}  # fmt: skip  # what gsg-zoo wrote before
-    assert set(state) == before | {"rng_streams"} and state["format_version"] == 1
-    old = {k: v for k, v in state.items() if k not in ("kind", "format_version", "rng_streams")}
+    added = {"rng_streams", "epoch_step", "partial", "world_size"}  # issue 18; mid-epoch resume (issue 25)
+    assert set(state) == before | added and state["format_version"] == 1
+    old = {k: v for k, v in state.items() if k not in {"kind", "format_version", *added}}
     save_checkpoint(path, old)
     run = Pretrainer(load_recipe("demo", [*base, "train.epochs=2"]), tmp_path / "run", progress=False)
     with caplog.at_level(logging.WARNING, "gsg_zoo.pretrain"):

@@ -18,7 +18,6 @@ from gsg_zoo import trainer
 from gsg_zoo.data.datasets import EpochSeeded
 from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
 from gsg_zoo.monitors import monitor_due
-from gsg_zoo.optim import lr_at
 from gsg_zoo.pairing import pair_indices
 from gsg_zoo.recipes import load_recipe
 from gsg_zoo.run_state import restore_rng, rng_state
@@ -127,20 +126,17 @@ def test_resume_restores_cuda_rng(tmp_path):
         assert torch.equal(torch.cuda.get_rng_state(index), state)
 
 
-def test_epoch_with_every_batch_skipped_reports_lr(tmp_path):
-    """Every image unreadable: no step is taken, the epoch still reports its loss and lr."""
+def test_every_image_unreadable_stops_with_a_clear_error(tmp_path):
+    """Unreadable images are replaced; when no readable one is left the run stops, naming the problem."""
     root = tmp_path / "folder"
     for c in ("a", "b"):
         (root / "train" / c).mkdir(parents=True)
         for i in range(8):
             (root / "train" / c / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
     recipe = load_recipe("demo", [*TINY, "data.dataset=imagefolder", f"data.root={root}", "train.epochs=1",
-                                  "train.batch_size=8"])  # fmt: skip
-    run = trainer.Pretrainer(recipe, tmp_path / "run", progress=False)
-    summary = run.run()
-    row = run.state.history[-1]
-    assert summary["steps"] == 0 and summary["skipped_images"] == 16 and row["steps"] == 0
-    assert row["loss"] == 0.0 and row["lr"] == lr_at(recipe.optim, run.base_lr, 0, 1)
+                                  "train.batch_size=8", "data.num_workers=0", "monitor.every=-1"])  # fmt: skip
+    with pytest.raises(RuntimeError, match="16 unreadable images in a row"):
+        trainer.Pretrainer(recipe, tmp_path / "run", progress=False).run()
 
 
 def test_monitor_due_schedule():

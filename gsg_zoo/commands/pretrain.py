@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 PATH = ("pretrain",)
 HELP = "pretrain a backbone from a recipe (a YAML file of pretrain/); resumes from OUT/checkpoints/last.pt"
@@ -12,7 +13,8 @@ OPTIONS = ("dataset", "overrides", "progress")  # --data sets data.root, --downl
 def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="shipped recipe name (see --list) or a YAML path")
     p.add_argument("--out", help="run directory (checkpoints, metrics, curves); required to train")
-    p.add_argument("--resume", help="resume from this checkpoint instead of OUT/checkpoints/last.pt")
+    p.add_argument("--resume", metavar="CKPT",
+                   help="start from this checkpoint when OUT has none (OUT/checkpoints/last.pt always wins)")  # fmt: skip
     p.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
     p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
     p.set_defaults(func=run, parser=p)
@@ -26,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.recipe or not (args.out or args.print_recipe):
         args.parser.error("a RECIPE and --out DIR are required (or --list, or RECIPE --print-recipe)")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        args.parser.error(f"--out {args.out} is a file; it must name a run directory (new or existing)")
     return train(args)
 
 
@@ -49,7 +53,10 @@ def train(args: argparse.Namespace) -> int:
     from ..trainer import Pretrainer
 
     trainer = Pretrainer(recipe, args.out, progress=not args.no_progress)
-    summary = trainer.run(resume_from=args.resume)
+    try:
+        summary = trainer.run(resume_from=args.resume)
+    finally:
+        trainer.dist.close()
     if trainer.dist.is_main:
         knn = summary["knn_top1"]
         print(

@@ -1,8 +1,9 @@
 """Pretraining datasets (from the one registry, :mod:`.registry`), the epoch-keyed sampler and collates.
 
 Nothing is downloaded unless ``download=True``. A missing dataset raises FileNotFoundError naming
-the layout that was expected. Corrupt images in folder datasets are reported with their path and
-skipped (counted), never a crash; evaluation (:func:`collate_pairs`) refuses them instead.
+the layout that was expected. In pretraining an unreadable image is reported with its path and
+replaced by a deterministic substitute (:class:`EpochSeeded`), so every batch stays full on every
+rank and resume stays exact; evaluation (:func:`collate_pairs`) refuses unreadable images instead.
 """
 
 from __future__ import annotations
@@ -91,10 +92,14 @@ class EpochSeeded(Dataset):
     This makes every view a pure function of the key, whatever the worker count, persistence or
     worker seeds (a persistent worker's RNG progression across epochs plays no part), which is what
     exact resume needs. The torch, ``random`` and NumPy RNGs of the main process are left untouched.
+
+    An unreadable image (the dataset yields ``None``) is replaced by the next readable index, drawn
+    with the key's RNGs: the item becomes ``(views, label, failures)``, which the collate counts.
+    ``max_failures`` unreadable images in a row stop the run with an error.
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed = dataset, seed
+    def __init__(self, dataset: Dataset, seed: int, max_failures: int = 50) -> None:
+        self.dataset, self.seed, self.max_failures = dataset, seed, max_failures
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -102,23 +107,36 @@ class EpochSeeded(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
         with seeded_item_rngs((self.seed * 1_000_003 + epoch) * 10_000_019 + index):
-            return self.dataset[index]
+            item, failures = self.dataset[index], 0
+            while item is None:
+                failures += 1
+                if failures >= min(self.max_failures, len(self)):
+                    raise RuntimeError(
+                        f"{failures} unreadable images in a row (dataset indices {index} to "
+                        f"{(index + failures - 1) % len(self)}; their paths are in the warnings above): the "
+                        "data is damaged or its storage is failing. Repair or remove them (the run stops after "
+                        "data.max_consecutive_failures in a row)"
+                    )
+                item = self.dataset[(index + failures) % len(self)]
+        return item if not failures else (*item, failures)
 
 
 class EpochShardSampler(Sampler):
     """Shuffled, rank-sharded keys ``(index, epoch)``; the order depends only on (seed, epoch).
 
     Like DistributedSampler with ``drop_last=True``: every rank gets ``len(dataset) // world`` keys.
+    ``set_epoch(epoch, start)`` skips the epoch's first ``start`` keys of this rank (a run resumed
+    inside an epoch: ``start`` = steps done x local batch); ``len`` stays the whole epoch's.
     """
 
     def __init__(
         self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True
     ) -> None:
         self.size, self.rank, self.world, self.seed, self.shuffle = size, rank, world_size, seed, shuffle
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return self.size // self.world
@@ -129,15 +147,15 @@ class EpochShardSampler(Sampler):
             order = torch.randperm(self.size, generator=g)
         else:
             order = torch.arange(self.size)
-        order = order[: len(self) * self.world][self.rank :: self.world]
+        order = order[: len(self) * self.world][self.rank :: self.world][self.start :]
         return iter([(int(i), self.epoch) for i in order])
 
 
 def collate_views(batch: list[Any]) -> tuple[list[Any], torch.Tensor, int]:
     """Stack multi-view items into ``(views, labels, skipped)`` (:class:`PackedImages` items: concatenated);
-    ``None`` items are dropped and counted."""
+    ``skipped`` counts replaced images (an item's third element) and ``None`` items (dropped)."""
     items = [b for b in batch if b is not None]
-    skipped = len(batch) - len(items)
+    skipped = len(batch) - len(items) + sum(it[2] for it in items if len(it) > 2)
     if not items:
         return [], torch.zeros(0, dtype=torch.long), skipped
     if isinstance(items[0][0][0], PackedImages):  # the batch-augment loader's decoded images + boxes

@@ -127,7 +127,7 @@ class SafeImageFolder(tvd.ImageFolder):
                 img = Image.open(f)
                 img = img.convert("RGB")
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            log.warning("skipping unreadable image %s: %s", path, err)
+            log.warning("unreadable image %s: %s", path, err)
             return None
         if self.transform is not None:
             img = self.transform(img)

@@ -1,0 +1,136 @@
+"""What a pretraining run does when the cluster stops it, when it fails, and who may write its directory.
+
+* Preemption: SIGTERM and SIGUSR1 set a flag (:class:`StopSignals`); the ranks agree on it at the next
+  check step, save a mid-epoch checkpoint at the same step and exit with :data:`EXIT_PREEMPTED`.
+* A non-finite loss writes :data:`NONFINITE_MARKER` into the run directory and exits with
+  :data:`EXIT_NONFINITE`; a restarted job finds the marker and stops at once with the same message
+  (no restart loop replaying a deterministic NaN) until the user removes it.
+* :class:`RunLock` refuses a second job on the same run directory; a lock left by a dead process on
+  this host, or not refreshed for :data:`STALE_LOCK_S` seconds, is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger("gsg_zoo.pretrain")
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving; rerun the same command to continue
+EXIT_NONFINITE = 65  # EX_DATAERR: the loss became NaN/inf; restarting replays it, so restarts stop at once
+NONFINITE_MARKER = "NONFINITE.json"
+LOCK_FILE = ".gsg-run.lock"
+STALE_LOCK_S = 15 * 60.0  # a lock of another host not refreshed for this long belongs to a dead job
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class Preempted(SystemExit):
+    """Raised after the preemption checkpoint is written; exits with :data:`EXIT_PREEMPTED`."""
+
+    def __init__(self) -> None:
+        super().__init__(EXIT_PREEMPTED)
+
+
+class StopSignals:
+    """SIGTERM / SIGUSR1 set :attr:`requested`; the previous handlers come back on :meth:`restore`."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> StopSignals:
+        for name in STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.requested = signal.Signals(signum).name
+        log.warning("%s received: saving at the next check step, then exiting with %d",
+                    self.requested, EXIT_PREEMPTED)  # fmt: skip
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+
+def write_nonfinite_marker(out: Path, message: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / NONFINITE_MARKER).write_text(json.dumps({"message": message, "time": time.time()}, indent=2))
+
+
+def nonfinite_message(out: Path) -> str | None:
+    """The error a restarted run stops with when an earlier attempt ended in NaN/inf, else None."""
+    marker = out / NONFINITE_MARKER
+    if not marker.exists():
+        return None
+    message = json.loads(marker.read_text()).get("message", "")
+    return (f"{message}\nThis run stopped on a non-finite loss before, and restarting would replay it: change "
+            f"the recipe (e.g. lower optim.lr) and delete {marker} to run again.")  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock file in the run directory, held by rank 0 for the whole run."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mine = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(mine)
+            self.held = True
+            return self
+        raise RuntimeError(f"could not take the run lock {self.path}")
+
+    def _take_over_if_stale(self) -> None:
+        try:
+            owner = json.loads(self.path.read_text() or "{}")
+            age = time.time() - self.path.stat().st_mtime
+        except (FileNotFoundError, json.JSONDecodeError):
+            owner, age = {}, STALE_LOCK_S + 1  # vanished or half-written: stale
+        same_host = owner.get("host") == socket.gethostname()
+        if (same_host and not _alive(int(owner.get("pid", -1)))) or (not same_host and age > STALE_LOCK_S):
+            log.warning("taking over the stale run lock of %s (pid %s)", owner.get("host"), owner.get("pid"))
+            self.path.unlink(missing_ok=True)
+            return
+        raise RuntimeError(
+            f"{self.path.parent} is in use by another job (host {owner.get('host')}, pid {owner.get('pid')}); "
+            "two jobs must not write one run directory. Use another --out, or stop that job "
+            f"(a lock not refreshed for {STALE_LOCK_S / 60:.0f} min is taken over)"
+        )
+
+    def refresh(self) -> None:
+        if self.held:
+            os.utime(self.path)
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
