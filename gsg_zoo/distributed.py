@@ -61,8 +61,22 @@ def init_distributed(device_type: str, timeout_minutes: float = 30.0) -> DistInf
     if owns:
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(**process_group_options(device_type, local_rank, timeout_minutes))
+        options = process_group_options(device_type, local_rank, timeout_minutes)
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        store = attempt_store(rank, world, options["timeout"])
+        dist.init_process_group(**options, store=store, rank=rank, world_size=world)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, owns)
+
+
+def attempt_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store:
+    """torchrun's store (``MASTER_ADDR:MASTER_PORT``: its agent's, or one rank 0 hosts) with a key prefix
+    per restart attempt (``TORCHELASTIC_RESTART_COUNT``): after ``--max-restarts`` restarts a worker
+    group, gloo's connection set-up must not read the addresses the previous attempt's ranks left in
+    the agent's store (seen with torch 2.14: the restarted rank 0 connected to a dead rank's port)."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=rank == 0 and not agent, timeout=timeout)  # fmt: skip
+    return dist.PrefixStore(f"gsg/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def agree_max(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
