@@ -9,7 +9,8 @@ A spec is one of:
 * ``local-dir:PATH`` or a directory holding timm's ``config.json`` + weights (``gsg export``);
 * ``hf-hub:ORG/NAME`` (works offline from the Hugging Face cache with ``HF_HUB_OFFLINE=1``);
 * ``zoo:NAME``, a checkpoint listed in the zoo manifest (resolved to its ``hf-hub:`` id);
-* ``random:ARCH``, a randomly initialised timm architecture (the usual lower baseline);
+* ``random:ARCH`` / ``random:ARCH@SEED``, a timm architecture initialised from seed 0 / SEED (the usual
+  lower baseline, reproducible);
 * ``pixels``, the normalised image itself, flattened (the raw-pixel baseline; any ``image_size``);
 * a plain timm name (``resnet50``, ``resnet50.a1_in1k``), loaded with its pretrained weights.
 """
@@ -29,6 +30,22 @@ from .checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
 from .preprocessing import trained_data_config
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".torch")
+
+
+def parse_random_spec(spec: str) -> tuple[str, int]:
+    """``random:ARCH`` -> (ARCH, 0); ``random:ARCH@SEED`` -> (ARCH, SEED)."""
+    arch, _, seed = spec[len("random:") :].partition("@")
+    if seed and not seed.isdigit():
+        raise ValueError(f"{spec!r}: the seed after @ must be a non-negative integer (random:ARCH@SEED)")
+    return arch, int(seed or 0)
+
+
+def canonical_spec(spec: str) -> str:
+    """The spec as results and cards name it: ``random:ARCH`` gets its seed (``random:ARCH@0``)."""
+    if spec.startswith("random:"):
+        arch, seed = parse_random_spec(spec)
+        return f"random:{arch}@{seed}"
+    return spec
 
 
 def load_backbone(spec: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -59,7 +76,10 @@ def _build(spec: str) -> nn.Module:
 
         return load_imported(spec[len("import:") :])
     if spec.startswith("random:"):
-        return _timm(spec[len("random:") :], pretrained=False)
+        arch, seed = parse_random_spec(spec)
+        with torch.random.fork_rng(devices=[]):  # a reproducible baseline; the caller's RNG is untouched
+            torch.manual_seed(seed)
+            return _timm(arch, pretrained=False)
     if spec.startswith("zoo:"):
         from .zoo import resolve_zoo_name  # the manifest; imported only when asked for
 

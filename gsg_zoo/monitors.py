@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from .data.augment import eval_transform
 from .data.datasets import build_dataset, collate_images
+from .data.loaders import per_class_split
 from .normalization import mean_std
 from .preprocessing import default_crop_pct
 from .train_step import autocast, to_device
@@ -61,12 +62,31 @@ def monitor_due(every: int, epoch: int, epochs: int) -> bool:
     return (every > 0 and epoch % every == 0) or (every >= 0 and epoch == epochs)
 
 
+def dataset_labels(ds: Any) -> list[int]:
+    """Every label of a dataset without decoding its images (``targets`` / ``labels``), else by reading."""
+    inner = getattr(ds, "dataset", ds)  # Transformed wraps the reader
+    for name in ("targets", "labels"):
+        labels = getattr(inner, name, None)
+        if labels is not None:
+            return [int(y) for y in labels]
+    return [int(ds[i][1]) for i in range(len(ds))]
+
+
+def stratified_subset(labels: list[int], limit: int, seed: int = 0) -> list[int]:
+    """At most ``limit`` sorted indices, ``limit // classes`` of each class (fewer where a class has
+    fewer), drawn with ``seed``."""
+    per_class = max(limit // len(set(labels)), 1)
+    first, _ = per_class_split(labels, per_class, seed, n_second=0)
+    return first[:limit]
+
+
 class KnnMonitor:
     """kNN top-1 and collapse indicators of a learner on the monitor's labelled splits.
 
-    The bank (``monitor.train_split``) and queries (``monitor.test_split``) are the first
-    ``train_limit``/``test_limit`` images, resized and normalised like the training data; their
-    loaders are built on first use.
+    The bank (``monitor.train_split``) and queries (``monitor.test_split``) are stratified subsets of
+    at most ``train_limit``/``test_limit`` images: the same number per class, drawn with seed 0 (the
+    first N images of a class-ordered folder such as ImageNet's would hold only a few classes), resized
+    and normalised like the training data; their loaders are built on first use.
     """
 
     def __init__(self, data: DataConfig, monitor: MonitorConfig) -> None:
@@ -89,7 +109,7 @@ class KnnMonitor:
             **dc.synthetic_options(),
         )  # fmt: skip
         if limit and len(ds) > limit:
-            ds = torch.utils.data.Subset(ds, range(limit))
+            ds = torch.utils.data.Subset(ds, stratified_subset(dataset_labels(ds), limit))
         workers = min(dc.num_workers, 2)
         return DataLoader(ds, batch_size=mc.batch_size, num_workers=workers, collate_fn=collate_images)
 

@@ -319,19 +319,25 @@ class Pretrainer:
         return self.knn_monitor(self.learner, self.device, self.amp_dtype, self.recipe.train.channels_last)
 
     def _finish_epoch(self, stats: dict[str, float]) -> None:
-        """Count the epoch, monitor when due, log its row, checkpoint, and wait for every rank."""
+        """Count the epoch, checkpoint, then monitor when due (a slow or failing monitor never costs the
+        epoch) and checkpoint again with its values, log the row, and wait for every rank."""
         tc, st = self.recipe.train, self.state
         st.epoch, st.epoch_step, st.partial = st.epoch + 1, 0, {}
         st.skipped_images += int(stats.pop("skipped"))
-        row: dict[str, Any] = {"epoch": st.epoch, "step": st.step, **stats}
-        if monitor_due(self.recipe.monitor.every, st.epoch, tc.epochs) and self.dist.is_main:
-            row.update(self.monitor())
-        row["skipped_images"] = st.skipped_images
+        row: dict[str, Any] = {
+            "epoch": st.epoch,
+            "step": st.step,
+            **stats,
+            "skipped_images": st.skipped_images,
+        }
         st.history.append(row)
-        self.run_log.epoch(st.history)
         self.save()
         self._last_save = time.monotonic()
         self.lock.refresh()
+        if monitor_due(self.recipe.monitor.every, st.epoch, tc.epochs) and self.dist.is_main:
+            row.update(self.monitor())
+            self.save()
+        self.run_log.epoch(st.history)
         self.dist.barrier()
         if self.dist.is_main:
             brief = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))

@@ -56,11 +56,11 @@ class EvalContext:
         download: bool = False,
         subset: int | None = None,
     ) -> EvalContext:
-        from ..models import load_backbone
+        from ..models import canonical_spec, load_backbone
 
         model, cfg = load_backbone(spec)
         size = int(image_size or cfg["input_size"][-1])
-        return cls(spec, model, cfg, size, FeatureCache(cache_dir, enabled=use_cache), options or ExtractOptions(),
+        return cls(canonical_spec(spec), model, cfg, size, FeatureCache(cache_dir, enabled=use_cache), options or ExtractOptions(),
                    data_root, download, subset, image_size is not None)  # fmt: skip
 
     def eval_transform(self, crop_pct: float | None = None, interpolation: str | None = None) -> Any:
