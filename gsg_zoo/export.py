@@ -203,6 +203,25 @@ def staged_dir(out_dir: Path, overwrite: bool) -> Iterator[Path]:
     os.replace(tmp_dir, out_dir)
 
 
+def transformers_compatible_config(path: Path) -> None:
+    """Drop ``num_classes`` from ``model_args`` of a timm ``config.json``.
+
+    timm's ``save_for_hf`` records the factory's ``num_classes`` in ``model_args`` as well as at the
+    top level; transformers' ``TimmWrapperModel`` calls ``timm.create_model(architecture,
+    num_classes=0, **model_args)`` (transformers/models/timm_wrapper/modeling_timm_wrapper.py), which
+    then fails with "got multiple values for keyword argument 'num_classes'". timm itself reads the top
+    level ``num_classes`` (timm/models/_hub.py ``_parse_model_cfg``), so nothing is lost for timm.
+    """
+    config = json.loads(path.read_text())
+    args = config.get("model_args") or {}
+    args.pop("num_classes", None)
+    if args:
+        config["model_args"] = args
+    else:
+        config.pop("model_args", None)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def write_export(
     out_dir: Path,
     model: Any,
@@ -227,6 +246,7 @@ def write_export(
 
     with staged_dir(out_dir, overwrite) as tmp_dir:
         timm.models.save_for_hf(model, tmp_dir, safe_serialization=True, data_config=data_cfg)
+        transformers_compatible_config(tmp_dir / "config.json")
         prov.update(add_files(tmp_dir) if add_files else {})
         if verify:
             gsg = needs_gsg_zoo(prov["architecture"])

@@ -1,0 +1,79 @@
+"""Exports load in Hugging Face transformers (issue 28): ``AutoModel``, ``AutoImageProcessor`` and
+``pipeline("image-feature-extraction")`` give the pooled features of ``timm.create_model("local-dir:...")``,
+offline; ``AutoModelForImageClassification(num_labels=N)`` puts a new head on the same backbone
+(transformers refuses a head-less checkpoint without ``num_labels``). transformers is a test
+dependency only: gsg_zoo never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_export import make_run
+
+from gsg_zoo.checksums import verify_export
+from gsg_zoo.export import export_checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+CHECK = r"""
+import json, sys
+import numpy as np, timm, torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+
+path = sys.argv[1]
+image = Image.fromarray((np.arange(64 * 64 * 3) % 251).astype(np.uint8).reshape(64, 64, 3))
+ref = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
+cfg = timm.data.resolve_data_config({}, model=ref)
+x = timm.data.create_transform(**cfg)(image).unsqueeze(0)
+with torch.no_grad():
+    want = ref(x)
+    processor = AutoImageProcessor.from_pretrained(path)
+    pixels = processor(image, return_tensors="pt")["pixel_values"]
+    model = AutoModel.from_pretrained(path).eval()
+    auto = model(pixels).pooler_output
+    # transformers refuses a head-less checkpoint here by design; the fine-tuning entry point adds a
+    # new head (num_labels) on the exported backbone, whose pooled features must be ours
+    classifier = AutoModelForImageClassification.from_pretrained(path, num_labels=5).eval()
+    logits = classifier(pixels).logits
+    tm = classifier.timm_model
+    pooled = tm.forward_head(tm.forward_features(pixels), pre_logits=True)
+    piped = pipeline("image-feature-extraction", model=path, framework="pt", pool=True)(image)
+print(json.dumps({
+    "pixels": float((pixels - x).abs().max()),
+    "auto": float((auto - want).abs().max()),
+    "classifier_shape": list(logits.shape), "classifier": float((pooled - want).abs().max()),
+    "pipeline": float((torch.tensor(piped).reshape(-1) - want.reshape(-1)).abs().max()),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_a_stock_timm_export_loads_through_every_transformers_entry_point(tmp_path):
+    ckpt, _ = make_run(tmp_path / "run", method="byol", backbone="resnet10t", image_size=64,
+                       dataset="synthetic", summary=None)  # fmt: skip
+    export = export_checkpoint(ckpt, tmp_path / "export")
+    config = json.loads((export / "config.json").read_text())
+    assert config["num_classes"] == 0 and "num_classes" not in config.get("model_args", {})
+    verify_export(export)  # the checksum manifest covers the rewritten config.json
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", CHECK, str(export)], capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["pixels"] <= 1e-5  # AutoImageProcessor = timm's eval transform of the export
+    assert got["auto"] <= 1e-5 and got["classifier"] <= 1e-5 and got["pipeline"] <= 1e-5, got
+    assert got["classifier_shape"] == [1, 5]  # a new 5-class head on the exported backbone
+
+
+def test_gsg_zoo_does_not_import_transformers():
+    code = "import sys, gsg_zoo.export, gsg_zoo.models; print('transformers' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    )
+    assert torch is not None
