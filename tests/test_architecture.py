@@ -34,7 +34,16 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
     "zoo": ("card_data", "cards", "zoo", "hub", "importers", "export", "models"),
     "eval": ("eval",),
-    "train": ("train_step", "train_data", "run_state", "run_log", "monitors", "trainer", "experiments"),
+    "train": (
+        "train_step",
+        "train_data",
+        "run_state",
+        "run_log",
+        "monitors",
+        "trainer",
+        "experiments",
+        "preflight",
+    ),  # fmt: skip
     "transfer": ("transfer",),
     "app": ("demo", "cli", "commands", "__main__"),
 }
