@@ -40,6 +40,9 @@ def _usage_error(argv: list[str], capsys) -> str:
         ("data.grayscale_p=1.5", r"data\.grayscale_p=1\.5 .* in \[0, 1\]"),
         ("data.max_consecutive_failures=0", r"data\.max_consecutive_failures=0 .* >= 1"),
         ("train.epochs=two", r"train\.epochs"),
+        ("optim.momentum=1", r"optim\.momentum=1 .* in \[0, 1\)"),
+        ("optim.optimizer=adam", r"optim\.optimizer='adam' is not one of sgd, lars"),
+        ("train.precision=fp8", r"train\.precision='fp8' is not one of auto, fp32, bf16, fp16"),
     ],
 )
 def test_out_of_range_values_are_usage_errors_before_anything_runs(override, message, tmp_path, capsys):
@@ -47,6 +50,11 @@ def test_out_of_range_values_are_usage_errors_before_anything_runs(override, mes
     assert "gsg pretrain: error:" in err
     assert re.search(message, err), err
     assert not (tmp_path / "run").exists()  # nothing ran, nothing was written
+
+
+def test_yaml_reads_on_as_true_sync_bn_keeps_the_word():
+    assert load_recipe("demo", ["train.sync_bn=on"]).train.sync_bn == "on"  # not True (= silently off)
+    assert load_recipe("demo", ["train.sync_bn=off"]).train.sync_bn == "off"
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path, capsys):

@@ -48,6 +48,8 @@ def train(args: argparse.Namespace) -> int:
     try:
         recipe = load_recipe(args.recipe, overrides)
     except ValueError as err:  # a value out of range, an unknown key, a YAML syntax error: usage, exit 2
+        if getattr(args, "debug", False):
+            raise
         args.parser.error(str(err))
     if args.print_recipe:
         print(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
