@@ -77,6 +77,21 @@ def verify_export(export_dir: str | os.PathLike) -> dict[str, str]:
     return expected
 
 
+def verify_listed_files(export_dir: str | os.PathLike) -> bool:
+    """Before a gsg loader reads an export: check every file its ``checksums.sha256`` lists.
+
+    Returns False (nothing checked) for a folder without a manifest (a timm folder from elsewhere);
+    raises :class:`ExportIntegrityError` naming a modified or missing file with both hashes. Files
+    added after the export are not refused here (:func:`verify_export` does that).
+    """
+    export_dir = Path(export_dir)
+    if not (export_dir / CHECKSUMS_FILE).is_file():
+        return False
+    for name, digest in read_checksums(export_dir).items():
+        _check_file(export_dir, name, digest)
+    return True
+
+
 def _check_file(export_dir: Path, name: str, digest: str) -> None:
     path = export_dir / name
     if not path.is_file():
@@ -84,6 +99,6 @@ def _check_file(export_dir: Path, name: str, digest: str) -> None:
     actual = sha256_file(path)
     if actual != digest:
         raise ExportIntegrityError(
-            f"{export_dir}: file {name!r} was modified after export (sha256 {actual[:12]}..., "
-            f"expected {digest[:12]}...); re-export it or restore the original file"
+            f"{export_dir}: file {name!r} was modified after export (sha256 {actual}, expected {digest} "
+            f"in {CHECKSUMS_FILE}); re-export it or restore the original file"
         )

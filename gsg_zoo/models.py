@@ -27,6 +27,7 @@ from torch import nn
 
 from . import backbones as _backbones  # noqa: F401  (CIFAR-stem registration)
 from .checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
+from .checksums import verify_listed_files
 from .preprocessing import trained_data_config
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".torch")
@@ -148,6 +149,7 @@ def _check_local_dir(path: Path) -> None:
             f"{path} has no config.json: expected a timm export (config.json + model.safetensors), "
             "e.g. from `gsg export`"
         )
+    verify_listed_files(path)  # a gsg export carries checksums.sha256: refuse damaged weights
 
 
 def _timm(name: str, pretrained: bool) -> nn.Module:

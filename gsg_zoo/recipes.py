@@ -239,6 +239,21 @@ RULES: tuple[tuple[str, Any, str], ...] = (
     ("monitor.every", lambda v: v >= -1, ">= -1 (-1: never, 0: at the end)"),
     ("monitor.k", lambda v: v >= 1, ">= 1"),
     ("monitor.t", lambda v: v > 0, "> 0"),
+    ("monitor.batch_size", lambda v: v >= 1, ">= 1"),
+    ("monitor.train_limit", lambda v: v >= 1, ">= 1 (or null: all)"),
+    ("monitor.test_limit", lambda v: v >= 1, ">= 1 (or null: all)"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optim.warmup_epochs", lambda v: v >= 0, ">= 0"),
+    ("data.saturation", lambda v: v >= 0, ">= 0"),
+    ("data.synthetic_image_size", lambda v: v >= 8, ">= 8"),
+)
+# (key, allowed values): a misspelt choice would otherwise fall back to a default without a word
+CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("train.precision", ("auto", "fp32", "bf16", "fp16")),
+    ("train.sync_bn", ("auto", "on", "off")),
+    ("optim.optimizer", ("sgd", "lars")),
+    ("optim.schedule", ("cosine", "constant")),
 )
 
 
@@ -253,6 +268,19 @@ def validate(recipe: Recipe) -> None:
             raise ValueError(f"{key}: expected a number, got {value!r}")
         if not ok(value):
             raise ValueError(f"{key}={value!r} is out of range: it must be {allowed}")
+    validate_choices(recipe)
+
+
+def validate_choices(recipe: Recipe) -> None:
+    """Every named choice is one the code knows. YAML reads a bare ``on``/``off`` as a boolean:
+    ``train.sync_bn`` takes those back to the words."""
+    if isinstance(recipe.train.sync_bn, bool):
+        recipe.train.sync_bn = "on" if recipe.train.sync_bn else "off"
+    for key, allowed in CHOICES:
+        section, name = key.split(".")
+        value = getattr(getattr(recipe, section), name)
+        if value not in allowed:
+            raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:

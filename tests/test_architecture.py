@@ -44,7 +44,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "monitors",
         "trainer",
         "experiments",
-    ),
+        "preflight",
+    ),  # fmt: skip
     "transfer": ("transfer",),
     "app": ("demo", "cli", "commands", "__main__"),
 }

@@ -88,7 +88,8 @@ def test_pretrain_list_and_usage(capsys):
 
 
 def test_bad_set_value_names_its_key(capsys):
-    assert main(["pretrain", "demo", "--out", "unused", "--set", "train.batch_size=abc"]) == 1
+    with pytest.raises(SystemExit, match="2"):  # a usage error, like argparse's own
+        main(["pretrain", "demo", "--out", "unused", "--set", "train.batch_size=abc"])
     err = capsys.readouterr().err
     assert "train.batch_size" in err and "'abc'" in err
 

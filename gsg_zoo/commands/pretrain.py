@@ -45,13 +45,20 @@ def train(args: argparse.Namespace) -> int:
         overrides.append(f"data.root={args.data}")
     if args.download:
         overrides.append("data.download=true")
-    recipe = load_recipe(args.recipe, overrides)
+    try:
+        recipe = load_recipe(args.recipe, overrides)
+    except ValueError as err:  # a value out of range, an unknown key, a YAML syntax error: usage, exit 2
+        if getattr(args, "debug", False):
+            raise
+        args.parser.error(str(err))
     if args.print_recipe:
         print(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from ..preflight import preflight
     from ..trainer import Pretrainer
 
+    preflight(recipe, args.out)  # everything the run will read, before it starts
     trainer = Pretrainer(recipe, args.out, progress=not args.no_progress)
     try:
         summary = trainer.run(resume_from=args.resume)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
 from .batch_augment import PackedImages
+from .loaders import warn_unreadable
 from .registry import get_info, open_split
 
 
@@ -107,18 +108,40 @@ class EpochSeeded(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
         with seeded_item_rngs((self.seed * 1_000_003 + epoch) * 10_000_019 + index):
-            item, failures = self.dataset[index], 0
+            item, failures = self._read(index), 0
             while item is None:
                 failures += 1
                 if failures >= min(self.max_failures, len(self)):
-                    raise RuntimeError(
-                        f"{failures} unreadable images in a row (dataset indices {index} to "
-                        f"{(index + failures - 1) % len(self)}; their paths are in the warnings above): the "
-                        "data is damaged or its storage is failing. Repair or remove them (the run stops after "
-                        "data.max_consecutive_failures in a row)"
-                    )
-                item = self.dataset[(index + failures) % len(self)]
+                    self._fail(index, failures)
+                item = self._read((index + failures) % len(self))
         return item if not failures else (*item, failures)
+
+    def _read(self, index: int) -> Any:
+        """The dataset's item, or ``None`` when its file cannot be read (any OSError: EIO, ESTALE, ...)."""
+        try:
+            return self.dataset[index]
+        except OSError as err:  # datasets other than SafeImageFolder raise instead of yielding None
+            warn_unreadable(sample_path(self.dataset, index), err)
+            return None
+
+    def _fail(self, index: int, failures: int) -> None:
+        last = [
+            sample_path(self.dataset, (index + i) % len(self)) for i in range(max(0, failures - 3), failures)
+        ]
+        raise RuntimeError(
+            f"{failures} unreadable images in a row (data.max_consecutive_failures={self.max_failures}), "
+            f"the last: {', '.join(last)}: the data is damaged or its storage is failing. Repair or remove "
+            "these files (or raise data.max_consecutive_failures)"
+        )
+
+
+def sample_path(dataset: Any, index: int) -> str:
+    """The file behind item ``index`` of a (wrapped) folder dataset, else ``item INDEX``."""
+    while not hasattr(dataset, "samples") and hasattr(dataset, "dataset"):
+        index = dataset.indices[index] if hasattr(dataset, "indices") else index  # a Subset
+        dataset = dataset.dataset
+    samples = getattr(dataset, "samples", None)
+    return str(samples[index][0]) if isinstance(samples, list) else f"item {index}"
 
 
 class EpochShardSampler(Sampler):

@@ -117,6 +117,20 @@ class PresentFlowers102(tvd.Flowers102):
         return self._images_folder.is_dir() and all(f.is_file() for f in files)
 
 
+WARN_FIRST, WARN_EVERY = 20, 1000  # unreadable images: the first ones are each logged, then 1 in 1000
+_unreadable_seen = 0  # in this process (each DataLoader worker counts its own)
+
+
+def warn_unreadable(path: object, err: BaseException) -> None:
+    """Log an unreadable image with its path, rate-limited: a failing disk must not flood the log."""
+    global _unreadable_seen
+    _unreadable_seen += 1
+    n = _unreadable_seen
+    if n <= WARN_FIRST or n % WARN_EVERY == 0:
+        more = f"; from now on 1 in {WARN_EVERY} is logged" if n == WARN_FIRST else ""
+        log.warning("unreadable image %s: %s (%d in this process%s)", path, err, n, more)
+
+
 class SafeImageFolder(tvd.ImageFolder):
     """ImageFolder that reports an unreadable image with its path and yields ``None`` for it."""
 
@@ -127,7 +141,7 @@ class SafeImageFolder(tvd.ImageFolder):
                 img = Image.open(f)
                 img = img.convert("RGB")
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            log.warning("unreadable image %s: %s", path, err)
+            warn_unreadable(path, err)
             return None
         if self.transform is not None:
             img = self.transform(img)
