@@ -106,7 +106,7 @@ class KnnMonitor:
         tf = eval_transform(dc.image_size, *mean_std(dc.normalization), crop_pct=crop_pct)
         ds = build_dataset(
             mc.dataset or dc.dataset, mc.root or dc.root, split, transform=tf, num_images=limit or 2000,
-            **dc.synthetic_options(),
+            **dc.reader_options(),
         )  # fmt: skip
         if limit and len(ds) > limit:
             ds = torch.utils.data.Subset(ds, stratified_subset(dataset_labels(ds), limit))

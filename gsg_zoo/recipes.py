@@ -39,6 +39,8 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int = 2
+    image_column: str = "image"  # data.dataset=hf: the image and label columns
+    label_column: str = "label"
     max_consecutive_failures: int = 50  # unreadable images in a row (each replaced) before the run stops
 
     def augment_options(self) -> dict[str, Any]:
@@ -59,6 +61,14 @@ class DataConfig:
             "textured_background": self.synthetic_textured_background,
             "clutter": self.synthetic_clutter,
             "grayscale": self.synthetic_grayscale,
+        }
+
+    def reader_options(self) -> dict[str, Any]:
+        """Options of the dataset readers: the built-in data's and the Hugging Face columns."""
+        return {
+            **self.synthetic_options(),
+            "image_column": self.image_column,
+            "label_column": self.label_column,
         }
 
 

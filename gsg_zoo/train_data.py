@@ -123,7 +123,7 @@ def build_train_data(
 
     def build(download: bool) -> Any:
         return build_dataset(dc.dataset, dc.root, dc.split, transform=views, download=download,
-                             num_images=dc.num_images, **dc.synthetic_options())  # fmt: skip
+                             num_images=dc.num_images, **dc.reader_options())  # fmt: skip
 
     ds = build(dc.download) if dist.is_main else None
     dist.barrier()  # rank 0 downloads (if asked) before the others open the files

@@ -306,6 +306,7 @@ def synthetic(
     textured_background: bool = True,
     clutter: bool = True,
     grayscale: bool = False,
+    **_: Any,
 ) -> Dataset:
     """The built-in :class:`~gsg_zoo.data.synthetic.SyntheticShapes` (rendered on the fly)."""
     from .synthetic import SyntheticShapes

@@ -94,6 +94,12 @@ def _ld() -> ModuleType:
     return loaders
 
 
+def _hf() -> ModuleType:
+    from . import hf
+
+    return hf
+
+
 def _mn() -> ModuleType:
     """:mod:`gsg_zoo.data.mnist`, imported on first use."""
     from . import mnist
@@ -136,6 +142,11 @@ DATASETS: dict[str, DatasetInfo] = {
             "stl10_binary", ("train", "test"),
             lambda r, s, dl, **_: _ld().PresentSTL10(str(r), split=s, download=dl),
             more_splits=("unlabeled", "train+unlabeled"), pretrain=True, num_classes=10),
+        DatasetInfo("hf", "Hugging Face dataset",
+            "ROOT: a save_to_disk folder, parquet files (ROOT/<split>/*.parquet) or a Hub id ORG/NAME", "",
+            ("train", "test"), lambda r, s, dl, **o: _hf().open_hf(r, s, **o),
+            any_split=True, pretrain=True, downloadable=False, on_disk=False,
+            notes="columns data.image_column / data.label_column (image, label); needs the data extra"),
         DatasetInfo("imagefolder", "ImageFolder",
             "ROOT/<split>/<class>/<image files> (ImageNet: ROOT/train, ROOT/val)", "", ("train", "test"),
             lambda r, s, dl, folder=None, **_: _ld().image_folder(r, s, folder),
@@ -227,8 +238,10 @@ def open_split(
     naming the expected layout when the files are not there.
     """
     info.check_split(split)
-    if not info.on_disk:
-        return info.build(Path("."), split, download, **options)
+    if not info.on_disk:  # built in, or named by an id (a Hugging Face dataset)
+        if info.name == "hf" and root is None:
+            raise ValueError(f"{info.title} needs --data ROOT ({info.layout})")
+        return info.build(Path(root) if root else Path("."), split, download, **options)
     if root is None:
         raise ValueError(f"{info.title} needs --data ROOT (expected layout: {info.layout})")
     path = Path(root).expanduser()
