@@ -94,6 +94,12 @@ def _ld() -> ModuleType:
     return loaders
 
 
+def _shards() -> ModuleType:
+    from . import shards
+
+    return shards
+
+
 def _hf() -> ModuleType:
     from . import hf
 
@@ -147,6 +153,10 @@ DATASETS: dict[str, DatasetInfo] = {
             ("train", "test"), lambda r, s, dl, **o: _hf().open_hf(r, s, **o),
             any_split=True, pretrain=True, downloadable=False, on_disk=False,
             notes="columns data.image_column / data.label_column (image, label); needs the data extra"),
+        DatasetInfo("webdataset", "WebDataset shards",
+            "ROOT/<split>/{manifest.json,shard-NNNNNN.tar,shard-NNNNNN.idx.json} or ROOT/manifest.json "
+            "(gsg data shard)", "", ("train", "test"), lambda r, s, dl, **o: _shards().open_shards(r, s, **o),
+            any_split=True, pretrain=True, downloadable=False, notes="written by gsg data shard; needs the data extra"),
         DatasetInfo("imagefolder", "ImageFolder",
             "ROOT/<split>/<class>/<image files> (ImageNet: ROOT/train, ROOT/val)", "", ("train", "test"),
             lambda r, s, dl, folder=None, **_: _ld().image_folder(r, s, folder),

@@ -1,0 +1,172 @@
+"""WebDataset tar shards: ``gsg data shard`` writes them, ``data.dataset: webdataset`` reads them.
+
+Layout under ``ROOT``: ``shard-NNNNNN.tar`` files in the WebDataset format (one sample = the members
+``KEY.jpg`` (or ``.png``, ...) and ``KEY.cls`` sharing a key; written with ``webdataset.TarWriter``),
+each with an index ``shard-NNNNNN.idx.json`` (per sample: key, label, byte offset and size of the
+image member, read from the tar headers), and ``manifest.json`` (shards, sample counts, byte sizes,
+sha256 per shard, classes).
+
+Reading is by index: a sample's image bytes are one ``seek`` + ``read`` in its shard, so the
+dataset is map-style and the pretraining guarantees hold unchanged (the epoch-keyed sampler, views
+seeded per item whatever the worker count, exact resume by fast-forwarding the sampler, replacement
+of unreadable images). The original image bytes are kept (no re-encode); array datasets (CIFAR,
+MNIST, the built-in data) are written as PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from ..checkpoint import atomic_write
+
+log = logging.getLogger("gsg_zoo.data")
+
+MANIFEST = "manifest.json"
+FORMAT = "gsg-webdataset/1"
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:06d}.tar"
+
+
+def raw_samples(dataset: Any, start: int = 0) -> Iterator[tuple[bytes, str, int]]:
+    """``(image bytes, extension, label)`` from ``start`` on: a folder's files as they are, other
+    datasets' images encoded as PNG."""
+    inner = getattr(dataset, "dataset", dataset)
+    files = getattr(inner, "samples", None)  # torchvision ImageFolder: [(path, label)]
+    for i in range(start, len(dataset)):
+        if files is not None:
+            path, label = files[i]
+            yield Path(path).read_bytes(), Path(path).suffix.lstrip(".").lower() or "jpg", int(label)
+            continue
+        image, label = inner[i]
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        yield buffer.getvalue(), "png", int(label)
+
+
+def index_tar(path: Path) -> list[dict[str, Any]]:
+    """Per sample of a WebDataset tar: key, label and the offset/size of its image member."""
+    samples: dict[str, dict[str, Any]] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, _, ext = member.name.partition(".")
+            entry = samples.setdefault(key, {"key": key})
+            if ext in IMAGE_EXTENSIONS:
+                entry.update(ext=ext, offset=member.offset_data, size=member.size)
+            elif ext == "cls":
+                entry["label"] = int(tar.extractfile(member).read().decode())
+    return [s for s in samples.values() if "offset" in s]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_shards(dataset: Any, out: Path, max_count: int = 1000, classes: list[str] | None = None,
+                 progress: bool = True) -> Path:  # fmt: skip
+    """Write ``dataset`` as shards of ``max_count`` samples; resumable (complete shards are kept)."""
+    import webdataset as wds
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(out) or {"format": FORMAT, "shards": [], "classes": classes or []}
+    done = sum(s["samples"] for s in manifest["shards"])
+    bar = tqdm(total=len(dataset), initial=done, desc="shards", disable=not progress, unit="img")
+    samples = raw_samples(dataset, done)
+    while done < len(dataset):
+        name = shard_name(len(manifest["shards"]))
+        tmp = out / f".{name}.tmp"
+        count = 0
+        with wds.TarWriter(str(tmp)) as sink:
+            for data, ext, label in samples:
+                sink.write({"__key__": f"{done + count:09d}", ext: data, "cls": label})
+                count += 1
+                bar.update(1)
+                if count == max_count:
+                    break
+        os.replace(tmp, out / name)
+        index = index_tar(out / name)
+        atomic_write(
+            out / name.replace(".tar", ".idx.json"), lambda p, i=index: Path(p).write_text(json.dumps(i))
+        )
+        manifest["shards"].append({"name": name, "samples": count, "bytes": (out / name).stat().st_size,
+                                   "sha256": _sha256(out / name)})  # fmt: skip
+        atomic_write(out / MANIFEST, lambda p, m=manifest: Path(p).write_text(json.dumps(m, indent=1)))
+        done += count
+    bar.close()
+    return out / MANIFEST
+
+
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST if root.is_dir() else root
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class ShardImages(Dataset):
+    """``(PIL RGB image, label)`` by index over a shard folder (or its ``manifest.json``); ``None`` for an
+    image that cannot be read or decoded (logged with its shard)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        root = Path(root)
+        self.folder = root.parent if root.name == MANIFEST else root
+        manifest = _read_manifest(root)
+        if manifest is None:
+            raise FileNotFoundError(f"no {MANIFEST} in {self.folder}: write shards with `gsg data shard`")
+        self.classes = manifest.get("classes", [])
+        self.shards, self.items = [], []
+        for i, shard in enumerate(manifest["shards"]):
+            path = self.folder / shard["name"]
+            size = path.stat().st_size if path.exists() else None
+            if size != shard["bytes"]:
+                raise ValueError(f"shard {path} is {'missing' if size is None else f'{size} bytes'}, the manifest "
+                                 f"says {shard['bytes']}: truncated or replaced; re-run `gsg data shard`")  # fmt: skip
+            index = json.loads(path.with_name(shard["name"].replace(".tar", ".idx.json")).read_text())
+            self.shards.append(path)
+            self.items += [(i, s["offset"], s["size"], s.get("label", -1)) for s in index]
+        self._files: dict[int, Any] = {}  # open shard files of this process (each worker its own)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for *_, label in self.items]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_files": {}}  # file handles do not cross into worker processes
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int] | None:
+        shard, offset, size, label = self.items[index]
+        try:
+            f = self._files.get(shard) or self._files.setdefault(shard, self.shards[shard].open("rb"))
+            f.seek(offset)
+            data = f.read(size)
+            if len(data) != size:
+                raise OSError(f"read {len(data)} of {size} bytes")
+            return Image.open(io.BytesIO(data)).convert("RGB"), label
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            log.warning("unreadable image %d in shard %s: %s", index, self.shards[shard], err)
+            return None
+
+
+def open_shards(root: str | os.PathLike, split: str, **_: Any) -> ShardImages:
+    """The registry's builder: ``ROOT/<split>/manifest.json`` when present, else ``ROOT`` itself."""
+    root = Path(root)
+    return ShardImages(root / split if (root / split / MANIFEST).exists() else root)
