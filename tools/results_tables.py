@@ -152,7 +152,17 @@ def probe_equal_accuracy_speedup() -> float:
     return thirty["reference"]["wall_seconds"] / ten["fast"]["wall_seconds"]
 
 
+def shards() -> str:
+    """The same JPEGs as an ImageFolder and as WebDataset shards, loader alone."""
+    d = _load("shards_cpu.json")
+    rows = [[side, f"{m['images_per_s']:.0f}", f"{m['first_batch_s']:.2f}", f"{m['pickled_dataset_kb']:.1f}"]
+            for side, m in d["mean"].items()]  # fmt: skip
+    header = ["input", "loader images/s", "first batch (s)", "dataset pickled per worker (KB)"]
+    return _rows(header, rows) + f"\nShards / folder images/s: {d['ratio_images_per_s']:.2f} ({d['images']} JPEGs).\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
+    "shards": shards,
     "demo": demo,
     "peer_parity": peer_parity,
     "claims_fmnist": claims_fmnist,
