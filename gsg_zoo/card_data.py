@@ -210,6 +210,20 @@ def normalize_results(raw: dict[str, Any] | None, recipe: dict[str, Any] | None 
     out = [listed_result(i, r) for i, r in enumerate(raw.get("results") or [])]
     flat = _flatten({k: v for k, v in raw.items() if k != "results"})
     out += [r for key, v in flat.items() if (r := flat_result(key, v, dataset, knn)) is not None]
+    return unique_results(out)
+
+
+def unique_results(results: list[Result]) -> list[Result]:
+    """Each measurement once: results equal in task, dataset, split, protocol and value at the card's
+    precision (2 decimals) are one, whatever their qualifier (``knn_top1`` and ``final_knn_top1`` of
+    the same run); the first is kept."""
+    seen, out = set(), []
+    for r in results:
+        key = (r.task, r.dataset, r.metric.split(" (")[0], r.split, r.protocol, r.protocol_name, r.k, r.t,
+               r.full_protocol, round(r.value, 2))  # fmt: skip
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
     return out
 
 

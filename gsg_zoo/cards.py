@@ -111,7 +111,7 @@ def model_index(name: str, results: list[Result]) -> list[dict[str, Any]]:
                 "name": _dataset_name(r.dataset),
                 "split": r.split,
             },
-            "metrics": [{"type": "accuracy", "name": _metric_name(r), "value": r.value}],
+            "metrics": [{"type": "accuracy", "name": _metric_name(r), "value": round(r.value, 2)}],  # percent
         }
         for r in results
     ]

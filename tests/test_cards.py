@@ -274,3 +274,20 @@ def test_imagenet_paper_knn_only_beside_the_gsg_protocol():
     assert not comparable(
         cifar, Result("knn", "cifar10", "top1", 80.0, k=200, t=0.1), "simsiam_gsg", "resnet18_cifar"
     )
+
+
+def test_each_result_once_rounded_and_the_model_index_parses_back(tmp_path):
+    """The same kNN run under two keys is one result; model-index values carry the card's 2 decimals
+    (not float32 noise) and huggingface_hub reads task, dataset, metric and value of every result."""
+    from huggingface_hub import ModelCard
+
+    from gsg_zoo.cards import model_index
+
+    raw = {"knn_top1": 15.700000524520874, "final_knn_top1": 15.700000524520874, "linear_top1": 20.123456}
+    results = normalize_results(raw, {"monitor": {"k": 200, "t": 0.1}, "data": {"dataset": "cifar10"}})
+    assert [(r.task, r.metric) for r in results] == [("knn", "top1"), ("linear", "top1")]  # kNN once
+    index = model_index("demo", results)
+    card = ModelCard("---\n" + yaml.safe_dump({"model-index": index}) + "---\n# demo\n")
+    got = [(e.task_type, e.dataset_type, e.metric_type, e.metric_value) for e in card.data.eval_results]
+    assert got == [("image-classification", "uoft-cs/cifar10", "accuracy", 15.7),
+                   ("image-classification", "uoft-cs/cifar10", "accuracy", 20.12)]  # fmt: skip

@@ -20,7 +20,18 @@ from gsg_zoo.data.loaders import SafeCIFAR10, SafeCIFAR100
 from gsg_zoo.data.synthetic import SyntheticShapes
 from gsg_zoo.eval.datasets import build_split
 
-PRETRAIN = ("synthetic", "cifar10", "cifar100", "stl10", "hf", "webdataset", "imagefolder", "fashion_mnist", "mnist", "kmnist")
+PRETRAIN = (
+    "synthetic",
+    "cifar10",
+    "cifar100",
+    "stl10",
+    "hf",
+    "webdataset",
+    "imagefolder",
+    "fashion_mnist",
+    "mnist",
+    "kmnist",
+)
 
 
 def _torchvision_reads_fakes(monkeypatch):
