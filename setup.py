@@ -28,7 +28,7 @@ setup(
     packages=find_packages(include=["gsg_zoo", "gsg_zoo.*"]) + list(CONFIG_PACKAGES),
     package_dir=CONFIG_PACKAGES,
     package_data={
-        "gsg_zoo": ["zoo_manifest.json"],
+        "gsg_zoo": ["zoo_manifest.json", "zoo_entries.yaml"],
         **{pkg: ["*.yaml", "*.md"] for pkg in CONFIG_PACKAGES},  # .py configs ship as modules
     },
 )

@@ -47,7 +47,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "preflight",
     ),  # fmt: skip
     "transfer": ("transfer",),
-    "app": ("demo", "cli", "commands", "__main__"),
+    "app": ("demo", "zoo_build", "cli", "commands", "__main__"),
 }
 
 

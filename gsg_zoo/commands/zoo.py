@@ -27,6 +27,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--replace", action="store_true", help="update an existing entry of that name")
     add_card_options(add)
     add.set_defaults(func=run_add)
+    build = sub.add_parser("build", help="pretrain, evaluate, export, card (and push, manifest) a planned entry",
+                           parents=parents())  # fmt: skip
+    build.add_argument(
+        "entry", nargs="?", help="a planned entry of gsg_zoo/zoo_entries.yaml (none: list them)"
+    )
+    build.add_argument("--out", help="build directory (default runs/zoo/ENTRY); a rerun continues it")
+    build.add_argument("--data", metavar="ROOT", help="dataset root for pretraining and the evaluations")
+    build.add_argument(
+        "--push", action="store_true", help="also push to the entry's hub id and add it to the manifest"
+    )
+    build.add_argument(
+        "--dry-run", action="store_true", help="print the stages and which are done; run nothing"
+    )
+    build.set_defaults(func=run_build)
     parser.set_defaults(func=run_list, json=False, manifest=None)
 
 
@@ -75,4 +89,34 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_add(args: argparse.Namespace) -> int:
     add_to_zoo(args, args.hub_id, args.name, args.revision)
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """``gsg zoo build ENTRY``: the stages not done yet (pretraining on every torchrun rank)."""
+    from pathlib import Path
+
+    from ..zoo_build import Build, planned_entries
+
+    entries = planned_entries()
+    if not args.entry:
+        print("\n".join(f"{name}: recipe {e.recipe}, hub {e.hub_id}" for name, e in entries.items()))
+        return 0
+    if args.entry not in entries:
+        raise ValueError(f"unknown zoo entry {args.entry!r}; planned: {', '.join(entries)}")
+    build = Build(entries[args.entry], Path(args.out or f"runs/zoo/{args.entry}"), args.data, args.push)
+    print(build.describe())
+    if args.dry_run:
+        return 0
+    import torch
+
+    from ..distributed import init_distributed
+
+    info = init_distributed("cuda" if torch.cuda.is_available() else "cpu")  # under torchrun: every rank
+    try:
+        build.run(info.rank, info.barrier)
+    finally:
+        info.close()
+    if info.is_main:
+        print(build.describe())
     return 0

@@ -1,0 +1,88 @@
+"""``gsg zoo build`` (issue 28): a planned entry built end to end by one command; killed inside each
+stage and rerun, it continues and ends with the same export (weights bit-identical) and card (apart
+from timestamps) as an uninterrupted build."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gsg_zoo.zoo_build import Build, card_results, planned_entries
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(out: Path, kill: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "GSG_TEST_KILL_STAGE": kill or ""}
+    return subprocess.run([sys.executable, "-m", "gsg_zoo", "zoo", "build", "demo-tiny", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def card_text(out: Path) -> str:
+    """The card without its timestamps and measured durations / speeds (which differ run to run)."""
+    text = (out / "export" / "README.md").read_text()
+    text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.+Z-]+|\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)?", "TIME", text)
+    return "\n".join(
+        line for line in text.splitlines() if not re.search(r"_s`|per_s|_s_|seconds|device_hours", line)
+    )
+
+
+@pytest.mark.slow
+def test_build_killed_in_every_stage_continues_and_equals_an_uninterrupted_build(tmp_path):
+    assert build(tmp_path / "once").returncode == 0
+    stages = [name for name, _ in Build(planned_entries()["demo-tiny"], tmp_path / "x").plan()]
+    assert stages == ["pretrain", "eval:0", "export", "card"]
+    for stage in stages:
+        killed = build(tmp_path / "killed", kill=stage)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        state = json.loads((tmp_path / "killed" / "build.json").read_text()) if stage != "pretrain" else {}
+        assert stage not in state.get("done", {})  # killed before it was recorded
+    done = build(tmp_path / "killed")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "done  card" in done.stdout
+    weights = [
+        (out / "export" / "model.safetensors").read_bytes()
+        for out in (tmp_path / "once", tmp_path / "killed")
+    ]
+    assert weights[0] == weights[1]
+    assert card_text(tmp_path / "once") == card_text(tmp_path / "killed")
+    results = json.loads((tmp_path / "once" / "export" / "results.json").read_text())["results"]
+    assert {(r["task"], r["protocol_name"], r["full_protocol"]) for r in results} == {
+        ("knn", "default", False)
+    }
+    assert "kNN classification" in card_text(tmp_path / "once")
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
+    from gsg_zoo.cli import main
+
+    assert main(["zoo", "build", "simsiam-gsg-resnet50-in1k-100ep", "--out", str(tmp_path / "b"), "--dry-run",
+                 "--push"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "recipe imagenet_simsiam_gsg" in out and "todo  manifest" in out and "todo  eval:1" in out
+    assert not (tmp_path / "b").exists()
+
+
+def test_paper_entries_are_declared_with_their_protocols():
+    entries = planned_entries()
+    paper = {e.recipe for e in entries.values() if e.recipe.startswith("imagenet_")}
+    assert paper == {"imagenet_simsiam_gsg", "imagenet_simsiam", "imagenet_byol_gsg", "imagenet_byol"}
+    for e in entries.values():
+        if e.recipe.startswith("imagenet_"):
+            assert {(v["eval"], v["protocol"]) for v in e.evaluations} == {
+                ("knn", "gsg"),
+                ("linear", "reference"),
+            }
+
+
+def test_card_results_carry_the_protocol():
+    report = {"evaluator": "knn", "protocol": "gsg", "dataset": "imagefolder",
+              "protocol_settings": {"description": "GSG main_knn.py"}, "results": [{"k": 200, "T": 0.2, "top1": 58.4}]}  # fmt: skip
+    (r,) = card_results(report)
+    assert (r["task"], r["protocol_name"], r["k"], r["t"], r["value"]) == ("knn", "gsg", 200, 0.2, 58.4)
