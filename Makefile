@@ -11,7 +11,7 @@ venv:
 
 test:  ## full test suite (slow tests included), < 15 min on 2 CPU cores
 	@V=$$(bash tools/venv.sh) && $$V/bin/ruff check gsg_zoo tests benchmarks tools docs && \
-	  $$V/bin/python -m pytest -q -ra $(PYTEST_ARGS)
+	  $$V/bin/python -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
 
 test-fast:
 	@V=$$(bash tools/venv.sh) && $$V/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -68,8 +68,15 @@ def card_results(report: dict[str, Any], subset: bool = False) -> list[dict[str,
 class Build:
     """The stages of one entry's build in ``out``; :meth:`run` does what is not done yet."""
 
-    def __init__(self, entry: ZooEntry, out: Path, data: str | None = None, push: bool = False) -> None:
-        self.entry, self.out, self.data, self.push = entry, Path(out), data, push
+    def __init__(self, entry: ZooEntry, out: Path, data: str | None = None, push: bool = False,
+                 push_dry_run: bool = False) -> None:  # fmt: skip
+        self.entry, self.out, self.data, self.push, self.push_dry_run = (
+            entry,
+            Path(out),
+            data,
+            push,
+            push_dry_run,
+        )
         self.state_path = self.out / STATE_FILE
         state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         if state and state.get("entry") != entry.name:
@@ -84,9 +91,11 @@ class Build:
         stages: list[tuple[str, Callable[[], Any]]] = [("pretrain", self.pretrain)]
         stages += [(f"eval:{i}", lambda i=i: self.evaluate(i)) for i in range(len(self.entry.evaluations))]
         stages += [("export", self.export), ("card", self.card)]
-        return stages + (
-            [("push", self.push_export), ("manifest", self.add_to_manifest)] if self.push else []
-        )
+        if self.push_dry_run:  # plan the upload (no network, nothing recorded), as `gsg push --dry-run`
+            return [*stages, ("push (dry run)", self.plan_push)]
+        if self.push:
+            return [*stages, ("push", self.push_export), ("manifest", self.add_to_manifest)]
+        return stages
 
     def describe(self) -> str:
         lines = [
@@ -103,7 +112,7 @@ class Build:
             if name == "pretrain" or rank == 0:
                 result = stage()
                 _test_kill(name)
-                if rank == 0:
+                if rank == 0 and not name.endswith("(dry run)"):
                     self.done[name] = result
                     self._save()
             barrier()
@@ -151,6 +160,12 @@ class Build:
         results = [r for report, subset in zip(reports, subsets) for r in card_results(report, subset)]
         write_model_card(self.out / "export", self.entry.name, {"results": results}, hub_id=self.entry.hub_id)
         return {"results": len(results)}
+
+    def plan_push(self) -> None:
+        from .hub import push_export
+
+        plan, _ = push_export(self.out / "export", self.entry.hub_id, dry_run=True)
+        print("dry run: nothing uploaded, no network used\n" + plan.describe())
 
     def push_export(self) -> dict[str, Any]:
         from .hub import push_export

@@ -63,15 +63,19 @@ except SystemExit as exit_:  # preempted: the steps are still written
 sys.exit(code)
 '''
 
-# 64 images, global batch 16, 2 ranks: 4 steps an epoch, 2 epochs; a mid-epoch save after global step 6
-CLUSTER_RUN = [
-    *RUN,
-    "data.num_images=64",
-    "train.batch_size=16",
-    "train.epochs=2",
-    "method=simsiam_gsg",
-    "train.dist_timeout_minutes=1.5",
-]  # a hang fails the test instead of stalling it
+# 64 images, global batch 16, 2 ranks: 4 steps an epoch, 2 epochs; check steps every 2 steps and a
+# step-based save after global step 6 (inside epoch 2); a hang fails the test instead of stalling it
+CLUSTER_RUN = [*RUN, "data.num_images=64", "train.batch_size=16", "train.epochs=2", "method=simsiam_gsg",
+               "train.dist_timeout_minutes=1.5", "train.checkpoint_steps=6", "train.checkpoint_every=1",
+               "train.log_every=2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: CLUSTER_RUN on 2 ranks, never interrupted."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    assert launch(tmp, "full", CLUSTER_RUN)[0] == 0
+    return tmp / "full"
 
 
 def launch(tmp: Path, out: str, overrides: list[str], hit: dict | None = None, ranks: int = 2,
@@ -98,33 +102,33 @@ def launch(tmp: Path, out: str, overrides: list[str], hit: dict | None = None, r
 
 
 @pytest.mark.slow
-def test_torchrun_restart_after_sigkill_resumes_mid_epoch_bit_exactly_despite_resume_flag(tmp_path):
+def test_torchrun_restart_after_sigkill_resumes_mid_epoch_bit_exactly_despite_resume_flag(
+    tmp_path, uninterrupted
+):
     """A rank is SIGKILLed after a step-based mid-epoch checkpoint; torchrun restarts the job with the
     same arguments, including ``--resume`` of an older checkpoint: the restart continues from
     OUT/checkpoints/last.pt (2 steps left, not 4) and ends bit-identical to an uninterrupted run."""
-    run = [*CLUSTER_RUN, "train.checkpoint_steps=6", "train.checkpoint_every=1"]
-    assert launch(tmp_path, "full", run)[0] == 0
-    seed = str(tmp_path / "full" / "checkpoints" / "epoch_0001.pt")  # the full run after epoch 1
+    run = CLUSTER_RUN
+    seed = str(uninterrupted / "checkpoints" / "epoch_0001.pt")  # the full run after epoch 1
     code, log = launch(tmp_path, "killed", run, {"n": 7, "rank": 1, "signal": "SIGKILL"}, restarts=1,
                        extra=["--resume", seed])  # fmt: skip
     assert code == 0, log[-3000:]
     assert (tmp_path / "killed" / "hit1").exists(), "the kill happened"
     assert "at epoch 1, step 6 (2 into the epoch)" in log
     assert json.loads((tmp_path / "killed" / "steps0.json").read_text()) == [6, 7]  # the restart's steps
-    assert_same_run(last(tmp_path, "full"), last(tmp_path, "killed"))
+    assert_same_run(last(uninterrupted.parent, "full"), last(tmp_path, "killed"))
 
 
 @pytest.mark.slow
-def test_sigterm_on_one_rank_saves_all_at_one_step_exits_75_and_rerun_is_exact(tmp_path):
-    run = [*CLUSTER_RUN, "train.log_every=2"]
-    assert launch(tmp_path, "full", run)[0] == 0
+def test_sigterm_on_one_rank_saves_all_at_one_step_exits_75_and_rerun_is_exact(tmp_path, uninterrupted):
+    run = CLUSTER_RUN
     code, log = launch(tmp_path, "stopped", run, {"n": 4, "rank": 1, "signal": "SIGTERM"})
     assert code != 0 and f"exitcode  : {EXIT_PREEMPTED}" in log, log[-3000:]
     state = last(tmp_path, "stopped")
     assert (state["epoch"], state["step"], state["epoch_step"]) == (1, 6, 2)  # the next check step
     assert json.loads((tmp_path / "stopped" / "steps0.json").read_text())[-1] == 5  # rank 0 stopped there too
     assert launch(tmp_path, "stopped", run)[0] == 0
-    assert_same_run(last(tmp_path, "full"), last(tmp_path, "stopped"))
+    assert_same_run(last(uninterrupted.parent, "full"), last(tmp_path, "stopped"))
 
 
 def _free_port() -> int:
@@ -180,27 +184,34 @@ def test_changed_recipe_key_is_refused_naming_it_and_config_history_is_kept(tmp_
     assert mode & 0o044 == 0o044, oct(mode)  # group and others may read results
 
 
+def crash_and_resume_equals_uninterrupted(recipe, tmp_path, monkeypatch, crash_step: int = 10) -> dict:
+    """Train ``recipe`` uninterrupted, then crash a second run before global step ``crash_step`` and
+    rerun it; the two end states must be equal bit for bit. Returns the crashed run's last checkpoint."""
+    Pretrainer(recipe, tmp_path / "full", progress=False).run()
+    real_step = trainer_module.train_step
+
+    def crash(*args, **kwargs):
+        if kwargs["step"] == crash_step:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Pretrainer(recipe, tmp_path / "crashed", progress=False).run()
+    saved = torch.load(tmp_path / "crashed" / "checkpoints" / "last.pt", weights_only=True)
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    Pretrainer(recipe, tmp_path / "crashed", progress=False).run()
+    load = lambda out: torch.load(tmp_path / out / "checkpoints" / "last.pt", weights_only=True)  # noqa: E731
+    assert_same_run(load("full"), load("crashed"))
+    return saved
+
+
 def test_crash_after_a_mid_epoch_checkpoint_resumes_bit_exactly(tmp_path, monkeypatch):
     """In one process: a step-based checkpoint inside epoch 2, a crash two steps later, a rerun."""
     run = [*TINY, "data.num_images=48", "train.batch_size=8", "train.epochs=2", "monitor.every=-1",
            "data.num_workers=0", "train.checkpoint_steps=8", "train.log_every=50"]  # fmt: skip
-    Pretrainer(load_recipe("demo", run), tmp_path / "full", progress=False).run()
-    real_step = trainer_module.train_step
-
-    def crash_at_10(*args, **kwargs):
-        if kwargs["step"] == 10:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "train_step", crash_at_10)
-    with pytest.raises(KeyboardInterrupt):
-        Pretrainer(load_recipe("demo", run), tmp_path / "crashed", progress=False).run()
-    saved = torch.load(tmp_path / "crashed" / "checkpoints" / "last.pt", weights_only=True)
+    saved = crash_and_resume_equals_uninterrupted(load_recipe("demo", run), tmp_path, monkeypatch)
     assert (saved["epoch"], saved["step"], saved["epoch_step"]) == (1, 8, 2)
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
-    Pretrainer(load_recipe("demo", run), tmp_path / "crashed", progress=False).run()
-    load = lambda out: torch.load(tmp_path / out / "checkpoints" / "last.pt", weights_only=True)  # noqa: E731
-    assert_same_run(load("full"), load("crashed"))
 
 
 def test_nonfinite_loss_exits_65_and_a_restart_exits_65_at_once(tmp_path, monkeypatch):

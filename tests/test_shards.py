@@ -12,17 +12,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cluster import crash_and_resume_equals_uninterrupted
 from test_pretrain import TINY
-from test_resume import assert_same_run
 
-from gsg_zoo import trainer as trainer_module
 from gsg_zoo.cli import main
 from gsg_zoo.data.registry import get_info, open_split
 from gsg_zoo.data.shards import ShardImages, write_shards
 from gsg_zoo.distributed import DistInfo
 from gsg_zoo.recipes import load_recipe
 from gsg_zoo.train_data import build_train_data
-from gsg_zoo.trainer import Pretrainer
 
 wds = pytest.importorskip("webdataset")
 
@@ -99,21 +97,8 @@ def test_every_image_once_per_epoch_same_batches_with_0_or_2_workers(shards):
 
 def test_crash_inside_an_epoch_resumes_exactly(shards, tmp_path, monkeypatch):
     run = ["train.epochs=2", "train.checkpoint_steps=8", "train.log_every=50"]
-    Pretrainer(recipe(shards / "shards", *run), tmp_path / "full", progress=False).run()
-    real_step = trainer_module.train_step
-
-    def crash_at_10(*args, **kwargs):
-        if kwargs["step"] == 10:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "train_step", crash_at_10)
-    with pytest.raises(KeyboardInterrupt):
-        Pretrainer(recipe(shards / "shards", *run), tmp_path / "crashed", progress=False).run()
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
-    Pretrainer(recipe(shards / "shards", *run), tmp_path / "crashed", progress=False).run()
-    load = lambda out: torch.load(tmp_path / out / "checkpoints" / "last.pt", weights_only=True)  # noqa: E731
-    assert_same_run(load("full"), load("crashed"))
+    saved = crash_and_resume_equals_uninterrupted(recipe(shards / "shards", *run), tmp_path, monkeypatch)
+    assert saved["epoch_step"] == 2  # the crash came after a checkpoint inside epoch 2
 
 
 def test_truncated_shard_is_named_and_writing_resumes(shards, tmp_path):

@@ -40,6 +40,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     build.add_argument(
         "--dry-run", action="store_true", help="print the stages and which are done; run nothing"
     )
+    build.add_argument(
+        "--push-dry-run", action="store_true",
+        help="run the stages, then plan the upload as `gsg push --dry-run` does (no network)",
+    )  # fmt: skip
     build.set_defaults(func=run_build)
     parser.set_defaults(func=run_list, json=False, manifest=None)
 
@@ -104,7 +108,8 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     if args.entry not in entries:
         raise ValueError(f"unknown zoo entry {args.entry!r}; planned: {', '.join(entries)}")
-    build = Build(entries[args.entry], Path(args.out or f"runs/zoo/{args.entry}"), args.data, args.push)
+    build = Build(entries[args.entry], Path(args.out or f"runs/zoo/{args.entry}"), args.data, args.push,
+                  args.push_dry_run)  # fmt: skip
     print(build.describe())
     if args.dry_run:
         return 0
