@@ -109,34 +109,44 @@ def launch(tmp: Path, out: str, overrides: list[str], hit: dict | None = None, r
     return res.returncode, log.read_text()
 
 
+# A step-based mid-epoch save after global step 6, epoch checkpoints, check steps every 2 steps: these
+# knobs do not change the numerics, so one uninterrupted run serves every comparison.
+INTERRUPTED_RUN = [*CLUSTER_RUN, "train.checkpoint_steps=6", "train.checkpoint_every=1", "train.log_every=2"]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    """The directory of the uninterrupted 2-rank run of INTERRUPTED_RUN (as ``full``)."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    assert launch(tmp, "full", INTERRUPTED_RUN)[0] == 0
+    return tmp / "full"
+
+
 @pytest.mark.slow
-def test_torchrun_restart_after_sigkill_resumes_mid_epoch_bit_exactly_despite_resume_flag(tmp_path):
+def test_torchrun_restart_after_sigkill_resumes_mid_epoch_bit_exactly_despite_resume_flag(tmp_path, full_run):
     """A rank is SIGKILLed after a step-based mid-epoch checkpoint; torchrun restarts the job with the
     same arguments, including ``--resume`` of an older checkpoint: the restart continues from
     OUT/checkpoints/last.pt (2 steps left, not 4) and ends bit-identical to an uninterrupted run."""
-    run = [*CLUSTER_RUN, "train.checkpoint_steps=6", "train.checkpoint_every=1"]
-    assert launch(tmp_path, "full", run)[0] == 0
-    seed = str(tmp_path / "full" / "checkpoints" / "epoch_0001.pt")  # the full run after epoch 1
-    code, log = launch(tmp_path, "killed", run, {"n": 7, "rank": 1, "signal": "SIGKILL"}, restarts=1,
-                       extra=["--resume", seed])  # fmt: skip
+    seed = str(full_run / "checkpoints" / "epoch_0001.pt")  # the full run after epoch 1
+    code, log = launch(tmp_path, "killed", INTERRUPTED_RUN, {"n": 7, "rank": 1, "signal": "SIGKILL"},
+                       restarts=1, extra=["--resume", seed])  # fmt: skip
     assert code == 0, log[-3000:]
     assert (tmp_path / "killed" / "hit1").exists(), "the kill happened"
     assert "at epoch 1, step 6 (2 into the epoch)" in log
     assert json.loads((tmp_path / "killed" / "steps0.json").read_text()) == [6, 7]  # the restart's steps
-    assert_same_run(last(tmp_path, "full"), last(tmp_path, "killed"))
+    assert_same_run(last(full_run.parent, "full"), last(tmp_path, "killed"))
 
 
 @pytest.mark.slow
-def test_sigterm_on_one_rank_saves_all_at_one_step_exits_75_and_rerun_is_exact(tmp_path):
-    run = [*CLUSTER_RUN, "train.log_every=2"]
-    assert launch(tmp_path, "full", run)[0] == 0
+def test_sigterm_on_one_rank_saves_all_at_one_step_exits_75_and_rerun_is_exact(tmp_path, full_run):
+    run = INTERRUPTED_RUN
     code, log = launch(tmp_path, "stopped", run, {"n": 4, "rank": 1, "signal": "SIGTERM"})
     assert code != 0 and f"exitcode  : {EXIT_PREEMPTED}" in log, log[-3000:]
     state = last(tmp_path, "stopped")
     assert (state["epoch"], state["step"], state["epoch_step"]) == (1, 6, 2)  # the next check step
     assert json.loads((tmp_path / "stopped" / "steps0.json").read_text())[-1] == 5  # rank 0 stopped there too
     assert launch(tmp_path, "stopped", run)[0] == 0
-    assert_same_run(last(tmp_path, "full"), last(tmp_path, "stopped"))
+    assert_same_run(last(full_run.parent, "full"), last(tmp_path, "stopped"))
 
 
 @pytest.mark.slow
