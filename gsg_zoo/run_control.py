@@ -1,7 +1,9 @@
 """What a pretraining run does when the cluster stops it, when it fails, and who may write its directory.
 
 * Preemption: SIGTERM and SIGUSR1 set a flag (:class:`StopSignals`); the ranks agree on it at the next
-  check step, save a mid-epoch checkpoint at the same step and exit with :data:`EXIT_PREEMPTED`.
+  check step, save a mid-epoch checkpoint at the same step and exit with :data:`EXIT_PREEMPTED`;
+  rank 0 leaves :data:`PREEMPTED_MARKER` in the run directory until the next run starts (torchrun
+  itself exits with 1 after forwarding a signal, so a job script asks the file whether to requeue).
 * A non-finite loss writes :data:`NONFINITE_MARKER` into the run directory and exits with
   :data:`EXIT_NONFINITE`; a restarted job finds the marker and stops at once with the same message
   (no restart loop replaying a deterministic NaN) until the user removes it.
@@ -25,6 +27,7 @@ log = logging.getLogger("gsg_zoo.pretrain")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving; rerun the same command to continue
 EXIT_NONFINITE = 65  # EX_DATAERR: the loss became NaN/inf; restarting replays it, so restarts stop at once
 NONFINITE_MARKER = "NONFINITE.json"
+PREEMPTED_MARKER = "PREEMPTED.json"
 LOCK_FILE = ".gsg-run.lock"
 STALE_LOCK_S = 15 * 60.0  # a lock of another host not refreshed for this long belongs to a dead job
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -60,6 +63,18 @@ class StopSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous.clear()
+
+
+def write_preempted_marker(out: Path, signal_name: str | None, epoch: int, step: int) -> None:
+    """Record that the run stopped on a signal after saving at (epoch, step); rerun to continue."""
+    info = {
+        "signal": signal_name,
+        "epoch": epoch,
+        "step": step,
+        "exit_code": EXIT_PREEMPTED,
+        "time": time.time(),
+    }
+    (out / PREEMPTED_MARKER).write_text(json.dumps(info, indent=2))
 
 
 def write_nonfinite_marker(out: Path, message: str) -> None:

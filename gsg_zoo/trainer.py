@@ -53,11 +53,13 @@ from .recipes import Recipe
 from .resume_point import decide_resume_point
 from .run_control import (
     EXIT_NONFINITE,
+    PREEMPTED_MARKER,
     Preempted,
     RunLock,
     StopSignals,
     nonfinite_message,
     write_nonfinite_marker,
+    write_preempted_marker,
 )
 from .run_log import RunLog, run_summary
 from .run_state import RunState
@@ -187,6 +189,8 @@ class Pretrainer:
                     self.lock.acquire()
                 except RuntimeError as err:
                     verdict = f"locked: {err}"
+                else:
+                    (self.out / PREEMPTED_MARKER).unlink(missing_ok=True)  # this run continues that one
         verdict = broadcast_object(verdict, self.dist)
         if verdict and verdict.startswith("locked: "):
             raise RuntimeError(verdict.removeprefix("locked: "))
@@ -232,7 +236,13 @@ class Pretrainer:
             self.save()
             self.dist.barrier()
         if stop:
-            raise Preempted()
+            self._preempt()
+
+    def _preempt(self) -> None:
+        """After the checkpoint: rank 0 leaves the preemption marker, every rank exits with 75."""
+        if self.dist.is_main:
+            write_preempted_marker(self.out, self.signals.requested, self.state.epoch, self.state.step)
+        raise Preempted()
 
     def _stop_agreed(self) -> bool:
         return bool(agree_max([float(self.signals.requested is not None)], self.device, self.dist)[0])
@@ -366,7 +376,7 @@ class Pretrainer:
                 train_time += stats["epoch_time_s"]
                 self._finish_epoch(stats)
                 if self.state.epoch < self.recipe.train.epochs and self._stop_agreed():
-                    raise Preempted()  # the epoch's checkpoint is written; a finished run just ends
+                    self._preempt()  # the epoch's checkpoint is written; a finished run just ends
         finally:
             self.signals.restore()
             self.data.close()

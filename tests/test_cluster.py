@@ -25,7 +25,7 @@ from test_resume import RUN, assert_same_run, last
 from gsg_zoo import cli, distributed, train_step
 from gsg_zoo import trainer as trainer_module
 from gsg_zoo.recipes import load_recipe
-from gsg_zoo.run_control import EXIT_NONFINITE, EXIT_PREEMPTED, NONFINITE_MARKER, RunLock
+from gsg_zoo.run_control import EXIT_NONFINITE, EXIT_PREEMPTED, NONFINITE_MARKER, PREEMPTED_MARKER, RunLock
 from gsg_zoo.run_state import load_scaler_state
 from gsg_zoo.trainer import Pretrainer
 
@@ -50,7 +50,7 @@ import torch
 from gsg_zoo import trainer
 from gsg_zoo.cli import main
 
-HIT = json.loads(os.environ.get("GSG_TEST_HIT") or "{}")  # {"n": N, "rank": R, "signal": "SIGKILL"}
+HIT = json.loads(os.environ.get("GSG_TEST_HIT") or "{}")  # {"n": N, "rank": R, "signal": "SIGKILL", "to": ...}
 RANK, DUMP = int(os.environ.get("RANK", "0")), Path(os.environ["GSG_TEST_DUMP"])
 ONCE = DUMP / f"hit{RANK}"
 steps = []
@@ -60,7 +60,7 @@ real_step = trainer.train_step
 def step(model, views, *args, **kwargs):
     if HIT and kwargs["step"] == HIT["n"] and RANK == HIT["rank"] and not ONCE.exists():
         ONCE.write_text("hit")
-        os.kill(os.getpid(), getattr(signal, HIT["signal"]))
+        os.kill(os.getppid() if HIT.get("to") == "launcher" else os.getpid(), getattr(signal, HIT["signal"]))
     steps.append(kwargs["step"])
     return real_step(model, views, *args, **kwargs)
 
@@ -71,6 +71,7 @@ try:
 except SystemExit as exit_:  # preempted: the steps are still written
     code = exit_.code
 (DUMP / f"steps{RANK}.json").write_text(json.dumps(steps))
+(DUMP / f"exit{RANK}").write_text(str(code))
 sys.exit(code)
 '''
 
@@ -90,7 +91,7 @@ def uninterrupted(tmp_path_factory):
 
 
 def launch(tmp: Path, out: str, overrides: list[str], hit: dict | None = None, ranks: int = 2,
-           restarts: int = 0, extra: list[str] = ()) -> tuple[int, str]:  # fmt: skip
+           restarts: int = 0, extra: list[str] = (), launcher: list[str] = ()) -> tuple[int, str]:  # fmt: skip
     """Run the driver under torchrun; returns (exit code, log)."""
     driver = tmp / "cluster_driver.py"
     driver.write_text(DRIVER)
@@ -102,7 +103,7 @@ def launch(tmp: Path, out: str, overrides: list[str], hit: dict | None = None, r
         "GSG_TEST_DUMP": str(tmp / out),
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--standalone",
-           f"--max-restarts={restarts}", str(driver), "pretrain", "demo", "--out", str(tmp / out), "--no-progress",
+           f"--max-restarts={restarts}", *launcher, str(driver), "pretrain", "demo", "--out", str(tmp / out), "--no-progress",
            *extra]  # fmt: skip
     for s in overrides:
         cmd += ["--set", s]
@@ -140,6 +141,25 @@ def test_sigterm_on_one_rank_saves_all_at_one_step_exits_75_and_rerun_is_exact(t
     assert json.loads((tmp_path / "stopped" / "steps0.json").read_text())[-1] == 5  # rank 0 stopped there too
     assert launch(tmp_path, "stopped", run)[0] == 0
     assert_same_run(last(uninterrupted.parent, "full"), last(tmp_path, "stopped"))
+
+
+@pytest.mark.slow
+def test_sigusr1_to_torchrun_reaches_every_rank_with_the_documented_flags(tmp_path):
+    """The SLURM set-up of docs/guides/cluster.md: SIGUSR1 to the torchrun agent (which forwards it only
+    when told to) -> every rank saves at one step and exits 75, and PREEMPTED.json says so."""
+    run = [*CLUSTER_RUN, "train.log_every=1"]
+    forward = ["--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout=60"]
+    hit = {"n": 2, "rank": 1, "signal": "SIGUSR1", "to": "launcher"}
+    code, log = launch(tmp_path, "stopped", run, hit, launcher=forward)
+    assert code != 0 and "SIGUSR1" in log, log[-3000:]  # torchrun's own code after a signal: 1
+    assert [(tmp_path / "stopped" / f"exit{r}").read_text() for r in (0, 1)] == [str(EXIT_PREEMPTED)] * 2, log
+    state, marker = (
+        last(tmp_path, "stopped"),
+        json.loads((tmp_path / "stopped" / PREEMPTED_MARKER).read_text()),
+    )
+    steps = [json.loads((tmp_path / "stopped" / f"steps{r}.json").read_text()) for r in (0, 1)]
+    assert steps[0] == steps[1] and steps[0][-1] + 1 == state["step"] == marker["step"]  # the same step
+    assert 0 < state["epoch_step"] < 4 and marker["exit_code"] == EXIT_PREEMPTED
 
 
 def _free_port() -> int:
@@ -371,6 +391,7 @@ def test_sigterm_in_one_process_saves_and_exits_75(tmp_path, monkeypatch):
     assert exit_.value.code == EXIT_PREEMPTED
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["step"], saved["epoch_step"]) == (0, 4, 4)
+    assert json.loads((tmp_path / "run" / PREEMPTED_MARKER).read_text())["signal"] == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
 
 
@@ -393,6 +414,9 @@ def test_sigterm_at_the_last_step_of_an_epoch_keeps_the_epoch(tmp_path, monkeypa
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["step"], saved["epoch_step"]) == (1, 6, 0)
     assert [row["epoch"] for row in saved["history"]] == [1]
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    Pretrainer(load_recipe("demo", run), tmp_path / "run", progress=False).run()  # the rerun
+    assert not (tmp_path / "run" / PREEMPTED_MARKER).exists()
 
 
 @pytest.mark.gpu
