@@ -186,8 +186,9 @@ def section_intro(card: CardData) -> list[str]:
 def _cifar_note(card: CardData) -> list[str]:
     return [
         f"> **Note:** `{card.architecture}` is a CIFAR-stem ResNet (3x3 stride-1 stem, no max-pool) "
-        "registered by gsg-zoo. Run `import gsg_zoo` before `timm.create_model(...)`; stock timm "
-        "alone does not know the architecture.",
+        "registered by gsg-zoo. `pip install gsg-zoo`, then run `import gsg_zoo` before "
+        "`timm.create_model(...)` or transformers' `from_pretrained(...)`; stock timm alone does not "
+        "know the architecture.",
         "",
     ]
 
@@ -303,6 +304,31 @@ def section_usage(card: CardData) -> list[str]:
     return lines
 
 
+def section_transformers(card: CardData) -> list[str]:
+    """The transformers entry points (its timm wrapper builds the model with ``num_classes=0``)."""
+    path = card.hub_id or f"/path/to/{card.name}"
+    head = "import gsg_zoo  # registers the CIFAR-stem architecture with timm\n" if card.needs_gsg_zoo else ""
+    code = (
+        f"{head}import torch\nfrom transformers import AutoImageProcessor, AutoModel, "
+        f'AutoModelForImageClassification, pipeline\n\nprocessor = AutoImageProcessor.from_pretrained("{path}")\n'
+        f'model = AutoModel.from_pretrained("{path}").eval()\n'
+        "with torch.no_grad():  # img: a PIL image -> (1, num_features), timm's features\n"
+        '    emb = model(**processor(img, return_tensors="pt")).pooler_output\n'
+        f'extract = pipeline("image-feature-extraction", model="{path}", pool=True)\n'
+        f'classifier = AutoModelForImageClassification.from_pretrained("{path}", num_labels=10)  # new head\n'
+    )
+    lines = ["## Usage with transformers", "", "The same features through Hugging Face transformers:", ""]
+    lines += _code("python", code)
+    if card.needs_gsg_zoo:  # transformers' own message would suggest upgrading timm, which does not help
+        lines += [
+            f"Without `import gsg_zoo`, transformers stops with `ImportError: The model architecture "
+            f"'{card.architecture}' is not supported in your version of timm`: install and import gsg-zoo "
+            "instead of upgrading timm.",
+            "",
+        ]
+    return lines
+
+
 def section_citation(card: CardData) -> list[str]:
     cites = ["GSG", "SimSiam" if card.base_method == "simsiam" else "BYOL"]
     if card.imported:  # only what is known: the stated method's papers
@@ -324,6 +350,7 @@ def render_card(card: CardData, curves: str | None = CURVES_FILE) -> str:
         *section_results(card),
         *section_curves(card, curves),
         *section_usage(card),
+        *section_transformers(card),
         *section_citation(card),
     ]
     return "---\n" + yaml.safe_dump(front_matter(card), sort_keys=False) + "---\n\n" + "\n".join(body)

@@ -129,7 +129,7 @@ def test_citations_and_notes(cifar_export, synthetic_export):
         and "grill2020" not in gsg
     )
     assert "@inproceedings{grill2020byol" in byol and "chen2021simsiam" not in byol and "lee2023gsg" in byol
-    assert "Run `import gsg_zoo` before" in gsg  # CIFAR stem
+    assert "`pip install gsg-zoo`, then run `import gsg_zoo` before" in gsg  # CIFAR stem
     assert "images_per_s" in _section(gsg, "Training") and "812.5" in gsg
     assert "![training curves](curves.png)" in gsg
     assert 'gsg_zoo.load("card-byol")' in byol and "hf-hub:org/card-byol" in byol
