@@ -174,3 +174,11 @@ def test_sigkilled_streaming_pretrain_resumes_exactly_with_2_persistent_workers(
     assert last(tmp_path, "killed")["epoch_step"] == 2
     pretrain(tmp_path, "killed", run)
     assert_same_run(last(tmp_path, "full"), last(tmp_path, "killed"))
+
+
+def test_the_plan_predicts_the_stream(shards):
+    """What the loader yields (rank 1 of 2, 2 workers) is the plan's rank_indices, read back by index."""
+    plan = ShardStream(shards, noisy, seed=3, rank=1, world=2, batch=4, buffer=7).plan
+    mapped = EpochSeeded(Transformed(ShardImages(shards), noisy), seed=3)
+    want = [mapped[(i, 2)][0][0] for i in plan.rank_indices(2, 1, 2)]
+    assert [view[0] for batch in epoch(shards, 2, rank=1, world=2, e=2) for view, _ in batch] == want

@@ -40,6 +40,8 @@ def register(p: argparse.ArgumentParser) -> None:
         help="write the samples in the dataset's order (e.g. ImageFolder's: class by class)",
     )
     p.add_argument("--num-images", type=int, default=4000, help="synthetic SRC only: number of images")
+    p.add_argument("--image-column", default="image", help="hf SRC only: the image column (default image)")
+    p.add_argument("--label-column", default="label", help="hf SRC only: the label column (default label)")
     p.set_defaults(func=run)
 
 
@@ -63,7 +65,13 @@ def run(args: argparse.Namespace) -> int:
     from ..data.shards import write_shards
 
     source = open_split(
-        get_info(args.source), args.data, args.split, args.download, num_images=args.num_images
+        get_info(args.source),
+        args.data,
+        args.split,
+        args.download,
+        num_images=args.num_images,
+        image_column=args.image_column,
+        label_column=args.label_column,
     )
     start = time.perf_counter()
     manifest = write_shards(source, Path(args.out), args.max_count, list(getattr(source, "classes", []) or []),

@@ -43,19 +43,21 @@ def shard_name(i: int) -> str:
 
 
 def raw_samples(dataset: Any, indices: list[int]) -> Iterator[tuple[int, bytes, str, int]]:
-    """``(index, image bytes, extension, label)`` of ``indices``: a folder's files as they are, other
-    datasets' images encoded as PNG."""
+    """``(index, image bytes, extension, label)`` of ``indices``: a folder's files and a Hugging Face
+    dataset's image bytes as they are, other datasets' images encoded as PNG."""
     inner = getattr(dataset, "dataset", dataset)
     files = getattr(inner, "samples", None)  # torchvision ImageFolder: [(path, label)]
     for i in indices:
-        if files is not None:
+        if hasattr(inner, "raw"):  # HFImages
+            yield i, *inner.raw(i)
+        elif files is not None:
             path, label = files[i]
             yield i, Path(path).read_bytes(), Path(path).suffix.lstrip(".").lower() or "jpg", int(label)
-            continue
-        image, label = inner[i]
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        yield i, buffer.getvalue(), "png", int(label)
+        else:
+            image, label = inner[i]
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            yield i, buffer.getvalue(), "png", int(label)
 
 
 def write_order(size: int, shuffle_seed: int | None) -> list[int]:

@@ -150,6 +150,23 @@ class EpochPlan:
     def order(self, n: int, epoch: int, rank: int, worker: int) -> list[int]:
         return buffer_order(n, self.buffer, plan_seed(self.seed, "buffer", epoch, rank, worker))
 
+    def rank_indices(self, epoch: int, rank: int, workers: int) -> list[int]:
+        """The global indices (places in the manifest) of the rank's epoch, in the order the loader
+        yields them (its workers' batches in turn); computed without reading anything."""
+        bases = [sum(self.counts[:i]) for i in range(len(self.counts))]
+        per_worker = []
+        for w in range(workers):
+            stream = [
+                bases[s.shard] + i
+                for s in self.segments(epoch, rank, workers, w)
+                for i in range(s.start, s.stop)
+            ]
+            per_worker.append([stream[p] for p in self.order(len(stream), epoch, rank, w)])
+        b = self.batch
+        return [
+            i for step in range(self.steps) for i in per_worker[step % workers][step // workers * b :][:b]
+        ]
+
 
 def read_manifest(root: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """The shard folder and its manifest; ``root`` is the folder or its ``manifest.json``."""
@@ -312,9 +329,9 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         workers, physical = (info.num_workers, info.id) if info else (1, 0)
         epoch, start = self.state[0], self.state[1]
-        worker = (
-            physical + start
-        ) % workers  # the worker whose batch comes next takes DataLoader worker 0's place
+        # the DataLoader takes batches from its workers in turn, from worker 0: the worker whose batch
+        # comes next (at ``start``) plays that part
+        worker = (physical + start) % workers
         done = max(0, start - worker + workers - 1) // workers * self.plan.batch
         segments = self.plan.segments(epoch, self.rank, workers, worker)
         bases = [sum(len(s) for s in segments[:i]) for i in range(len(segments))]
