@@ -182,3 +182,26 @@ def test_the_plan_predicts_the_stream(shards):
     mapped = EpochSeeded(Transformed(ShardImages(shards), noisy), seed=3)
     want = [mapped[(i, 2)][0][0] for i in plan.rank_indices(2, 1, 2)]
     assert [view[0] for batch in epoch(shards, 2, rank=1, world=2, e=2) for view, _ in batch] == want
+
+
+def test_streaming_train_data_composes_with_batch_augment(shards):
+    """Workers decode and draw crop boxes (uint8, PackedImages); the views are drawn from them after."""
+    from gsg_zoo.data.batch_augment import PackedImages
+    from gsg_zoo.distributed import DistInfo
+    from gsg_zoo.recipes import load_recipe
+    from gsg_zoo.train_data import build_train_data, step_views
+
+    def recipe(*extra):
+        return load_recipe("demo", [*TINY, "data.dataset=webdataset", f"data.root={shards}", "data.streaming=true",
+                                    "data.batch_augment=true", "data.augmentation=mocov2", *extra])  # fmt: skip
+
+    data = build_train_data(recipe(), DistInfo(), torch.device("cpu"), 8, 2)
+    data.set_epoch(0, start_step=2)
+    batches = list(data.loader)
+    assert len(data.loader) == 7 and len(batches) == 5  # 63 // 8 steps, resumed at step 2
+    images, labels, skipped = batches[0]
+    assert isinstance(images[0], PackedImages) and images[0].pixels.dtype == torch.uint8 and skipped == 0
+    views = step_views(images, data, 2, torch.device("cpu"), False, seed=0)
+    assert len(views) == 2 and views[0].shape == (8, 3, 16, 16) and views[0].dtype == torch.float32
+    with pytest.raises(ValueError, match="data.dataset=webdataset"):
+        build_train_data(recipe("data.dataset=synthetic"), DistInfo(), torch.device("cpu"), 8, 2)
