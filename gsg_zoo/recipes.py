@@ -41,6 +41,8 @@ class DataConfig:
     prefetch_factor: int = 2
     image_column: str = "image"  # data.dataset=hf: the image and label columns
     label_column: str = "label"
+    streaming: bool = False  # data.dataset=webdataset: stream the shards (sequential reads, shuffle buffer)
+    shuffle_buffer: int = 1000  # streaming: samples in each loader worker's shuffle buffer
     max_consecutive_failures: int = 50  # unreadable images in a row (each replaced) before the run stops
 
     def augment_options(self) -> dict[str, Any]:

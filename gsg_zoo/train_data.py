@@ -120,6 +120,8 @@ def build_train_data(
     """The rank's shard of the recipe's dataset in batches of ``local_batch`` (last partial dropped)."""
     dc, tc = recipe.data, recipe.train
     views, batch_augment = view_transform(dc, num_views)
+    if dc.streaming:
+        return build_stream_data(recipe, dist, device, local_batch, views, batch_augment)
 
     def build(download: bool) -> Any:
         return build_dataset(dc.dataset, dc.root, dc.split, transform=views, download=download,
@@ -136,6 +138,35 @@ def build_train_data(
         **_loader_options(dc, device),
     )  # fmt: skip
     return TrainData(loader, sampler, dataset, batch_augment, tc.seed, dist.rank, generator)
+
+
+# --- streaming shards (data.streaming): the epoch plan lives in the dataset, not in a sampler ---
+
+
+@dataclass
+class StreamTrainData(TrainData):
+    """:class:`TrainData` over a :class:`~gsg_zoo.data.stream.ShardStream` (``sampler`` is None)."""
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Stream the epoch from step ``start_step`` on (whole shards skipped, tar headers only inside)."""
+        self.dataset.set_epoch(epoch, start_step)
+        self.generator.manual_seed(stream_seed(self.seed, "loader", epoch, self.rank))
+
+
+def build_stream_data(recipe: Recipe, dist: DistInfo, device: torch.device, local_batch: int, views: MultiView,
+                      batch_augment: BatchAugment | None) -> StreamTrainData:  # fmt: skip
+    from .data.stream import ShardStream, open_stream_root
+
+    dc, seed = recipe.data, recipe.train.seed
+    if dc.dataset != "webdataset" or dc.root is None:
+        raise ValueError(f"data.streaming reads WebDataset shards: set data.dataset=webdataset and data.root, "
+                         f"not {dc.dataset!r} / {dc.root!r}")  # fmt: skip
+    stream = ShardStream(open_stream_root(dc.root, dc.split), views, seed, dist.rank, dist.world_size, local_batch,
+                         dc.shuffle_buffer)  # fmt: skip
+    generator = seeded_generator(stream_seed(seed, "loader", 0, dist.rank))
+    loader = DataLoader(stream, batch_size=local_batch, drop_last=True, generator=generator,
+                        **_loader_options(dc, device))  # fmt: skip
+    return StreamTrainData(loader, None, stream, batch_augment, seed, dist.rank, generator)  # type: ignore[arg-type]
 
 
 def _loader_options(dc: DataConfig, device: torch.device) -> dict[str, Any]:

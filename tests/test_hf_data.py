@@ -92,3 +92,25 @@ def test_gsg_eval_knn_reads_a_hugging_face_dataset(hf_root, tmp_path, capsys):
     code = main(["eval", "knn", "--model", "random:resnet10t", "--dataset", "hf", "--data", str(hf_root / "saved"),
                  "--no-cache", "--workers", "0", "--image-size", "32"])  # fmt: skip
     assert code == 0 and "top-1" in capsys.readouterr().out.lower()
+
+
+def test_gsg_data_shard_writes_a_hugging_face_dataset_as_shards_with_its_bytes_that_stream(hf_root, tmp_path):
+    from gsg_zoo.cli import main
+    from gsg_zoo.data.stream import ShardStream
+
+    out = tmp_path / "shards"
+    assert main(["data", "shard", "hf", "--data", str(hf_root / "saved"), "--out", str(out), "--max-count", "10",
+                 "--no-progress"]) == 0  # fmt: skip
+    ref = open_split(get_info("hf", pretrain=True), hf_root / "saved", "train")
+    stream = ShardStream(out, lambda image: image.tobytes(), batch=8, buffer=5)
+    items = list(stream)
+    assert len(items) == 48 and sorted(items) == sorted(
+        (ref[i][0].tobytes(), ref.targets[i]) for i in range(48)
+    )
+    import tarfile
+
+    with tarfile.open(out / "shard-000000.tar") as tar:
+        first = tar.getmembers()[1]
+        assert (
+            first.name.endswith(".png") and tar.extractfile(first).read() == ref.raw(int(first.name[:9]))[0]
+        )

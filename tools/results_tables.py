@@ -153,12 +153,38 @@ def probe_equal_accuracy_speedup() -> float:
 
 
 def shards() -> str:
-    """The same JPEGs as an ImageFolder and as WebDataset shards, loader alone."""
+    """The same JPEGs as an ImageFolder, as WebDataset shards read by index and streamed; coverage over
+    2 ranks x 2 workers; the shuffle buffer against a global permutation (issue 26)."""
     d = _load("shards_cpu.json")
-    rows = [[side, f"{m['images_per_s']:.0f}", f"{m['first_batch_s']:.2f}", f"{m['pickled_dataset_kb']:.1f}"]
-            for side, m in d["mean"].items()]  # fmt: skip
-    header = ["input", "loader images/s", "first batch (s)", "dataset pickled per worker (KB)"]
-    return _rows(header, rows) + f"\nShards / folder images/s: {d['ratio_images_per_s']:.2f} ({d['images']} JPEGs).\n"
+    rows = [[side, f"{m['images_per_s']:.0f}", f"{d['ratio_images_per_s'][side]:.2f}", f"{m['start_s']:.2f}",
+             f"{m['worker_rss_mb']:.0f} / {m['worker_pss_mb']:.0f}"] for side, m in d["mean"].items()]  # fmt: skip
+    header = [
+        "input",
+        "loader images/s",
+        "vs folder",
+        "start-up: dataset + first batch (s)",
+        "worker RSS / PSS (MB)",
+    ]
+    c = d["coverage_2_ranks_x_2_workers"]
+    text = _rows(header, rows) + (
+        f"\n{d['images']} JPEGs ({d['jpeg']}), {d['workers']} loader workers, {d['cpus']} CPUs. Streamed over "
+        f"{c['ranks']} gloo ranks x {c['workers']} workers: steps per rank {c['steps_per_rank']}, {c['distinct']} "
+        f"distinct images, {c['repeated']} repeated, {c['dropped_tail']} of {c['samples']} in the dropped tail.\n\n"
+    )
+    q = d["shuffle"]
+    setup = q.pop("setup")
+    header = ["order (rank 0 of " + str(setup["world"]) + ")", "shards per batch", "adjacent pairs from one shard",
+              "batch pairs together again next epoch"]  # fmt: skip
+    rows = [[name.replace("_", " "), f"{m['shards_per_batch']:.1f}", f"{m['adjacent_same_shard']:.2%}",
+             f"{m['batch_pairs_repeated_next_epoch']:.3%}"] for name, m in q.items()]  # fmt: skip
+    return (
+        text
+        + _rows(header, rows)
+        + (
+            f"\nPlan only: {setup['samples']} samples in shards of {setup['shard']}, {setup['workers']} workers per rank, "
+            f"batch {setup['batch']}.\n"
+        )
+    )
 
 
 RENDERERS: dict[str, Callable[[], str]] = {

@@ -65,16 +65,28 @@ class HFImages(Dataset):
     def targets(self) -> list[int]:
         return [int(y) for y in self.table[self.label_column]]
 
+    def raw(self, index: int) -> tuple[bytes, str, int]:
+        """Item ``index``'s encoded image bytes as stored, their format's extension, and its label
+        (what ``gsg data shard hf`` writes, without re-encoding)."""
+        row = self.table[index]
+        data = _bytes(row[self.image_column])
+        ext = (Image.open(io.BytesIO(data)).format or "png").lower()
+        return data, {"jpeg": "jpg"}.get(ext, ext), int(row[self.label_column])
+
     def __getitem__(self, index: int) -> tuple[Image.Image, int] | None:
         row = self.table[index]
         cell = row[self.image_column]
         try:
-            data = cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
-            image = Image.open(io.BytesIO(data)).convert("RGB")
+            image = Image.open(io.BytesIO(_bytes(cell))).convert("RGB")
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             log.warning("unreadable image %s of a Hugging Face dataset: %s", cell.get("path") or index, err)
             return None
         return image, int(row[self.label_column])
+
+
+def _bytes(cell: dict[str, Any]) -> bytes:
+    """An undecoded ``datasets.Image`` cell's bytes (stored in the table, or in the file it names)."""
+    return cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
 
 
 def open_hf(root: str | os.PathLike, split: str, image_column: str = "image", label_column: str = "label",

@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import random
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,20 +42,31 @@ def shard_name(i: int) -> str:
     return f"shard-{i:06d}.tar"
 
 
-def raw_samples(dataset: Any, start: int = 0) -> Iterator[tuple[bytes, str, int]]:
-    """``(image bytes, extension, label)`` from ``start`` on: a folder's files as they are, other
-    datasets' images encoded as PNG."""
+def raw_samples(dataset: Any, indices: list[int]) -> Iterator[tuple[int, bytes, str, int]]:
+    """``(index, image bytes, extension, label)`` of ``indices``: a folder's files and a Hugging Face
+    dataset's image bytes as they are, other datasets' images encoded as PNG."""
     inner = getattr(dataset, "dataset", dataset)
     files = getattr(inner, "samples", None)  # torchvision ImageFolder: [(path, label)]
-    for i in range(start, len(dataset)):
-        if files is not None:
+    for i in indices:
+        if hasattr(inner, "raw"):  # HFImages
+            yield i, *inner.raw(i)
+        elif files is not None:
             path, label = files[i]
-            yield Path(path).read_bytes(), Path(path).suffix.lstrip(".").lower() or "jpg", int(label)
-            continue
-        image, label = inner[i]
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        yield buffer.getvalue(), "png", int(label)
+            yield i, Path(path).read_bytes(), Path(path).suffix.lstrip(".").lower() or "jpg", int(label)
+        else:
+            image, label = inner[i]
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            yield i, buffer.getvalue(), "png", int(label)
+
+
+def write_order(size: int, shuffle_seed: int | None) -> list[int]:
+    """The order samples are written in: the dataset's, or a permutation seeded by ``shuffle_seed``
+    (so that each shard is a random sample of the classes, which streaming needs)."""
+    order = list(range(size))
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(order)
+    return order
 
 
 def index_tar(path: Path) -> list[dict[str, Any]]:
@@ -80,28 +92,23 @@ def _sha256(path: Path) -> str:
 
 
 def write_shards(dataset: Any, out: Path, max_count: int = 1000, classes: list[str] | None = None,
-                 progress: bool = True) -> Path:  # fmt: skip
-    """Write ``dataset`` as shards of ``max_count`` samples; resumable (complete shards are kept)."""
-    import webdataset as wds
+                 progress: bool = True, max_size: int | None = None, shuffle_seed: int | None = None) -> Path:  # fmt: skip
+    """Write ``dataset`` as shards of at most ``max_count`` samples and about ``max_size`` bytes, in the
+    order of :func:`write_order`; resumable (the shards the manifest lists are kept)."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
-    manifest = _read_manifest(out) or {"format": FORMAT, "shards": [], "classes": classes or []}
+    manifest = _read_manifest(out) or {"format": FORMAT, "shards": [], "classes": classes or [],
+                                       "shuffle_seed": shuffle_seed}  # fmt: skip
+    if manifest.get("shuffle_seed") != shuffle_seed:
+        raise ValueError(f"{out} was written with shuffle seed {manifest.get('shuffle_seed')}, not {shuffle_seed}: "
+                         "resume with the same --shuffle-seed, or write to a new folder")  # fmt: skip
     done = sum(s["samples"] for s in manifest["shards"])
     bar = tqdm(total=len(dataset), initial=done, desc="shards", disable=not progress, unit="img")
-    samples = raw_samples(dataset, done)
+    samples = raw_samples(dataset, write_order(len(dataset), shuffle_seed)[done:])
     while done < len(dataset):
         name = shard_name(len(manifest["shards"]))
-        tmp = out / f".{name}.tmp"
-        count = 0
-        with wds.TarWriter(str(tmp)) as sink:
-            for data, ext, label in samples:
-                sink.write({"__key__": f"{done + count:09d}", ext: data, "cls": label})
-                count += 1
-                bar.update(1)
-                if count == max_count:
-                    break
-        os.replace(tmp, out / name)
+        count = _write_shard(out, name, samples, max_count, max_size or 1 << 62, bar)
         index = index_tar(out / name)
         atomic_write(
             out / name.replace(".tar", ".idx.json"), lambda p, i=index: Path(p).write_text(json.dumps(i))
@@ -112,6 +119,23 @@ def write_shards(dataset: Any, out: Path, max_count: int = 1000, classes: list[s
         done += count
     bar.close()
     return out / MANIFEST
+
+
+def _write_shard(out: Path, name: str, samples: Iterator[tuple[int, bytes, str, int]], max_count: int,
+                 max_size: int, bar: Any) -> int:  # fmt: skip
+    """Write the next samples to ``out/name`` (complete files only: written aside, then renamed)."""
+    import webdataset as wds
+
+    tmp, count = out / f".{name}.tmp", 0
+    with wds.TarWriter(str(tmp)) as sink:
+        for index, data, ext, label in samples:
+            sink.write({"__key__": f"{index:09d}", ext: data, "cls": label})
+            count += 1
+            bar.update(1)
+            if count == max_count or sink.tarstream.offset >= max_size:  # bytes written so far
+                break
+    os.replace(tmp, out / name)
+    return count
 
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
