@@ -78,19 +78,25 @@ class OldMonitor:
 
     def __init__(self, recipe) -> None:
         dc, mc = recipe.data, recipe.monitor
-        tf = eval_transform(dc.image_size, *mean_std(dc.normalization), crop_pct=default_crop_pct(dc.image_size))
+        tf = eval_transform(
+            dc.image_size, *mean_std(dc.normalization), crop_pct=default_crop_pct(dc.image_size)
+        )
         self.mc, self.loaders, self.classes = mc, [], []
         for split, limit in ((mc.train_split, mc.train_limit), (mc.test_split, mc.test_limit)):
             ds = build_dataset(dc.dataset, dc.root, split, transform=tf)
             ds = Subset(ds, range(limit)) if len(ds) > limit else ds
             self.classes.append(len({dataset_labels(ds.dataset)[i] for i in ds.indices}))
             workers = min(dc.num_workers, 2)
-            self.loaders.append(DataLoader(ds, batch_size=mc.batch_size, num_workers=workers, collate_fn=collate_images))
+            self.loaders.append(
+                DataLoader(ds, batch_size=mc.batch_size, num_workers=workers, collate_fn=collate_images)
+            )
 
     def __call__(self, learner) -> dict:
         learner.eval()
         bank, bank_labels, _ = embed(learner.encoder, self.loaders[0], CPU, None, False)
-        test, test_labels, test_z = embed(learner.encoder, self.loaders[1], CPU, None, False, projections=True)
+        test, test_labels, test_z = embed(
+            learner.encoder, self.loaders[1], CPU, None, False, projections=True
+        )
         learner.train()
         n = int(max(bank_labels.max(), test_labels.max())) + 1
         top1 = knn_top1(bank, bank_labels, test, test_labels, n, k=self.mc.k, t=self.mc.t)
@@ -144,7 +150,11 @@ def telemetry_cost(args: argparse.Namespace, recipe, tmp: Path) -> dict:
     for _ in range(args.steps):
         out = train_step(learner, views, opt)
     step_s = (time.perf_counter() - t0) / args.steps
-    tel, sinks, every = StepTelemetry(init_distributed("cpu"), CPU, 10_000), StepSinks(tmp, True, None, False), 20
+    tel, sinks, every = (
+        StepTelemetry(init_distributed("cpu"), CPU, 10_000),
+        StepSinks(tmp, True, None, False),
+        20,
+    )
     loss, counts = out.loss.detach(), out.selection_counts
     t0 = time.perf_counter()
     for i in range(1, 20 * every + 1):
@@ -153,7 +163,12 @@ def telemetry_cost(args: argparse.Namespace, recipe, tmp: Path) -> dict:
             sinks.write(tel.row(i, i / 100, 0.1))
     per_step = (time.perf_counter() - t0) / (20 * every)
     sinks.close()
-    return {"step_s": step_s, "telemetry_s_per_step": per_step, "overhead_frac": per_step / step_s, "log_every": every}
+    return {
+        "step_s": step_s,
+        "telemetry_s_per_step": per_step,
+        "overhead_frac": per_step / step_s,
+        "log_every": every,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -37,7 +37,9 @@ def plot(tags: dict[str, list[tuple[int, float]]], path: Path, title: str) -> No
         steps = [s for s, _ in tags[SELECTION_KEYS[0]]]
         totals = [sum(tags[k][i][1] for k in SELECTION_KEYS) for i in range(len(steps))]
         for k in SELECTION_KEYS:
-            axes[3].plot(steps, [v / t for (_, v), t in zip(tags[k], totals)], marker=".", label=k[len("select_"):])
+            axes[3].plot(
+                steps, [v / t for (_, v), t in zip(tags[k], totals)], marker=".", label=k[len("select_") :]
+            )
         axes[3].legend(fontsize=7)
     axes[3].set_title("GSG pair selected (share)")
     for key, label in (("step_time_s_max", "slowest rank"), ("step_time_s_min", "fastest rank")):

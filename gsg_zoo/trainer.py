@@ -60,7 +60,7 @@ from .run_control import (
 )
 from .run_log import RunLog, run_summary
 from .run_state import RunState
-from .telemetry import RunTelemetry, configure_rank_logging, console_is_tty
+from .telemetry import RunTelemetry, configure_rank_logging, console_is_tty, sum_over_ranks
 from .train_data import build_train_data, seed_global_rngs, seeded_generator, step_views, stream_seed
 from .train_step import configure_backends, resolve_precision, train_step
 
@@ -311,11 +311,14 @@ class Pretrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - tally.start
+        world = self.dist.world_size  # loss, images and data wait: all ranks', not rank 0's
+        loss, images, waited = sum_over_ranks([float(tally.loss_sum), tally.images, tally.data_wait], self.device,
+                                              self.dist)  # fmt: skip
         return {
-            "loss": float(tally.loss_sum) / max(tally.steps, 1),
+            "loss": loss / max(tally.steps * world, 1),
             "lr": lr,
-            "images_per_s": tally.images * self.dist.world_size / max(elapsed, 1e-9),
-            "data_wait_frac": tally.data_wait / max(elapsed, 1e-9),
+            "images_per_s": images / max(elapsed, 1e-9),
+            "data_wait_frac": waited / world / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
             "steps": tally.steps,
             "skipped": all_reduce_sum(tally.skipped, self.device, self.dist),

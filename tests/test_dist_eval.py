@@ -37,6 +37,10 @@ from gsg_zoo.recipes import load_recipe
 from gsg_zoo.telemetry import StepTelemetry
 
 MODE, OUT = sys.argv[1], Path(sys.argv[2])
+if MODE == "cli":  # the command creates (and leaves) its own process group
+    sys.exit(cli.main(["eval", "knn", "--model", "random:resnet10t", "--dataset", "synthetic", "--subset", "48",
+                       "--image-size", "32", "--knn", "10:0.1", "--out", str(OUT / "cli"), "--no-cache",
+                       "--no-progress", "--workers", "0", "--batch-size-extract", "16"]))
 info = init_distributed("cpu", 1.0)
 g = torch.Generator().manual_seed(0)
 DATA = [(torch.randn(3, 16, 16, generator=g), i % 5) for i in range(40)]
@@ -70,9 +74,6 @@ if MODE == "checks":
         time.sleep(0.3 * info.rank)  # rank 1 is the straggler
         tel.record(torch.tensor(float(info.rank + 1)), 4, 0.01 * (info.rank + 1), torch.tensor([info.rank, 1, 1, 2 - info.rank]))
     row = tel.row(step=2, epoch=0.2, lr=0.1)
-    cli.main(["eval", "knn", "--model", "random:resnet10t", "--dataset", "synthetic", "--subset", "48",
-              "--image-size", "32", "--knn", "10:0.1", "--out", str(OUT / "cli"), "--no-cache", "--no-progress",
-              "--workers", "0", "--batch-size-extract", "16"])
     if info.is_main:
         f1, l1 = extract_features(NET, DATA[:37], opts(DistInfo(), 16))
         acc = lambda f, l: knn_evaluate(f[:25], l[:25], f[25:], l[25:], [(5, 0.1)], 5)[(5, 0.1)]["top1"]
@@ -98,7 +99,7 @@ info.close()
 '''
 
 
-def torchrun(tmp: Path, mode: str, restarts: int = 0) -> dict:
+def torchrun(tmp: Path, mode: str, restarts: int = 0) -> dict | None:
     driver = tmp / "dist_eval_driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GSG_CACHE": str(tmp / "cache")}
@@ -106,7 +107,7 @@ def torchrun(tmp: Path, mode: str, restarts: int = 0) -> dict:
            f"--max-restarts={restarts}", str(driver), mode, str(tmp)]  # fmt: skip
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
-    return json.loads((tmp / f"{mode}.json").read_text())
+    return json.loads((tmp / f"{mode}.json").read_text()) if mode != "cli" else None
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +134,10 @@ def test_sharded_monitor_equals_one_process(checks):
 
 
 @pytest.mark.slow
-def test_torchrun_eval_knn_equals_one_process(checks, tmp_path, monkeypatch):
-    tmp, _ = checks
+def test_torchrun_eval_knn_equals_one_process(tmp_path, monkeypatch):
+    tmp = tmp_path / "ranks"
+    tmp.mkdir()
+    torchrun(tmp, "cli")
     monkeypatch.setenv("GSG_CACHE", str(tmp_path / "cache"))
     assert cli.main(["eval", "knn", "--model", "random:resnet10t", "--dataset", "synthetic", "--subset", "48",
                      "--image-size", "32", "--knn", "10:0.1", "--out", str(tmp_path), "--no-cache", "--no-progress",
@@ -142,7 +145,7 @@ def test_torchrun_eval_knn_equals_one_process(checks, tmp_path, monkeypatch):
     one = json.loads((tmp_path / "knn_synthetic.json").read_text())
     two = json.loads((tmp / "cli" / "knn_synthetic.json").read_text())
     assert two["results"] == one["results"] and two["num_train"] == one["num_train"] == 48
-    assert two["model"] == "random:resnet10t@0"
+    assert two["model"] == "random:resnet10t@0" and (one["world_size"], two["world_size"]) == (1, 2)
 
 
 @pytest.mark.slow

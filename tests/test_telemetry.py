@@ -73,8 +73,10 @@ def wandb_run(tmp_path_factory):
     mp.setenv("WANDB_MODE", "offline")
     mp.setenv("WANDB_SILENT", "true")
     out = tmp_path_factory.mktemp("telemetry") / "run"
-    lines = Lines()
-    logging.getLogger("gsg_zoo").addHandler(lines)
+    lines, pkg = Lines(), logging.getLogger("gsg_zoo")
+    pkg.addHandler(lines)
+    level = pkg.level
+    pkg.setLevel(logging.INFO)
     try:
         trainer = Pretrainer(load_recipe("demo", RUN), out, progress=True)
         trainer.run()
@@ -83,7 +85,8 @@ def wandb_run(tmp_path_factory):
         Pretrainer(load_recipe("demo", [*RUN, "train.epochs=2"]), out, progress=True).run()
     finally:
         mp.undo()
-        logging.getLogger("gsg_zoo").removeHandler(lines)
+        pkg.removeHandler(lines)
+        pkg.setLevel(level)
     return out, {**first, "lines": lines.messages}
 
 

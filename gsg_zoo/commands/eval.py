@@ -84,15 +84,18 @@ def parse_ks_and_ts(text: str) -> list[tuple[int, float]]:
 
 
 def context(args: argparse.Namespace):
-    """The loaded model and extraction options; joins the process group when launched by torchrun."""
+    """The loaded model and extraction options. Launched by torchrun, it creates the process group and
+    shards; called inside a process group someone else created (e.g. ``gsg zoo build``'s rank-0 stages),
+    it runs in this one process."""
     import torch
+    import torch.distributed
 
-    from gsg_zoo.distributed import init_distributed
+    from gsg_zoo.distributed import DistInfo, init_distributed
     from gsg_zoo.eval.features import ExtractOptions
     from gsg_zoo.eval.runner import EvalContext
 
     cuda = args.device in (None, "auto", "cuda") and torch.cuda.is_available()
-    info = init_distributed("cuda" if cuda else "cpu")
+    info = DistInfo() if torch.distributed.is_initialized() else init_distributed("cuda" if cuda else "cpu")
     opts = ExtractOptions(batch_size=args.batch_size_extract, num_workers=args.workers, device=args.device,
                           amp=args.amp, progress=not args.no_progress, dist=info)  # fmt: skip
     return EvalContext.load(args.model, image_size=args.image_size, cache_dir=args.cache_dir,

@@ -157,6 +157,7 @@ def run_knn(
         "num_train": len(train.feats),
         "num_test": len(test.feats),
         "num_classes": num_classes,
+        "world_size": ctx.options.dist.world_size,  # ranks that extracted the features
         "results": [{"k": k, "T": t, **acc} for (k, t), acc in accs.items()],
         "feature_seconds": t1 - t0,
         "features_cached": train.cached and test.cached,
@@ -352,7 +353,8 @@ def run_transfer(
         return None
     out = {"evaluator": "transfer-classification", "protocol": "ssl-transfer-linear", "solver": solver,
            "solver_description": TRANSFER_SOLVERS[solver], "precision": precision_tag(ctx.options),
-           "model": ctx.spec, "image_size": ctx.image_size, "num_c": num_c, "datasets": results}  # fmt: skip
+           "model": ctx.spec, "image_size": ctx.image_size, "num_c": num_c, "datasets": results,
+           "world_size": ctx.options.dist.world_size}  # fmt: skip
     if solver == "torch":
         from .agreement import measure
 
