@@ -227,12 +227,17 @@ class Pretrainer:
         nonfinite, stop, save = agree_max(local, self.device, self.dist)
         if nonfinite:
             self._fail_nonfinite()
-        if (save or stop) and tally.steps < self.steps_per_epoch:
+        if tally.steps >= self.steps_per_epoch:
+            return  # the epoch's own checkpoint follows; a stop is acted on after it (in run)
+        if save or stop:
             self.state.epoch_step, self.state.partial = tally.steps, tally.to_state()
             self.save()
             self.dist.barrier()
         if stop:
             raise Preempted()
+
+    def _stop_agreed(self) -> bool:
+        return bool(agree_max([float(self.signals.requested is not None)], self.device, self.dist)[0])
 
     def _start_epoch(self) -> float:
         """Train mode, the epoch's data order from the step a checkpoint stopped at, worker seeds, and
@@ -374,8 +379,8 @@ class Pretrainer:
                 stats = self.train_epoch()
                 train_time += stats["epoch_time_s"]
                 self._finish_epoch(stats)
-                if agree_max([float(self.signals.requested is not None)], self.device, self.dist)[0]:
-                    raise Preempted()  # the epoch's checkpoint is written
+                if self.state.epoch < self.recipe.train.epochs and self._stop_agreed():
+                    raise Preempted()  # the epoch's checkpoint is written; a finished run just ends
         finally:
             self.signals.restore()
             self.data.close()

@@ -29,6 +29,17 @@ from gsg_zoo.run_control import EXIT_NONFINITE, EXIT_PREEMPTED, NONFINITE_MARKER
 from gsg_zoo.run_state import load_scaler_state
 from gsg_zoo.trainer import Pretrainer
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a loaded 2-core machine two OpenMP threads spin against the other jobs
+    (a 6 s run took 75 s); results are the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 DRIVER = r'''
 """`gsg pretrain ARGS`, sending GSG_TEST_SIGNAL to itself before global step N on rank R, once."""
 import json, os, signal, sys
@@ -361,6 +372,27 @@ def test_sigterm_in_one_process_saves_and_exits_75(tmp_path, monkeypatch):
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert (saved["epoch"], saved["step"], saved["epoch_step"]) == (0, 4, 4)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+
+
+def test_sigterm_at_the_last_step_of_an_epoch_keeps_the_epoch(tmp_path, monkeypatch):
+    """A stop agreed on at the epoch's last step finishes the epoch (its checkpoint and metrics row)
+    before exiting, instead of exiting with no checkpoint of the epoch's work."""
+    run = [*TINY, "data.num_images=48", "train.batch_size=8", "train.epochs=2", "monitor.every=-1",
+           "data.num_workers=0", "train.log_every=2"]  # fmt: skip
+    real_step = trainer_module.train_step
+
+    def term_at_5(*args, **kwargs):  # step 5 is the last of epoch 1 (6 steps)
+        if kwargs["step"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", term_at_5)
+    with pytest.raises(SystemExit) as exit_:
+        Pretrainer(load_recipe("demo", run), tmp_path / "run", progress=False).run()
+    assert exit_.value.code == EXIT_PREEMPTED
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"], saved["epoch_step"]) == (1, 6, 0)
+    assert [row["epoch"] for row in saved["history"]] == [1]
 
 
 @pytest.mark.gpu
