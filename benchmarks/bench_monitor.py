@@ -84,8 +84,9 @@ class OldMonitor:
         self.mc, self.loaders, self.classes = mc, [], []
         for split, limit in ((mc.train_split, mc.train_limit), (mc.test_split, mc.test_limit)):
             ds = build_dataset(dc.dataset, dc.root, split, transform=tf)
-            ds = Subset(ds, range(limit)) if len(ds) > limit else ds
-            self.classes.append(len({dataset_labels(ds.dataset)[i] for i in ds.indices}))
+            keep = range(min(limit, len(ds)))
+            self.classes.append(len({dataset_labels(ds)[i] for i in keep}))
+            ds = Subset(ds, keep) if len(ds) > limit else ds
             workers = min(dc.num_workers, 2)
             self.loaders.append(
                 DataLoader(ds, batch_size=mc.batch_size, num_workers=workers, collate_fn=collate_images)

@@ -6,6 +6,8 @@ Run directory layout::
     OUT/checkpoints/last.pt    written atomically after every epoch (resume point)
     OUT/checkpoints/epoch_NNNN.pt  every ``train.checkpoint_every`` epochs
     OUT/metrics.jsonl, metrics.csv  one row per epoch
+    OUT/steps.jsonl            one row every ``train.log_every`` steps (:mod:`.telemetry`)
+    OUT/tb/, OUT/tb/steps/     TensorBoard: epoch and step scalars (when installed)
     OUT/summary.json, curves.png    at the end
 
 Exact resume: every random stream has its own seed, a pure function of its key
@@ -24,8 +26,8 @@ SyncBatchNorm on multi-GPU runs (``train.sync_bn``).
 
 :class:`Pretrainer` only orchestrates; its parts each own one job: :mod:`.distributed` (process
 group), :mod:`.train_data` (loader and step views), :mod:`.train_step` (one optimisation step and its
-precision), :mod:`.run_state` (checkpoint and resume), :mod:`.monitors` (kNN and collapse monitor)
-and :mod:`.run_log` (metrics files, summary, plot).
+precision), :mod:`.run_state` (checkpoint and resume), :mod:`.monitors` (kNN and collapse monitor),
+:mod:`.run_log` (metrics files, summary, plot) and :mod:`.telemetry` (step rows, TensorBoard, W&B).
 """
 
 from __future__ import annotations

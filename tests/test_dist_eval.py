@@ -38,7 +38,7 @@ from gsg_zoo.telemetry import StepTelemetry
 
 MODE, OUT = sys.argv[1], Path(sys.argv[2])
 if MODE == "cli":  # the command creates (and leaves) its own process group
-    sys.exit(cli.main(["eval", "knn", "--model", "random:resnet10t", "--dataset", "synthetic", "--subset", "48",
+    sys.exit(cli.main(["eval", "knn", "--model", "pixels", "--dataset", "synthetic", "--subset", "48",
                        "--image-size", "32", "--knn", "10:0.1", "--out", str(OUT / "cli"), "--no-cache",
                        "--no-progress", "--workers", "0", "--batch-size-extract", "16"]))
 info = init_distributed("cpu", 1.0)
@@ -61,6 +61,7 @@ def probe(dist, ckpt=None):
 
 if MODE == "checks":
     f2, l2 = extract_features(NET, DATA[:37], opts(info, 8))  # 19 + 18 rows
+    one_row = extract_features(NET, DATA[:1], opts(info, 8))[0]  # rank 1's shard is empty
     recipe = load_recipe("demo", ["model.backbone=resnet18", "model.projector_hidden_dim=64", "model.projector_dim=32",
                                   "model.predictor_hidden_dim=16", "data.image_size=16", "data.synthetic_image_size=32",
                                   "data.num_workers=0", "monitor.train_limit=60", "monitor.test_limit=30",
@@ -81,7 +82,7 @@ if MODE == "checks":
         fc1 = probe(DistInfo())
         res = {"rows": [len(f1), len(f2)], "feat_diff": (f1 - f2).abs().max().item(), "labels_equal": torch.equal(l1, l2),
                "knn": [acc(f1, l1), acc(f2, l2)], "monitor": [m1, m2], "probe_diff": (fc1 - fc2).abs().max().item(),
-               "probe": fc2.tolist(), "telemetry": row}
+               "probe": fc2.tolist(), "telemetry": row, "one_row": (one_row - f1[:1]).abs().max().item()}
 elif MODE == "crash":  # SIGKILL rank 0 once, right after the epoch-1 checkpoint; torchrun restarts the job
     real_save = linear.save_probe
 
@@ -122,6 +123,7 @@ def test_sharded_extraction_equals_one_process(checks):
     assert r["rows"] == [37, 37] and r["labels_equal"]
     assert r["feat_diff"] < 1e-5  # other batch sizes: float summation order only
     assert r["knn"][0] == r["knn"][1]
+    assert r["one_row"] < 1e-5  # a rank with an empty shard still joins the gather
 
 
 @pytest.mark.slow
@@ -139,13 +141,13 @@ def test_torchrun_eval_knn_equals_one_process(tmp_path, monkeypatch):
     tmp.mkdir()
     torchrun(tmp, "cli")
     monkeypatch.setenv("GSG_CACHE", str(tmp_path / "cache"))
-    assert cli.main(["eval", "knn", "--model", "random:resnet10t", "--dataset", "synthetic", "--subset", "48",
+    assert cli.main(["eval", "knn", "--model", "pixels", "--dataset", "synthetic", "--subset", "48",
                      "--image-size", "32", "--knn", "10:0.1", "--out", str(tmp_path), "--no-cache", "--no-progress",
                      "--workers", "0", "--batch-size-extract", "32"]) == 0  # fmt: skip
     one = json.loads((tmp_path / "knn_synthetic.json").read_text())
     two = json.loads((tmp / "cli" / "knn_synthetic.json").read_text())
     assert two["results"] == one["results"] and two["num_train"] == one["num_train"] == 48
-    assert two["model"] == "random:resnet10t@0" and (one["world_size"], two["world_size"]) == (1, 2)
+    assert two["model"] == "pixels" and (one["world_size"], two["world_size"]) == (1, 2)
 
 
 @pytest.mark.slow
