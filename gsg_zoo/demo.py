@@ -158,7 +158,8 @@ def _summarize(evals: dict[str, dict[str, Any]], method: str, data: DemoData) ->
         "method": method,
         "data": asdict(data),
         "eval": {"dataset": first["dataset"], "split": "test", "num_train": first["num_train"],
-                 "num_test": first["num_test"], "transform": first["protocol_settings"]["transform"]},
+                 "num_test": first["num_test"], "transform": first["protocol_settings"]["transform"],
+                 "random_init": evals["random_init"]["knn"]["model"]},  # random:ARCH@SEED
     }  # fmt: skip
 
 
@@ -193,7 +194,7 @@ def evaluate_backbones(
     from .eval.linear import LinearConfig
     from .eval.runner import EvalContext, run_knn, run_linear
 
-    specs = {"pretrained": str(ckpt), "random_init": f"random:{arch}", "pixels": "pixels"}
+    specs = {"pretrained": str(ckpt), "random_init": f"random:{arch}@{seed}", "pixels": "pixels"}
     opts = ExtractOptions(num_workers=0)
     subset = None if dataset == "synthetic" else EVAL_SUBSET
     linear_cfg = LinearConfig(epochs=30, batch_size=256, lr=0.1, optimizer="sgd")
@@ -233,7 +234,11 @@ def card_results(
     knn: dict[str, float], lin: dict[str, float], arch: str, ev: dict[str, Any]
 ) -> dict[str, Any]:
     """The card's results: the pretrained backbone's numbers, random init and raw pixels as baselines."""
-    names = {"random_init": f"{arch}, random init (same protocol)", "pixels": "raw pixels (same protocol)"}
+    seed = ev.get("random_init", "@0").rpartition("@")[2]
+    names = {
+        "random_init": f"{arch}, random init seed {seed} (same protocol)",
+        "pixels": "raw pixels (same protocol)",
+    }
     images = f"bank {ev['num_train']} train images, {ev['num_test']} test"
     return {
         "results": [

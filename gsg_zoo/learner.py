@@ -116,6 +116,12 @@ class LearnerOutput:
     selection: Tensor | None = None  # GSG pair index per sample (0..3)
     pairing: Tensor | None = None  # GSG partner index per sample
 
+    @property
+    def selection_counts(self) -> Tensor | None:
+        """GSG: how often each of the 4 pairs (:data:`~gsg_zoo.losses.PAIRS`) was selected in this batch,
+        ``(4,)`` on the device (no host sync); None without GSG."""
+        return None if self.selection is None else torch.bincount(self.selection.view(-1), minlength=4)
+
 
 class SelfSupervisedLearner(nn.Module):
     """SimSiam / BYOL with optional GSG guidance and optional predictor."""

@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader
 from .data.augment import eval_transform
 from .data.datasets import build_dataset, collate_images
 from .data.loaders import per_class_split
+from .distributed import DistInfo
+from .eval.sharding import gather_rows, shard_dataset
 from .normalization import mean_std
 from .preprocessing import default_crop_pct
 from .train_step import autocast, to_device
@@ -86,21 +88,25 @@ class KnnMonitor:
     The bank (``monitor.train_split``) and queries (``monitor.test_split``) are stratified subsets of
     at most ``train_limit``/``test_limit`` images: the same number per class, drawn with seed 0 (the
     first N images of a class-ordered folder such as ImageNet's would hold only a few classes), resized
-    and normalised like the training data; their loaders are built on first use.
+    and normalised like the training data; their loaders are built on first use. Under torchrun every
+    rank embeds a contiguous shard of both subsets; rank 0 gathers the rows and runs the kNN on its
+    training device (the other ranks get ``{}``).
     """
 
-    def __init__(self, data: DataConfig, monitor: MonitorConfig) -> None:
-        self.data, self.config = data, monitor
+    def __init__(self, data: DataConfig, monitor: MonitorConfig, dist: DistInfo | None = None) -> None:
+        self.data, self.config, self.dist = data, monitor, dist or DistInfo()
         self._loaders: tuple[DataLoader, DataLoader] | None = None
+        self._sizes: dict[str, tuple[int, int]] = {}  # split -> (images, classes)
 
     def loaders(self) -> tuple[DataLoader, DataLoader]:
+        """This rank's shards of the bank and the queries."""
         if self._loaders is None:
             mc = self.config
             bank, test = ((mc.train_split, mc.train_limit), (mc.test_split, mc.test_limit))
             self._loaders = (self._loader(*bank), self._loader(*test))
         return self._loaders
 
-    def _loader(self, split: str, limit: int) -> DataLoader:
+    def _loader(self, split: str, limit: int | None) -> DataLoader:
         dc, mc = self.data, self.config
         crop_pct = default_crop_pct(dc.image_size)
         tf = eval_transform(dc.image_size, *mean_std(dc.normalization), crop_pct=crop_pct)
@@ -108,16 +114,28 @@ class KnnMonitor:
             mc.dataset or dc.dataset, mc.root or dc.root, split, transform=tf, num_images=limit or 2000,
             **dc.reader_options(),
         )  # fmt: skip
+        labels = dataset_labels(ds)
         if limit and len(ds) > limit:
-            ds = torch.utils.data.Subset(ds, stratified_subset(dataset_labels(ds), limit))
-        workers = min(dc.num_workers, 2)
-        return DataLoader(ds, batch_size=mc.batch_size, num_workers=workers, collate_fn=collate_images)
+            keep = stratified_subset(labels, limit)
+            ds, labels = torch.utils.data.Subset(ds, keep), [labels[i] for i in keep]
+        self._sizes[split] = (len(labels), len(set(labels)))
+        return DataLoader(shard_dataset(ds, self.dist), batch_size=mc.batch_size, num_workers=dc.num_workers,
+                          collate_fn=collate_images, pin_memory=torch.cuda.is_available())  # fmt: skip
+
+    def protocol(self) -> str:
+        """What the monitor measures, as the metrics and the curves name it."""
+        self.loaders()
+        mc, size = self.config, self.data.image_size
+        (nb, cb), (nq, cq) = self._sizes[mc.train_split], self._sizes[mc.test_split]
+        return (f"weighted kNN k={mc.k} T={mc.t}: bank {nb} {mc.train_split} images ({cb} classes), "
+                f"queries {nq} {mc.test_split} images ({cq} classes), stratified seed 0, {size} px")  # fmt: skip
 
     def __call__(
         self, learner: SelfSupervisedLearner, device: torch.device, amp_dtype: torch.dtype | None,
         channels_last: bool,
-    ) -> dict[str, float]:  # fmt: skip
-        """Embed both splits with the learner's online encoder (in eval mode, restored after); score them."""
+    ) -> dict[str, Any]:  # fmt: skip
+        """Embed both splits with the learner's online encoder (in eval mode, restored after); score them
+        on rank 0 (``{}`` on the other ranks)."""
         train_loader, test_loader = self.loaders()
         was_training = learner.training
         learner.eval()
@@ -128,19 +146,24 @@ class KnnMonitor:
             )
         finally:
             learner.train(was_training)
+        bank, bank_labels, test, test_labels, test_z = (
+            gather_rows(t, self.dist) for t in (bank, bank_labels, test, test_labels, test_z)
+        )
+        if not self.dist.is_main:
+            return {}
         num_classes = int(max(bank_labels.max(), test_labels.max())) + 1
         mc = self.config
-        metrics = {"knn_top1": knn_top1(bank, bank_labels, test, test_labels, num_classes, k=mc.k, t=mc.t)}
-        metrics.update(collapse_metrics(test, test_z))
-        return metrics
+        top1 = knn_top1(bank.to(device), bank_labels, test, test_labels, num_classes, k=mc.k, t=mc.t)
+        return {"knn_top1": top1, **collapse_metrics(test, test_z), "monitor_protocol": self.protocol()}
 
 
 @torch.no_grad()
 def embed(
     encoder: Encoder, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None,
     channels_last: bool, projections: bool = False,
-) -> tuple[Tensor, Tensor, Tensor | None]:  # fmt: skip
-    """Features ``(N, F)``, labels ``(N,)`` and (if ``projections``) projections ``(N, D)``, on the CPU."""
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # fmt: skip
+    """Features ``(N, F)``, labels ``(N,)`` and (if ``projections``) projections ``(N, D)``, on the CPU;
+    None for an empty loader (a rank whose shard is empty)."""
     feats, zs, labels = [], [], []
     for x, y, _ in loader:
         with autocast(device.type, amp_dtype):
@@ -149,4 +172,6 @@ def embed(
         labels.append(y)
         if projections:
             zs.append(z.float().cpu())
+    if not feats:
+        return None, None, None
     return torch.cat(feats), torch.cat(labels), (torch.cat(zs) if projections else None)

@@ -108,7 +108,9 @@ class MonitorConfig:
     k: int = 200
     t: float = 0.1
     batch_size: int = 256
-    tensorboard: bool = False
+    tensorboard: bool = True  # epoch (OUT/tb) and step (OUT/tb/steps) scalars, when tensorboard is installed
+    wandb: bool = False  # Weights & Biases (WANDB_MODE=offline: local files); the run id is checkpointed
+    wandb_project: str = "gsg-zoo"
 
 
 @dataclass

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import json
 import os
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,13 @@ def monitor_summary(mc: MonitorConfig, history: list[Row]) -> dict[str, Any]:
     last = monitored[-1] if monitored else {}
     return {
         "knn_top1": last.get("knn_top1"),
-        "knn_protocol": {"k": mc.k, "t": mc.t, "train": mc.train_split, "test": mc.test_split},
+        "knn_protocol": {
+            "k": mc.k,
+            "t": mc.t,
+            "train": mc.train_split,
+            "test": mc.test_split,
+            "description": last.get("monitor_protocol"),
+        },  # fmt: skip
         "z_std": last.get("z_std"),
         "z_rank": last.get("z_rank"),
         "h_rank": last.get("h_rank"),
@@ -166,6 +173,9 @@ def _plot_panel(ax: Any, history: list[Row], key: str, label: str) -> None:
         ax.plot(*zip(*pts), marker=".", label="projection z" if key == "z_rank" else None)
     ax.set_xlabel("epoch")
     ax.set_title(label)
+    protocol = next((r["monitor_protocol"] for r in reversed(history) if r.get("monitor_protocol")), None)
+    if key == "knn_top1" and protocol:  # the curve names what it measures
+        ax.set_title(f"{label}\n" + textwrap.fill(protocol, 56), fontsize=7)
     ax.grid(alpha=0.3)
     if key == "z_rank" and pts:
         ax.legend()

@@ -86,6 +86,9 @@ class RunState:
     epoch_step: int = 0  # steps done inside the current epoch (0 at an epoch boundary)
     partial: dict[str, Any] = field(default_factory=dict)  # the current epoch's running totals
     world_size: int = 1
+    telemetry: dict[str, Any] = field(
+        default_factory=dict
+    )  # e.g. the W&B run id (a resumed run continues it)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +105,7 @@ class RunState:
             "epoch_step": self.epoch_step,
             "partial": self.partial,
             "world_size": self.world_size,
+            "telemetry": self.telemetry,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -116,6 +120,7 @@ class RunState:
                         self.world_size)  # fmt: skip
         self.history = list(state.get("history", []))
         self.skipped_images = int(state.get("skipped_images", 0))
+        self.telemetry = dict(state.get("telemetry") or {})
         restore_rng(state["rng"])
         warn_other_streams(int(state.get("rng_streams", 1)), self.epoch)
 

@@ -6,6 +6,8 @@ Run directory layout::
     OUT/checkpoints/last.pt    written atomically after every epoch (resume point)
     OUT/checkpoints/epoch_NNNN.pt  every ``train.checkpoint_every`` epochs
     OUT/metrics.jsonl, metrics.csv  one row per epoch
+    OUT/steps.jsonl            one row every ``train.log_every`` steps (:mod:`.telemetry`)
+    OUT/tb/, OUT/tb/steps/     TensorBoard: epoch and step scalars (when installed)
     OUT/summary.json, curves.png    at the end
 
 Exact resume: every random stream has its own seed, a pure function of its key
@@ -24,8 +26,8 @@ SyncBatchNorm on multi-GPU runs (``train.sync_bn``).
 
 :class:`Pretrainer` only orchestrates; its parts each own one job: :mod:`.distributed` (process
 group), :mod:`.train_data` (loader and step views), :mod:`.train_step` (one optimisation step and its
-precision), :mod:`.run_state` (checkpoint and resume), :mod:`.monitors` (kNN and collapse monitor)
-and :mod:`.run_log` (metrics files, summary, plot).
+precision), :mod:`.run_state` (checkpoint and resume), :mod:`.monitors` (kNN and collapse monitor),
+:mod:`.run_log` (metrics files, summary, plot) and :mod:`.telemetry` (step rows, TensorBoard, W&B).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ from .run_control import (
 )
 from .run_log import RunLog, run_summary
 from .run_state import RunState
+from .telemetry import RunTelemetry, configure_rank_logging, console_is_tty, sum_over_ranks
 from .train_data import build_train_data, seed_global_rngs, seeded_generator, step_views, stream_seed
 from .train_step import configure_backends, resolve_precision, train_step
 
@@ -110,6 +112,7 @@ class Pretrainer:
         configure_backends(tc.cudnn_benchmark, tc.tf32, tc.deterministic)  # before any CUDA work
         cuda = tc.device in ("auto", "cuda") and torch.cuda.is_available()
         self.dist = init_distributed("cuda" if cuda else "cpu", tc.dist_timeout_minutes)
+        configure_rank_logging(self.dist)
         self.device = resolve_device(tc.device, self.dist.local_rank)
         self.amp_dtype = resolve_precision(tc.precision, self.device)
         self.global_batch = global_batch_size(tc.batch_size, tc.batch_size_per_device, self.dist.world_size)
@@ -131,7 +134,8 @@ class Pretrainer:
             recipe, self.learner, self.optimizer, self.scaler, world_size=self.dist.world_size
         )
         self.run_log = RunLog(self.out, recipe.monitor.tensorboard, enabled=self.dist.is_main)
-        self.knn_monitor = KnnMonitor(recipe.data, recipe.monitor)
+        self.knn_monitor = KnnMonitor(recipe.data, recipe.monitor, self.dist)
+        self.telemetry = RunTelemetry(recipe, self.dist, self.device, self.total_steps, self.out, progress)
         self.signals, self.lock = StopSignals(), RunLock(self.out)
         self._last_save = time.monotonic()
 
@@ -261,8 +265,8 @@ class Pretrainer:
         return tqdm(
             total=self.steps_per_epoch,
             desc=f"epoch {self.state.epoch + 1}/{self.recipe.train.epochs}",
-            disable=not (self.progress and self.dist.is_main),
-            mininterval=0.5 if sys.stderr.isatty() else 10,
+            disable=not (self.progress and self.dist.is_main and console_is_tty()),  # else: step log lines
+            mininterval=0.5,
             leave=False,
         )
 
@@ -271,8 +275,8 @@ class Pretrainer:
         seed, epoch, rank = self.recipe.train.seed, self.state.epoch, self.dist.rank
         return lambda stream: stream_seed(seed, stream, epoch, rank, n_steps)
 
-    def _step(self, batch: list[Tensor], n_steps: int) -> tuple[Tensor, int, float | None]:
-        """One optimisation step on a loader batch; returns its detached loss, images and per-step lr."""
+    def _step(self, batch: list[Tensor], n_steps: int) -> tuple[Any, int, float | None]:
+        """One optimisation step on a loader batch; returns the learner's output, images and per-step lr."""
         lr = None
         if self.recipe.optim.per_step:
             lr = self._lr(n_steps)
@@ -285,7 +289,7 @@ class Pretrainer:
                          total_steps=self.total_steps, scaler=self.scaler, amp_dtype=self.amp_dtype,
                          generator=seeded_generator(seed("pairing")))  # fmt: skip
         self.state.step += 1
-        return out.loss.detach(), views[0].shape[0], lr
+        return out, views[0].shape[0], lr
 
     def train_epoch(self) -> dict[str, float]:
         """The epoch's remaining steps (all of them unless resumed inside it), at most ``steps_per_epoch``.
@@ -296,14 +300,20 @@ class Pretrainer:
         tally = EpochTally.from_state(self.state.partial, self.device)
         bar, tick = self._progress_bar(), time.perf_counter()
         bar.update(tally.steps)
+        self.telemetry.steps.restart()
         for batch, _, skipped in self.train_loader if tally.steps < self.steps_per_epoch else ():
-            tally.data_wait += time.perf_counter() - tick
+            wait = time.perf_counter() - tick
+            tally.data_wait += wait
             tally.skipped += skipped
-            loss, images, step_lr = self._step(batch, tally.steps)
+            out, images, step_lr = self._step(batch, tally.steps)
+            loss = out.loss.detach()
             lr = lr if step_lr is None else step_lr
             tally.loss_sum += loss
             tally.steps, tally.images = tally.steps + 1, tally.images + images
             bar.update(1)
+            epoch = self.state.epoch + tally.steps / self.steps_per_epoch
+            self.telemetry.step(loss, images, wait, out, self.state.step, epoch, lr,
+                                epoch_end=tally.steps >= self.steps_per_epoch)  # fmt: skip
             if self._is_check_step(tally.steps):
                 self._check(tally)
                 bar.set_postfix(loss=f"{float(tally.loss_sum) / tally.steps:.4f}", lr=f"{lr:.4g}")
@@ -318,19 +328,23 @@ class Pretrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - tally.start
+        world = self.dist.world_size  # loss, images and data wait: all ranks', not rank 0's
+        loss, images, waited = sum_over_ranks([float(tally.loss_sum), tally.images, tally.data_wait], self.device,
+                                              self.dist)  # fmt: skip
         return {
-            "loss": float(tally.loss_sum) / max(tally.steps, 1),
+            "loss": loss / max(tally.steps * world, 1),
             "lr": lr,
-            "images_per_s": tally.images * self.dist.world_size / max(elapsed, 1e-9),
-            "data_wait_frac": tally.data_wait / max(elapsed, 1e-9),
+            "images_per_s": images / max(elapsed, 1e-9),
+            "data_wait_frac": waited / world / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
             "steps": tally.steps,
             "skipped": all_reduce_sum(tally.skipped, self.device, self.dist),
         }
 
     # ------------------------------------------------------------------ monitors and outputs
-    def monitor(self) -> dict[str, float]:
-        """kNN top-1 and collapse indicators of the current encoder (see :class:`KnnMonitor`)."""
+    def monitor(self) -> dict[str, Any]:
+        """kNN top-1 and collapse indicators of the current encoder on rank 0, ``{}`` on the others (every
+        rank must call it: each embeds a shard; see :class:`KnnMonitor`)."""
         return self.knn_monitor(self.learner, self.device, self.amp_dtype, self.recipe.train.channels_last)
 
     def _finish_epoch(self, stats: dict[str, float]) -> None:
@@ -349,10 +363,11 @@ class Pretrainer:
         self.save()
         self._last_save = time.monotonic()
         self.lock.refresh()
-        if monitor_due(self.recipe.monitor.every, st.epoch, tc.epochs) and self.dist.is_main:
+        if monitor_due(self.recipe.monitor.every, st.epoch, tc.epochs):  # every rank embeds a shard
             row.update(self.monitor())
             self.save()
         self.run_log.epoch(st.history)
+        self.telemetry.epoch(row)
         self.dist.barrier()
         if self.dist.is_main:
             brief = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
@@ -369,6 +384,7 @@ class Pretrainer:
         try:
             self.resume(resume_from)
             self.run_log.start(self.recipe.to_dict())  # after the resume check: a refused run writes nothing
+            self.telemetry.start(self.state)
             train_time = sum(r.get("epoch_time_s", 0.0) for r in self.state.history)
             self.signals.install()
             while self.state.epoch < self.recipe.train.epochs:
@@ -381,6 +397,7 @@ class Pretrainer:
             self.signals.restore()
             self.data.close()
             self.lock.release()
+            self.telemetry.close()
         summary = self.summary(train_time, time.perf_counter() - wall_start)
         self.run_log.finish(summary, self.state.history, title=self.recipe.name)
         return summary

@@ -41,6 +41,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "run_control",
         "run_state",
         "run_log",
+        "telemetry",
         "monitors",
         "trainer",
         "experiments",

@@ -83,7 +83,9 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     (card,) = (out / "model_cards").glob("*/README.md")  # one folder per card
     assert card.parent.name.startswith("gsg-demo-") and (card.parent / "curves.png").is_file()
     text = card.read_text()
-    assert "resnet10t, random init (same protocol) | raw pixels (same protocol)" in text  # baseline columns
+    assert (
+        "resnet10t, random init seed 0 (same protocol) | raw pixels (same protocol)" in text
+    )  # baseline columns
     front = yaml.safe_load(text.split("---")[1])
     assert front["library_name"] == "timm"
     measured = front["model-index"][0]["results"]

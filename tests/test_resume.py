@@ -209,7 +209,8 @@ def test_checkpoint_from_before_the_streams_change_resumes_with_a_warning(tmp_pa
     state = load_checkpoint(path)
     before = {"kind", "format_version", "config", "model", "optimizer", "scaler", "epoch", "step",
               "history", "skipped_images", "rng"}  # fmt: skip  # what gsg-zoo wrote before
-    added = {"rng_streams", "epoch_step", "partial", "world_size"}  # issue 18; mid-epoch resume (issue 25)
+    added = {"rng_streams", "epoch_step", "partial", "world_size",  # issue 18; mid-epoch resume (issue 25)
+             "telemetry"}  # the W&B run id (issue 27)
     assert set(state) == before | added and state["format_version"] == 1
     old = {k: v for k, v in state.items() if k not in {"kind", "format_version", *added}}
     save_checkpoint(path, old)

@@ -87,7 +87,8 @@ def test_monitor_runs_on_due_epochs_and_its_row_is_the_encoders(default_run):
     assert sum(not training for training, _ in default_run.probe.inputs) == 2 * 2
     assert default_run.trainer.learner.training  # train mode restored
     again = default_run.trainer.monitor()  # the final encoder, measured again: the same numbers
-    assert {k: rows[-1][k] for k in keys} == pytest.approx(again, rel=1e-5)
+    assert {k: rows[-1][k] for k in keys} == pytest.approx({k: again[k] for k in keys}, rel=1e-5)
+    assert rows[-1]["monitor_protocol"] == again["monitor_protocol"]  # named in the metrics
     assert default_run.summary["knn_top1"] == rows[-1]["knn_top1"]
 
 
@@ -100,6 +101,9 @@ def test_metrics_csv_has_one_row_per_epoch_equal_to_jsonl(default_run):
     assert len(table) == len(rows) == 3
     for row, line in zip(rows, table):
         for k in header:
+            if isinstance(row.get(k), str):  # the monitor's protocol
+                assert line[k] == row[k]
+                continue
             assert (float(line[k]) if line[k] else None) == (pytest.approx(row[k]) if k in row else None), k
 
 

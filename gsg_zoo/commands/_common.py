@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 MODEL_SPEC_HELP = (
     "model spec: a `gsg pretrain` checkpoint, an export dir or local-dir:PATH, hf-hub:ORG/NAME, zoo:NAME, "
-    "random:ARCH, pixels (raw-pixel baseline), import:PATH (another SSL code base's checkpoint, see "
+    "random:ARCH[@SEED] (random init, seed 0 unless given), pixels (raw-pixel baseline), import:PATH (another SSL code base's checkpoint, see "
     "`gsg import`) or a timm name"
 )
 

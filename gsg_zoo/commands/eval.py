@@ -1,8 +1,15 @@
-"""``gsg eval knn`` and ``gsg eval linear``: probes of a frozen backbone on one dataset."""
+"""``gsg eval knn`` and ``gsg eval linear``: probes of a frozen backbone on one dataset.
+
+One process on one device by default; under ``torchrun`` every rank extracts a shard of the features
+(rank 0 scores and reports) and the reference linear probe trains with DDP."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from ._common import add_model_argument, parents
 
@@ -59,6 +66,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     lin.add_argument("--wd", type=float, default=0.0, help="weight decay")
     lin.add_argument("--momentum", type=float, default=0.9)
     lin.add_argument("--seed", type=int, default=0)
+    lin.epilog = ("reference protocol with --out DIR: the probe is checkpointed after every epoch to "
+                  "DIR/linear_reference_DATASET.probe.pt and a rerun resumes from it")  # fmt: skip
     lin.set_defaults(func=_linear)
 
 
@@ -75,21 +84,43 @@ def parse_ks_and_ts(text: str) -> list[tuple[int, float]]:
 
 
 def context(args: argparse.Namespace):
+    """The loaded model and extraction options. Launched by torchrun, it creates the process group and
+    shards; called inside a process group someone else created (e.g. ``gsg zoo build``'s rank-0 stages),
+    it runs in this one process."""
+    import torch
+    import torch.distributed
+
+    from gsg_zoo.distributed import DistInfo, init_distributed
     from gsg_zoo.eval.features import ExtractOptions
     from gsg_zoo.eval.runner import EvalContext
 
+    cuda = args.device in (None, "auto", "cuda") and torch.cuda.is_available()
+    info = DistInfo() if torch.distributed.is_initialized() else init_distributed("cuda" if cuda else "cpu")
     opts = ExtractOptions(batch_size=args.batch_size_extract, num_workers=args.workers, device=args.device,
-                          amp=args.amp, progress=not args.no_progress)  # fmt: skip
+                          amp=args.amp, progress=not args.no_progress, dist=info)  # fmt: skip
     return EvalContext.load(args.model, image_size=args.image_size, cache_dir=args.cache_dir,
                             use_cache=not args.no_cache, options=opts, data_root=args.data,
                             download=args.download, subset=args.subset)  # fmt: skip
+
+
+@contextlib.contextmanager
+def closing_context(args: argparse.Namespace) -> Iterator[Any]:
+    """:func:`context`, leaving the process group it joined when done (torchrun expects it)."""
+    ctx = context(args)
+    try:
+        yield ctx
+    finally:
+        ctx.options.dist.close()
 
 
 def _knn(args: argparse.Namespace) -> int:
     from gsg_zoo.eval.runner import knn_markdown, run_knn, write_report
 
     pairs = parse_ks_and_ts(args.knn) if args.knn is not None else None
-    result = run_knn(context(args), args.dataset, pairs, chunk_size=args.chunk_size, protocol=args.protocol)
+    with closing_context(args) as ctx:
+        result = run_knn(ctx, args.dataset, pairs, chunk_size=args.chunk_size, protocol=args.protocol)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     md = knn_markdown(result)
     print(md)
     if args.out:
@@ -105,7 +136,11 @@ def _linear(args: argparse.Namespace) -> int:
 
     cfg = LinearConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.wd,
                        momentum=args.momentum, optimizer=args.optimizer, seed=args.seed)  # fmt: skip
-    result = run_linear(context(args), args.dataset, args.protocol, cfg, solver=args.solver)
+    ckpt = Path(args.out) / f"linear_reference_{args.dataset}.probe.pt" if args.out else None
+    with closing_context(args) as ctx:
+        result = run_linear(ctx, args.dataset, args.protocol, cfg, solver=args.solver, checkpoint=ckpt)
+    if result is None:
+        return 0
     md = linear_markdown(result)
     print(md)
     if args.out:

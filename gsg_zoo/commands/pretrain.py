@@ -17,6 +17,8 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="start from this checkpoint when OUT has none (OUT/checkpoints/last.pt always wins)")  # fmt: skip
     p.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
     p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log to Weights & Biases (monitor.wandb=true; WANDB_MODE=offline writes local files)")  # fmt: skip
     p.set_defaults(func=run, parser=p)
 
 
@@ -45,6 +47,8 @@ def train(args: argparse.Namespace) -> int:
         overrides.append(f"data.root={args.data}")
     if args.download:
         overrides.append("data.download=true")
+    if getattr(args, "wandb", False):
+        overrides.append("monitor.wandb=true")
     try:
         recipe = load_recipe(args.recipe, overrides)
     except ValueError as err:  # a value out of range, an unknown key, a YAML syntax error: usage, exit 2

@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gsg_zoo.commands.eval import context
+    from gsg_zoo.commands.eval import closing_context
     from gsg_zoo.eval.datasets import get_info
     from gsg_zoo.eval.runner import run_transfer, transfer_markdown, write_report
 
@@ -41,7 +41,10 @@ def _run(args: argparse.Namespace) -> int:
     names = [n.strip().lower() for n in args.datasets.split(",") if n.strip()]
     for n in names:
         get_info(n)  # unknown names fail before the model loads
-    result = run_transfer(context(args), names, num_c=args.num_c, solver=args.solver, max_iter=args.max_iter)
+    with closing_context(args) as ctx:
+        result = run_transfer(ctx, names, num_c=args.num_c, solver=args.solver, max_iter=args.max_iter)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     md = transfer_markdown(result)
     print(md)
     if args.out:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..checkpoint import atomic_write
 from ..data.datasets import collate_pairs
 from ..device import resolve_device
+from ..distributed import DistInfo, broadcast_object
+from .sharding import gather_rows, shard_dataset
 
 CACHE_FORMAT = 1
 
@@ -59,14 +61,20 @@ class ExtractOptions:
     device: str | None = None  # None/"auto": CUDA if available
     amp: bool = False  # bf16 autocast on CUDA, a variant (``--amp``; recorded in the cache key)
     progress: bool = True
+    dist: DistInfo = field(default_factory=DistInfo)  # under torchrun: each rank embeds its shard
 
     def workers(self) -> int:
         return min(8, os.cpu_count() or 1) if self.num_workers is None else self.num_workers
 
+    def resolved_device(self) -> torch.device:
+        """The device to run on: under torchrun a CUDA device is the rank's own (``cuda:LOCAL_RANK``)."""
+        local_rank = self.dist.local_rank if self.dist.world_size > 1 else None
+        return resolve_device(self.device, local_rank)
+
 
 def precision_tag(options: ExtractOptions) -> str:
     """``"bf16-autocast"`` when ``options.amp`` on a CUDA device, else ``"fp32"`` (what reports print)."""
-    return "bf16-autocast" if options.amp and resolve_device(options.device).type == "cuda" else "fp32"
+    return "bf16-autocast" if options.amp and options.resolved_device().type == "cuda" else "fp32"
 
 
 @dataclass
@@ -85,12 +93,25 @@ def extract_features(
 ) -> tuple[Tensor, Tensor]:
     """Run ``model`` (returning pooled features) over ``dataset`` of ``(image tensor, label)``.
 
-    Returns ordinary (not inference-mode) CPU tensors, usable in autograd afterwards.
+    Returns ordinary (not inference-mode) CPU tensors, usable in autograd afterwards. Under torchrun
+    (``options.dist``) each rank embeds its contiguous shard and rank 0 gets every row in dataset order
+    (the other ranks get empty tensors; :mod:`.sharding`).
     """
+    opt = options or ExtractOptions()
+    if not len(dataset):  # type: ignore[arg-type]
+        raise ValueError(f"{desc}: the dataset is empty")
+    shard = shard_dataset(dataset, opt.dist)
+    feats, labels = _extract_local(model, shard, opt, desc) if len(shard) else (None, None)  # type: ignore[arg-type]
+    return gather_rows(feats, opt.dist), gather_rows(labels, opt.dist)
+
+
+def _extract_local(
+    model: nn.Module, dataset: Dataset, opt: ExtractOptions, desc: str
+) -> tuple[Tensor, Tensor]:
+    """:func:`extract_features` of one process."""
     from tqdm.auto import tqdm
 
-    opt = options or ExtractOptions()
-    device = resolve_device(opt.device)
+    device = opt.resolved_device()
     cuda = device.type == "cuda"
     model = model.eval().to(device, memory_format=torch.channels_last)
     loader = DataLoader(
@@ -103,7 +124,8 @@ def extract_features(
         collate_fn=collate_pairs,
     )
     feats, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, disable=not opt.progress, unit="batch"):
+    show = opt.progress and opt.dist.is_main
+    for images, targets in tqdm(loader, desc=desc, disable=not show, unit="batch"):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with (
             torch.inference_mode(),
@@ -160,18 +182,26 @@ class FeatureCache:
         dataset_id = {**dataset_id, "length": len(dataset)}
         key = self.key(model, dataset_id, transform, amp_tag)
         path = self.path_for(key)
-        if self.enabled and path.exists():
-            try:
-                tensors = load_file(str(path))
-                return Features(tensors["features"], tensors["labels"], cached=True, path=path)
-            except Exception as err:  # a corrupt entry is recomputed, never trusted
-                print(f"feature cache: ignoring unreadable {path} ({type(err).__name__}: {err})")
+        hit = self._read(path) if opt.dist.is_main else None
+        if broadcast_object(hit is not None, opt.dist):  # rank 0 decides: every rank extracts, or none
+            return hit or Features(torch.empty(0), torch.empty(0), cached=True, path=path)
         desc = f"{dataset_id.get('name', 'data')}/{dataset_id.get('split', '')}"
         t0 = time.perf_counter()
         feats, labels = extract_features(model, dataset, opt, desc=desc)
         seconds = time.perf_counter() - t0
-        if self.enabled:
+        if self.enabled and opt.dist.is_main:
             tensors = {"features": feats.contiguous(), "labels": labels.contiguous()}
             meta = {"key": json.dumps(key, sort_keys=True, default=str)}
             atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
         return Features(feats, labels, seconds=seconds, cached=False, path=path if self.enabled else None)
+
+    def _read(self, path: Path) -> Features | None:
+        """The cached entry at ``path``; None when absent, disabled or unreadable (then recomputed)."""
+        if not (self.enabled and path.exists()):
+            return None
+        try:
+            tensors = load_file(str(path))
+            return Features(tensors["features"], tensors["labels"], cached=True, path=path)
+        except Exception as err:  # a corrupt entry is recomputed, never trusted
+            print(f"feature cache: ignoring unreadable {path} ({type(err).__name__}: {err})")
+            return None

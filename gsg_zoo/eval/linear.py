@@ -12,18 +12,27 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..checkpoint import atomic_write
 from ..data.datasets import collate_pairs
 from ..device import resolve_device
+from ..distributed import DistInfo
 from .knn import topk_accuracy
+
+log = logging.getLogger("gsg_zoo.eval")
 
 
 @dataclass
@@ -176,46 +185,106 @@ def train_reference(
     num_workers: int = 4,
     amp: bool = False,
     progress: bool = True,
+    dist: DistInfo | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> nn.Linear:
-    """The reference protocol: every epoch re-encodes augmented images through the frozen backbone."""
-    from tqdm.auto import tqdm
+    """The reference protocol: every epoch re-encodes augmented images through the frozen backbone.
 
-    device = resolve_device(device)
-    cuda = device.type == "cuda"
-    torch.manual_seed(cfg.seed)
+    As SimSiam's ``main_lincls.py`` runs it: a ``DistributedSampler`` (shuffled with ``cfg.seed``, set
+    per epoch) deals each rank ``batch_size / world size`` images a step and DDP averages the fc's
+    gradients, so a step on W ranks is the one-process step on the same global batch. One process is
+    the world of one. Augmentations draw from seeds of (seed, epoch, rank). With ``checkpoint``, rank 0
+    writes the fc and optimizer there after every epoch and a rerun resumes from the epoch after it
+    (refused when ``cfg`` or ``identity``, e.g. the model and dataset, differ from the checkpoint's).
+    """
+    info = dist or DistInfo()
+    device = resolve_device(device, info.local_rank if info.world_size > 1 else None)
     backbone = backbone.eval().to(device, memory_format=torch.channels_last)
     for p in backbone.parameters():
         p.requires_grad_(False)
+    torch.manual_seed(cfg.seed)
     fc = make_classifier(dim, num_classes).to(device)
     opt = make_optimizer(fc, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        pin_memory=cuda,
-        drop_last=False,
-        generator=gen,
-        persistent_workers=num_workers > 0,
-        collate_fn=collate_pairs,
+    ident = {**asdict(cfg), **(identity or {})}
+    start = load_probe(checkpoint, fc, opt, ident) if checkpoint else 0
+    model = (
+        fc if info.world_size == 1 else DDP(fc, device_ids=[device.index] if device.type == "cuda" else None)
     )
-    for epoch in range(cfg.epochs):
+    loader, sampler = reference_loader(train_set, cfg, info, num_workers, device.type == "cuda")
+    for epoch in range(start, cfg.epochs):
         _set_lr(opt, cosine_lr(cfg, epoch))
-        bar = tqdm(
-            loader, desc=f"linear probe epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
-        )
-        for images, labels in bar:
-            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
-                feats = backbone(images)
-            loss = F.cross_entropy(fc(feats.float()), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        sampler.set_epoch(epoch)
+        torch.manual_seed(cfg.seed + 1000 * epoch + info.rank)  # this epoch's augmentations (and workers)
+        _train_epoch(backbone, model, opt, loader, device, amp, progress and info.is_main,
+                     f"linear probe epoch {epoch + 1}/{cfg.epochs}")  # fmt: skip
+        if checkpoint and info.is_main:
+            save_probe(checkpoint, fc, opt, ident, epoch + 1)
+        info.barrier()
     return fc.eval()
+
+
+def reference_loader(train_set: Dataset, cfg: LinearConfig, info: DistInfo, num_workers: int,
+                     pin: bool) -> tuple[DataLoader, DistributedSampler]:  # fmt: skip
+    """``main_lincls.py``'s loader: a seeded ``DistributedSampler``, ``batch_size / world`` a rank."""
+    if cfg.batch_size % info.world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the {info.world_size} ranks")
+    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed)  # fmt: skip
+    loader = DataLoader(train_set, batch_size=cfg.batch_size // info.world_size, sampler=sampler,
+                        num_workers=num_workers, pin_memory=pin, collate_fn=collate_pairs)  # fmt: skip
+    return loader, sampler
+
+
+def _train_epoch(backbone: nn.Module, model: nn.Module, opt: torch.optim.Optimizer | LARC, loader: DataLoader,
+                 device: torch.device, amp: bool, progress: bool, desc: str) -> None:  # fmt: skip
+    from tqdm.auto import tqdm
+
+    cuda = device.type == "cuda"
+    bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
+    for images, labels in bar:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and amp):
+            feats = backbone(images)
+        loss = F.cross_entropy(model(feats.float()), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def _inner(opt: torch.optim.Optimizer | LARC) -> torch.optim.Optimizer:
+    return opt.optim if isinstance(opt, LARC) else opt
+
+
+def save_probe(path: str | os.PathLike, fc: nn.Module, opt: torch.optim.Optimizer | LARC,
+               identity: dict[str, Any], epochs_done: int) -> None:  # fmt: skip
+    """The probe after ``epochs_done`` epochs and what it is a probe of, written atomically."""
+    state = {"fc": fc.state_dict(), "optimizer": _inner(opt).state_dict(), "epochs_done": epochs_done,
+             "identity": identity}  # fmt: skip
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_probe(path: str | os.PathLike, fc: nn.Module, opt: torch.optim.Optimizer | LARC,
+               identity: dict[str, Any]) -> int:  # fmt: skip
+    """Restore :func:`save_probe`'s state into ``fc`` and ``opt`` when ``path`` exists; returns the epochs
+    done (0 without a checkpoint). A checkpoint of other settings is an error, not silently mixed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["identity"] != identity:
+        diff = {
+            k: (state["identity"].get(k), v) for k, v in identity.items() if state["identity"].get(k) != v
+        }
+        raise ValueError(f"{path} is a linear probe of other settings (checkpoint vs now: {diff}); "
+                         "delete it or use another --out")  # fmt: skip
+    fc.load_state_dict(state["fc"])
+    _inner(opt).load_state_dict(state["optimizer"])
+    log.info("linear probe: resumed from %s after epoch %d", path, state["epochs_done"])
+    return int(state["epochs_done"])
 
 
 class Timer:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import atomic_write
+from ..distributed import broadcast_object
 from .datasets import (
     TRANSFER_SUITE,
     build_split,
@@ -76,6 +77,11 @@ class EvalContext:
         interp = self.data_config.get("interpolation", "bilinear")
         return train_transform(self.image_size, self.data_config["mean"], self.data_config["std"], interp)
 
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): the one that scores and reports."""
+        return self.options.dist.is_main
+
     def features(self, dataset: str, split: str, transform: Any) -> Features:
         ds, ident = build_split(dataset, self.data_root, split, transform, download=self.download,
                                 image_size=self.image_size, subset=self.subset)  # fmt: skip
@@ -116,8 +122,10 @@ def run_knn(
     ks_and_ts: Sequence[tuple[int, float]] | None = None,
     chunk_size: int = 256,
     protocol: str = "default",
-) -> dict[str, Any]:
-    """Weighted kNN on cached centre-crop features; top-1/top-5 per ``(k, T)`` (see :data:`KNN_PROTOCOLS`)."""
+) -> dict[str, Any] | None:
+    """Weighted kNN on cached centre-crop features; top-1/top-5 per ``(k, T)`` (see :data:`KNN_PROTOCOLS`).
+
+    Under torchrun every rank extracts a shard of the features; rank 0 scores them (None elsewhere)."""
     _check_single_label(dataset)
     if ks_and_ts is None:
         ks_and_ts = GSG_KNN if protocol == "gsg" else DEFAULT_KS_AND_TS
@@ -126,10 +134,11 @@ def run_knn(
     t0 = time.perf_counter()
     transform = knn_transform(ctx, protocol)
     train, test = ctx.features(dataset, "train", transform), ctx.features(dataset, "test", transform)
+    if not ctx.is_main:
+        return None  # under torchrun rank 0 holds every feature
     num_classes = num_classes_of(dataset, torch.cat([train.labels, test.labels]))
     t1 = time.perf_counter()
-    device = ctx.options.device if ctx.options.device not in (None, "auto") else None
-    bank = train.feats.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bank = train.feats.to(ctx.options.resolved_device())
     accs = knn_evaluate(bank, train.labels, test.feats, test.labels, ks_and_ts, num_classes, chunk_size)
     return {
         "evaluator": "knn",
@@ -148,6 +157,7 @@ def run_knn(
         "num_train": len(train.feats),
         "num_test": len(test.feats),
         "num_classes": num_classes,
+        "world_size": ctx.options.dist.world_size,  # ranks that extracted the features
         "results": [{"k": k, "T": t, **acc} for (k, t), acc in accs.items()],
         "feature_seconds": t1 - t0,
         "features_cached": train.cached and test.cached,
@@ -157,25 +167,44 @@ def run_knn(
 
 
 def run_linear(
-    ctx: EvalContext, dataset: str, protocol: str, cfg: LinearConfig, solver: str = "sgd"
-) -> dict[str, Any]:
+    ctx: EvalContext, dataset: str, protocol: str, cfg: LinearConfig, solver: str = "sgd",
+    checkpoint: str | os.PathLike | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
     """``reference``: augmented images re-encoded every epoch; ``fast``: the fc on cached features
     (``solver`` sgd: same optimizer and schedule; lbfgs: logistic regression with C chosen on a
-    seeded 20% of train)."""
+    seeded 20% of train).
+
+    Under torchrun features are extracted sharded and the reference probe trains with DDP
+    (checkpointed per epoch to ``checkpoint`` and resumed from it when given); rank 0 scores (None
+    elsewhere)."""
     _check_single_label(dataset)
     with Timer() as total:
         test = ctx.features(dataset, "test", ctx.eval_transform())
         if protocol == "reference":
             train_set, _ = build_split(dataset, ctx.data_root, "train", ctx.train_transform(),
                                        download=ctx.download, image_size=ctx.image_size, subset=ctx.subset)  # fmt: skip
-            num_classes = _num_classes(dataset, train_set, test.labels)
-            dim = test.feats.shape[1]
+            dist = ctx.options.dist
+            shape = (
+                (test.feats.shape[1], _num_classes(dataset, train_set, test.labels)) if dist.is_main else None
+            )
+            dim, num_classes = broadcast_object(shape, dist)
+            identity = {
+                "model": ctx.spec,
+                "dataset": dataset,
+                "image_size": ctx.image_size,
+                "subset": ctx.subset,
+            }
             fc = train_reference(ctx.model, train_set, dim, num_classes, cfg, ctx.options.device,
-                                 ctx.options.workers(), ctx.options.amp, ctx.options.progress)  # fmt: skip
+                                 ctx.options.workers(), ctx.options.amp, ctx.options.progress, dist,
+                                 checkpoint, identity)  # fmt: skip
+            if not dist.is_main:
+                return None
             acc = evaluate_fc(fc, test.feats, test.labels)
-            extra: dict[str, Any] = {"num_train": len(train_set)}  # type: ignore[arg-type]
+            extra: dict[str, Any] = {"num_train": len(train_set), "world_size": dist.world_size}  # type: ignore[arg-type]
         elif protocol == "fast":
             train = ctx.features(dataset, "train", ctx.eval_transform())
+            if not ctx.is_main:
+                return None
             num_classes = num_classes_of(dataset, torch.cat([train.labels, test.labels]))
             extra = {"num_train": len(train.feats), "features_cached": train.cached and test.cached}
             if solver == "sgd":
@@ -293,12 +322,13 @@ def run_transfer(
     solver: str = "sklearn",
     max_iter: int = 1000,
     log: Any = print,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """The many-shot linear transfer suite (ssl-transfer ``linear.py``): one logistic regression per dataset.
 
     Preprocessing: Resize(size, bicubic) + CenterCrop(size) (size 224 unless overridden), the model's
     normalisation. ``max_iter`` applies to ``solver="torch"`` only (the reference keeps scikit-learn's
-    default). Datasets missing under ROOT are skipped with a message.
+    default). Datasets missing under ROOT are skipped with a message. Under torchrun every rank extracts
+    a shard of the features and rank 0 fits (None elsewhere).
     """
     transform = ctx.eval_transform(crop_pct=1.0, interpolation="bicubic")
     results: dict[str, Any] = {}
@@ -306,19 +336,25 @@ def run_transfer(
         info = get_info(name)
         if not info.present(ctx.data_root) and not ctx.download:
             msg = f"skipped: {info.title} not found (expected layout {info.layout}, ROOT={ctx.data_root})"
-            log(f"{name}: {msg}")
+            if ctx.is_main:
+                log(f"{name}: {msg}")
             results[name] = {"skipped": msg}
             continue
         t0 = time.perf_counter()
         feats = {split: ctx.features(name, split, transform) for split in info.splits}
+        if not ctx.is_main:  # under torchrun: this rank extracted its shards; rank 0 fits
+            continue
         res = _fit_transfer(name, info, transfer_splits(info, feats), solver, num_c, max_iter, ctx)
         res.update(title=info.title, notes=_dataset_notes(ctx, name, info.notes),
                    wall_seconds=time.perf_counter() - t0, feature_seconds=sum(f.seconds for f in feats.values()))  # fmt: skip
         results[name] = res
         log(f"{name}: {info.metric} {res['test']:.2f} (C={res['best_C']:.3g}, {res['wall_seconds']:.1f} s)")
+    if not ctx.is_main:
+        return None
     out = {"evaluator": "transfer-classification", "protocol": "ssl-transfer-linear", "solver": solver,
            "solver_description": TRANSFER_SOLVERS[solver], "precision": precision_tag(ctx.options),
-           "model": ctx.spec, "image_size": ctx.image_size, "num_c": num_c, "datasets": results}  # fmt: skip
+           "model": ctx.spec, "image_size": ctx.image_size, "num_c": num_c, "datasets": results,
+           "world_size": ctx.options.dist.world_size}  # fmt: skip
     if solver == "torch":
         from .agreement import measure
 
