@@ -32,9 +32,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .backbones import create_backbone, feature_dim
+from .backbones import create_backbone, feature_dim, freeze_patch_embedding
 from .ema import MomentumSchedule, ema_momentum, ema_update
-from .heads import prediction_mlp, projection_mlp
+from .heads import HEAD_STYLES, prediction_mlp, projection_mlp
 from .losses import (
     SELECTIONS,
     Distance,
@@ -76,6 +76,8 @@ class LearnerConfig:
     # research knobs (docs/guides/research-knobs.md)
     gsg_selection: Selection = "min"  # min (the paper) | max | random (uniform, from the pairing generator)
     local_crops: int = 0  # GSG multi-crop: local crops per image, extra sources of image 1's target
+    heads: str = "simsiam"  # simsiam | mocov3 (no Linear bias; predictor ends in BN(affine=False))
+    freeze_patch_embed: bool = False  # ViT: MoCo v3's --stop-grad-conv1
 
     @classmethod
     def for_method(cls, method: str, **overrides: Any) -> LearnerConfig:
@@ -141,6 +143,8 @@ def _check_knobs(config: LearnerConfig) -> None:
         or config.local_crops < 0
     ):
         raise ValueError(f"model.local_crops must be an integer >= 0, got {config.local_crops!r}")
+    if config.heads not in HEAD_STYLES:
+        raise ValueError(f"model.heads must be one of {', '.join(HEAD_STYLES)}, got {config.heads!r}")
     if config.guidance != "gsg" and (config.gsg_selection != "min" or config.local_crops):
         raise ValueError(
             f"model.gsg_selection and model.local_crops apply to GSG methods only ({config.method} has no "
@@ -167,12 +171,16 @@ class SelfSupervisedLearner(nn.Module):
         backbone = create_backbone(
             config.backbone, zero_init_residual=config.zero_init_residual, **config.backbone_kwargs
         )
+        if config.freeze_patch_embed:
+            freeze_patch_embedding(backbone)
+        style = HEAD_STYLES[config.heads]
         projector = projection_mlp(
-            feature_dim(backbone), config.projector_hidden_dim, config.projector_dim, config.projector_layers
-        )
+            feature_dim(backbone), config.projector_hidden_dim, config.projector_dim, config.projector_layers,
+            last_bias=style["last_bias"],
+        )  # fmt: skip
         self.encoder = Encoder(backbone, projector)
         self.predictor: nn.Module = (
-            prediction_mlp(config.projector_dim, config.predictor_hidden_dim)
+            prediction_mlp(config.projector_dim, config.predictor_hidden_dim, last_bn=style["last_bn"])
             if config.predictor
             else nn.Identity()
         )

@@ -269,7 +269,7 @@ RULES: tuple[tuple[str, Any, str], ...] = (
 CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("train.precision", ("auto", "fp32", "bf16", "fp16")),
     ("train.sync_bn", ("auto", "on", "off")),
-    ("optim.optimizer", ("sgd", "lars")),
+    ("optim.optimizer", ("sgd", "lars", "adamw")),
     ("optim.schedule", ("cosine", "constant")),
 )
 
