@@ -19,7 +19,13 @@ image-2 source view). With batch-independent normalisation the loss and gradient
 reference formulation's exactly; with BatchNorm in train mode the online BN sees the regrouped
 batches instead of the per-view batches (and for SimSiam the no-grad pass also updates the running
 statistics). BYOL+GSG: 2 online passes instead of 4; SimSiam+GSG: 4 no-grad + 2 grad passes instead
-of 4 grad passes (half the backward).
+of 4 grad passes (half the backward). It takes every ``gsg_selection`` rule and local crops (the
+crops always run with gradient).
+
+Research knobs (GSG only; docs/guides/research-knobs.md): ``gsg_selection`` picks the nearest pair
+(``min``, the paper), the farthest (``max``) or a uniformly random one (``random``: the control without
+guidance, drawn from the pairing's generator right after the pairing); ``local_crops`` adds L smaller
+views per image as extra sources of image 1's selected target (multi-crop GSG).
 """
 
 from __future__ import annotations

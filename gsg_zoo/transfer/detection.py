@@ -110,7 +110,7 @@ def convert_resnet(
     """
     if hasattr(model, "patch_embed"):  # research knobs: ViT backbones are for kNN/linear/fine-grained only
         raise ValueError(
-            "detection transfer supports ResNet backbones only; this is a Vision Transformer (patch_embed): "
+            "detection transfer supports ResNet backbones only; this is a Vision Transformer (patch_embed), not a ResNet: "
             "evaluate it with gsg eval knn/linear or the fine-grained suite (docs/guides/research-knobs.md)"
         )
     resnets = _resnet_settings(model)

@@ -65,7 +65,7 @@ def resnet_depth(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoi
     if conv1 is None:
         if "patch_embed.proj.weight" in state_dict:  # research knobs: ViTs are for kNN/linear/fine-grained
             raise ValueError(
-                f"{source}: a Vision Transformer (patch_embed); segmentation transfer supports ResNet backbones "
+                f"{source}: a Vision Transformer (patch_embed), not a ResNet; segmentation transfer supports ResNet backbones "
                 "only: evaluate it with gsg eval knn/linear or the fine-grained suite (docs/guides/research-knobs.md)"
             )
         if "conv1.0.weight" in state_dict:
