@@ -106,3 +106,20 @@ def feature_dim(model: nn.Module) -> int:
     Differs from ``num_features`` for models with a pre-logits head (e.g. MobileNetV3).
     """
     return int(getattr(model, "head_hidden_size", None) or model.num_features)
+
+
+def freeze_patch_embedding(model: nn.Module) -> None:
+    """Freeze a ViT's patch projection: MoCo v3's ``--stop-grad-conv1`` for ViT stability
+    (facebookresearch/moco-v3 CONFIG.md ViT recipes). ValueError for a model without ``patch_embed``."""
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is None:
+        raise ValueError(
+            f"model.freeze_patch_embed needs a Vision Transformer backbone (a timm model with patch_embed), "
+            f"got {type(model).__name__}"
+        )
+    patch_embed.requires_grad_(False)
+
+
+def is_vit(model: nn.Module) -> bool:
+    """Whether ``model`` is a token-sequence model (patch embedding; no spatial feature maps)."""
+    return hasattr(model, "patch_embed")

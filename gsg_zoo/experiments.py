@@ -5,6 +5,10 @@ Claim 1 (no predictor): plain SimSiam without a predictor collapses, SimSiam+GSG
 Claim 2 (accuracy): SimSiam+GSG beats SimSiam at equal epochs; and at equal *encoder passes* (GSG runs
 4 views per image, the baseline 2, so the baseline gets twice the epochs).
 
+``gsg experiment batch-size``: SimSiam vs SimSiam+GSG over batch sizes at equal epochs (the paper's
+small-batch claim); ``gsg experiment selection``: GSG's nearest-pair selection against the farthest
+pair and a uniformly random pair (the control without guidance), at equal cost.
+
 Every run is a normal ``gsg pretrain`` run directory (resumable: finished runs are skipped).
 """
 
@@ -23,6 +27,21 @@ CLAIM_RUNS: tuple[tuple[str, str, bool, int], ...] = (
     ("simsiam_gsg", "simsiam_gsg", True, 1),
     ("simsiam_2x_epochs", "simsiam", True, 2),
 )
+
+
+def run_one(base_recipe: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Pretrain ``run_dir`` (skipped when it has a summary) and return its summary and metric history."""
+    from .recipes import load_recipe
+    from .trainer import Pretrainer
+
+    if not (run_dir / "summary.json").exists():
+        recipe = load_recipe(base_recipe, [*overrides, f"name={run_dir.name}"])
+        print(f"=== {run_dir.name}: {recipe.train.epochs} epochs x {recipe.train.max_steps_per_epoch} steps "
+              f"of {recipe.train.batch_size}", flush=True)  # fmt: skip
+        Pretrainer(recipe, run_dir).run()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"summary": summary, "history": history}
 
 
 def run_claims(
@@ -116,6 +135,176 @@ def plot_claims(records: list[dict[str, Any]], path: Path) -> None:
                 if pts:
                     ax.plot(*zip(*pts), color=f"C{[c[0] for c in CLAIM_RUNS].index(run_id)}", alpha=0.7,
                             label=run_id if i == 0 else None)  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+METRICS = ("knn_top1", "z_rank", "h_rank", "z_std", "images_per_s", "train_time_s")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def grid_table(records: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per distinct ``keys`` of the records (in first-seen order): mean ± std of the metrics."""
+    rows: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for rec in records:
+        rows.setdefault(tuple(rec[k] for k in keys), []).append(rec["summary"])
+    table = []
+    for key, summaries in rows.items():
+        row: dict[str, Any] = {**dict(zip(keys, key)), "n": len(summaries),
+                               "steps": summaries[0]["steps"], "encoder_passes": summaries[0]["encoder_passes"]}  # fmt: skip
+        for m in METRICS:
+            vals = [float(s[m]) for s in summaries if s.get(m) is not None]
+            if vals:
+                row[m], row[f"{m}_std"] = mean_std(vals)
+        table.append(row)
+    return table
+
+
+def _pm(row: dict[str, Any], key: str, fmt: str = ".1f") -> str:
+    return f"{row[key]:{fmt}} ± {row[key + '_std']:{fmt}}" if key in row else "-"
+
+
+def grid_markdown(report: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """The report's table in markdown, with the command that made it."""
+    head = " | ".join(keys)
+    lines = [
+        f"`{report['command']}`", "",
+        f"Base recipe `{report['base_recipe']}` {report['overrides']}; seeds {report['seeds']}; "
+        "mean ± std over seeds at the end of training (kNN: k=200, T=0.1 on the monitor's bank/test subset).",
+        "",
+        f"| {head} | steps | encoder passes | kNN top-1 (%) | eff. rank z | eff. rank h | images/s |",
+        "|" + "---|" * (len(keys) + 6),
+    ]  # fmt: skip
+    for r in report["table"]:
+        cells = " | ".join(str(r[k]) for k in keys)
+        lines.append(f"| {cells} | {r['steps']} | {r['encoder_passes']:,} | {_pm(r, 'knn_top1')} | "
+                     f"{_pm(r, 'z_rank')} | {_pm(r, 'h_rank')} | {_pm(r, 'images_per_s', '.0f')} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def run_batch_size(
+    out: str | Path,
+    seeds: list[int],
+    batch_sizes: list[int],
+    epochs: int,
+    images_per_epoch: int,
+    base_recipe: str = "demo_fmnist",
+    overrides: list[str] | None = None,
+    methods: tuple[str, ...] = ("simsiam", "simsiam_gsg"),
+    base_lr: float = 0.4,
+    command: str = "",
+) -> dict[str, Any]:
+    """Each method at each batch size for ``epochs`` epochs of ``images_per_epoch`` images (so every
+    run sees the same images; steps = images / batch) with the linear lr scaling rule
+    ``lr = base_lr x batch / 256`` (0.4: the demo's 0.1 at batch 64)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for seed in seeds:
+        for batch in batch_sizes:
+            if images_per_epoch % batch:
+                raise ValueError(f"images per epoch {images_per_epoch} is not a multiple of batch {batch}")
+            for method in methods:
+                over = [*(overrides or []), f"method={method}", f"train.batch_size={batch}",
+                        f"train.max_steps_per_epoch={images_per_epoch // batch}", f"train.epochs={epochs}",
+                        f"train.seed={seed}", "monitor.every=0", "optim.scale_lr=true", f"optim.lr={base_lr}"]  # fmt: skip
+                rec = run_one(base_recipe, over, out / f"{method}_b{batch}_seed{seed}")
+                records.append({"method": method, "batch": batch, "seed": seed, **rec})
+    report = {"command": command, "epochs": epochs, "images_per_epoch": images_per_epoch, "seeds": seeds,
+              "base_lr": base_lr,
+              "base_recipe": base_recipe, "overrides": overrides or [],
+              "table": grid_table(records, ("method", "batch")), "records": records}  # fmt: skip
+    _write(out, "batch_size", report, ("method", "batch"))
+    plot_by(report["table"], "batch", "method", out / "batch_size.png", log_x=True)
+    return report
+
+
+def run_selection(
+    out: str | Path,
+    seeds: list[int],
+    epochs: int,
+    base_recipe: str = "demo_fmnist",
+    overrides: list[str] | None = None,
+    method: str = "simsiam_gsg",
+    rules: tuple[str, ...] = ("min", "random", "max"),
+    command: str = "",
+) -> dict[str, Any]:
+    """``method`` with each ``model.gsg_selection`` rule: same views, pairs, steps and encoder passes
+    (compute-matched by construction: only the choice of the two sources differs)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for seed in seeds:
+        for rule in rules:
+            over = [*(overrides or []), f"method={method}", f"model.gsg_selection={rule}",
+                    f"train.epochs={epochs}", f"train.seed={seed}", "monitor.every=1"]  # fmt: skip
+            rec = run_one(base_recipe, over, out / f"{method}_{rule}_seed{seed}")
+            records.append({"selection": rule, "seed": seed, **rec})
+    report = {"command": command, "epochs": epochs, "seeds": seeds, "base_recipe": base_recipe,
+              "overrides": overrides or [], "table": grid_table(records, ("selection",)), "records": records}  # fmt: skip
+    _write(out, "selection", report, ("selection",))
+    plot_history(records, "selection", out / "selection.png")
+    return report
+
+
+def _write(out: Path, name: str, report: dict[str, Any], keys: tuple[str, ...]) -> None:
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (out / f"{name}.md").write_text(grid_markdown(report, keys))
+
+
+def plot_by(table: list[dict[str, Any]], x: str, group: str, path: Path, log_x: bool = False) -> None:
+    """kNN top-1 and effective rank of z against ``x``, one line (mean ± std) per ``group``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, title in zip(
+        axes, ("knn_top1", "z_rank"), ("kNN top-1 (%)", "effective rank of projections")
+    ):
+        for i, g in enumerate(dict.fromkeys(r[group] for r in table)):
+            rows = [r for r in table if r[group] == g and key in r]
+            ax.errorbar([r[x] for r in rows], [r[key] for r in rows], yerr=[r[key + "_std"] for r in rows],
+                        color=f"C{i}", marker="o", capsize=3, label=str(g))  # fmt: skip
+        if log_x:
+            ax.set_xscale("log", base=2)
+        ax.set_title(title)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_history(records: list[dict[str, Any]], group: str, path: Path) -> None:
+    """kNN top-1 and effective rank of z over epochs, one colour per ``group`` value, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    groups = list(dict.fromkeys(r[group] for r in records))
+    for ax, key, title in zip(
+        axes, ("knn_top1", "z_rank"), ("kNN top-1 (%)", "effective rank of projections")
+    ):
+        for rec in records:
+            pts = [(h["epoch"], h[key]) for h in rec["history"] if h.get(key) is not None]
+            first = rec is next(r for r in records if r[group] == rec[group])
+            if pts:
+                ax.plot(*zip(*pts), color=f"C{groups.index(rec[group])}", alpha=0.7,
+                        label=str(rec[group]) if first else None)  # fmt: skip
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

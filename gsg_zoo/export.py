@@ -172,6 +172,13 @@ def provenance(tb: TrainedBackbone, name: str, data_cfg: dict[str, Any], **extra
         tb.model,
         data_cfg,
         **extra,
+        # --- research knobs: a ViT's pooling (timm global_pool: "token" class token, "avg" mean of patch tokens)
+        **(
+            {"pooling": tb.model.global_pool}
+            if isinstance(getattr(tb.model, "global_pool", None), str)
+            else {}
+        ),
+        # --- end research knobs
         pretrain_dataset=(config.get("data") or {}).get("dataset"),
         pretrain_epochs=(config.get("train") or {}).get("epochs"),
         checkpoint={

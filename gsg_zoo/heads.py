@@ -6,12 +6,14 @@ from torch import nn
 
 
 def projection_mlp(
-    in_dim: int, hidden_dim: int = 2048, out_dim: int = 2048, num_layers: int = 3
+    in_dim: int, hidden_dim: int = 2048, out_dim: int = 2048, num_layers: int = 3, last_bias: bool = True
 ) -> nn.Sequential:
     """SimSiam projector.
 
     ``num_layers=3`` (ImageNet): Linear-BN-ReLU, Linear-BN-ReLU, Linear-BN(affine=False), hidden
     layers without bias. ``num_layers=2`` (CIFAR): Linear-BN-ReLU, Linear-BN(affine=False).
+    ``last_bias=False``: MoCo v3's ``_build_mlp`` (no Linear has a bias; the same function in training,
+    where the last BN removes any bias).
     """
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -20,15 +22,32 @@ def projection_mlp(
     for _ in range(num_layers - 1):
         layers += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
         dim = hidden_dim
-    layers += [nn.Linear(dim, out_dim), nn.BatchNorm1d(out_dim, affine=False)]
+    layers += [nn.Linear(dim, out_dim, bias=last_bias), nn.BatchNorm1d(out_dim, affine=False)]
     return nn.Sequential(*layers)
 
 
-def prediction_mlp(dim: int = 2048, bottleneck_dim: int = 512, out_dim: int | None = None) -> nn.Sequential:
-    """SimSiam predictor with a bottleneck: Linear(no bias)-BN-ReLU-Linear."""
+def prediction_mlp(
+    dim: int = 2048, bottleneck_dim: int = 512, out_dim: int | None = None, last_bn: bool = False
+) -> nn.Sequential:
+    """SimSiam predictor with a bottleneck: Linear(no bias)-BN-ReLU-Linear.
+
+    ``last_bn=True``: MoCo v3's 2-layer predictor, Linear(no bias)-BN-ReLU-Linear(no bias)-BN(affine=False)
+    (facebookresearch/moco-v3 moco/builder.py ``_build_mlp(2, dim, mlp_dim, dim)``).
+    """
+    out = out_dim or dim
+    tail: list[nn.Module] = [nn.Linear(bottleneck_dim, out, bias=not last_bn)]
+    if last_bn:
+        tail.append(nn.BatchNorm1d(out, affine=False))
     return nn.Sequential(
         nn.Linear(dim, bottleneck_dim, bias=False),
         nn.BatchNorm1d(bottleneck_dim),
         nn.ReLU(inplace=True),
-        nn.Linear(bottleneck_dim, out_dim or dim),
+        *tail,
     )
+
+
+#: ``model.heads``: the head style (projector last bias, predictor last BN)
+HEAD_STYLES: dict[str, dict[str, bool]] = {
+    "simsiam": {"last_bias": True, "last_bn": False},
+    "mocov3": {"last_bias": False, "last_bn": True},
+}

@@ -19,7 +19,13 @@ image-2 source view). With batch-independent normalisation the loss and gradient
 reference formulation's exactly; with BatchNorm in train mode the online BN sees the regrouped
 batches instead of the per-view batches (and for SimSiam the no-grad pass also updates the running
 statistics). BYOL+GSG: 2 online passes instead of 4; SimSiam+GSG: 4 no-grad + 2 grad passes instead
-of 4 grad passes (half the backward).
+of 4 grad passes (half the backward). It takes every ``gsg_selection`` rule and local crops (the
+crops always run with gradient).
+
+Research knobs (GSG only; docs/guides/research-knobs.md): ``gsg_selection`` picks the nearest pair
+(``min``, the paper), the farthest (``max``) or a uniformly random one (``random``: the control without
+guidance, drawn from the pairing's generator right after the pairing); ``local_crops`` adds L smaller
+views per image as extra sources of image 1's selected target (multi-crop GSG).
 """
 
 from __future__ import annotations
@@ -32,10 +38,18 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .backbones import create_backbone, feature_dim
+from .backbones import create_backbone, feature_dim, freeze_patch_embedding
 from .ema import MomentumSchedule, ema_momentum, ema_update
-from .heads import prediction_mlp, projection_mlp
-from .losses import Distance, gsg_loss, gsg_select, negative_cosine, symmetric_negative_cosine
+from .heads import HEAD_STYLES, prediction_mlp, projection_mlp
+from .losses import (
+    SELECTIONS,
+    Distance,
+    Selection,
+    gsg_loss,
+    gsg_select,
+    guided_loss,
+    symmetric_negative_cosine,
+)
 from .pairing import PairingMode, pair_indices
 
 METHODS: dict[str, dict[str, str]] = {
@@ -65,6 +79,11 @@ class LearnerConfig:
     ema_momentum: float = 0.99
     ema_schedule: MomentumSchedule = "constant"
     source_only: bool = False  # GSG: backward through the two selected source views only
+    # research knobs (docs/guides/research-knobs.md)
+    gsg_selection: Selection = "min"  # min (the paper) | max | random (uniform, from the pairing generator)
+    local_crops: int = 0  # GSG multi-crop: local crops per image, extra sources of image 1's target
+    heads: str = "simsiam"  # simsiam | mocov3 (no Linear bias; predictor ends in BN(affine=False))
+    freeze_patch_embed: bool = False  # ViT: MoCo v3's --stop-grad-conv1
 
     @classmethod
     def for_method(cls, method: str, **overrides: Any) -> LearnerConfig:
@@ -87,6 +106,7 @@ class LearnerConfig:
 
     @property
     def num_views(self) -> int:
+        """Global views per image (the local crops come after them, see :attr:`local_crops`)."""
         return 4 if self.guidance == "gsg" else 2
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +143,27 @@ class LearnerOutput:
         return None if self.selection is None else torch.bincount(self.selection.view(-1), minlength=4)
 
 
+def _check_knobs(config: LearnerConfig) -> None:
+    """The research knobs: GSG-only, and in range (errors name the recipe key)."""
+    if config.gsg_selection not in SELECTIONS:
+        raise ValueError(
+            f"model.gsg_selection must be one of {', '.join(SELECTIONS)}, got {config.gsg_selection!r}"
+        )
+    if (
+        isinstance(config.local_crops, bool)
+        or not isinstance(config.local_crops, int)
+        or config.local_crops < 0
+    ):
+        raise ValueError(f"model.local_crops must be an integer >= 0, got {config.local_crops!r}")
+    if config.heads not in HEAD_STYLES:
+        raise ValueError(f"model.heads must be one of {', '.join(HEAD_STYLES)}, got {config.heads!r}")
+    if config.guidance != "gsg" and (config.gsg_selection != "min" or config.local_crops):
+        raise ValueError(
+            f"model.gsg_selection and model.local_crops apply to GSG methods only ({config.method} has no "
+            "pair selection); use simsiam_gsg/byol_gsg or leave them at min / 0"
+        )
+
+
 class SelfSupervisedLearner(nn.Module):
     """SimSiam / BYOL with optional GSG guidance and optional predictor."""
 
@@ -137,16 +178,21 @@ class SelfSupervisedLearner(nn.Module):
                 f"source_only applies to GSG methods only ({config.method} has no source selection); "
                 "set model.source_only=false or use simsiam_gsg/byol_gsg"
             )
+        _check_knobs(config)
         self.config = config
         backbone = create_backbone(
             config.backbone, zero_init_residual=config.zero_init_residual, **config.backbone_kwargs
         )
+        if config.freeze_patch_embed:
+            freeze_patch_embedding(backbone)
+        style = HEAD_STYLES[config.heads]
         projector = projection_mlp(
-            feature_dim(backbone), config.projector_hidden_dim, config.projector_dim, config.projector_layers
-        )
+            feature_dim(backbone), config.projector_hidden_dim, config.projector_dim, config.projector_layers,
+            last_bias=style["last_bias"],
+        )  # fmt: skip
         self.encoder = Encoder(backbone, projector)
         self.predictor: nn.Module = (
-            prediction_mlp(config.projector_dim, config.predictor_hidden_dim)
+            prediction_mlp(config.projector_dim, config.predictor_hidden_dim, last_bn=style["last_bn"])
             if config.predictor
             else nn.Identity()
         )
@@ -182,19 +228,15 @@ class SelfSupervisedLearner(nn.Module):
         """One training step's loss from the augmented views of a batch.
 
         ``views``: 2 tensors ``(N, C, H, W)`` for the baselines, 4 for GSG (views 1-2 of each image
-        form "image 1", views 3-4, re-indexed by the pairing, form "image 2"). ``generator``: the CPU
-        generator GSG's pairing draws from (default: the global torch RNG); the trainer passes one
-        seeded per (seed, epoch, rank, step), so the pairing never depends on other draws.
+        form "image 1", views 3-4, re-indexed by the pairing, form "image 2"), then ``local_crops``
+        smaller views of each image (multi-crop GSG: extra sources of image 1's selected target).
+        ``generator``: the CPU generator GSG's pairing (and ``gsg_selection: random``) draws from
+        (default: the global torch RNG); the trainer passes one seeded per (seed, epoch, rank, step),
+        so neither depends on other draws.
         """
-        views = list(views)
-        if len(views) != self.config.num_views:
-            raise ValueError(
-                f"{self.config.method} needs {self.config.num_views} views per image, got {len(views)}"
-            )
-        if any(v.shape != views[0].shape for v in views):
-            raise ValueError(f"all views must have one shape, got {[tuple(v.shape) for v in views]}")
+        views, local = self._split_views(views)
         if self.config.source_only:
-            return self._forward_source_only(views, generator)
+            return self._forward_source_only(views, local, generator)
         feats, zs = zip(*(self.encoder(v) for v in views))
         ps = [self.predictor(z) for z in zs]
         targets = self._targets(views, list(zs))
@@ -211,25 +253,45 @@ class SelfSupervisedLearner(nn.Module):
         # statistics over a view-batch do not depend on its order, so this equals indexing inputs).
         p4 = [ps[0], ps[1], ps[2][r], ps[3][r]]
         z4 = [targets[0], targets[1], targets[2][r], targets[3][r]]
-        out.selection = gsg_select(z4, self.config.distance)
+        out.selection = self._select(z4, generator)
         out.pairing = r
-        out.loss = gsg_loss(p4, z4, selection=out.selection)
+        local_p = [self.predictor(self.encoder(v)[1]) for v in local]  # local crops of image 1 (= sample i)
+        out.loss = gsg_loss(p4, z4, selection=out.selection, local_p=local_p)
         return out
+
+    def _split_views(self, views: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """``(global views, local crops)``, each list of one shape; ValueError on a wrong count or shape."""
+        n, L = self.config.num_views, self.config.local_crops
+        views = list(views)
+        if len(views) != n + L:
+            local = f" + {L} local crops" if L else ""
+            raise ValueError(f"{self.config.method} needs {n} views{local} per image, got {len(views)}")
+        for group in (views[:n], views[n:]):
+            if any(v.shape != group[0].shape for v in group):
+                raise ValueError(
+                    f"views of a group must have one shape, got {[tuple(v.shape) for v in group]}"
+                )
+        return views[:n], views[n:]
+
+    def _select(self, z4: Sequence[Tensor], generator: torch.Generator | None) -> Tensor:
+        # ``random`` draws after the pairing, from the same generator: one seeded stream per step.
+        return gsg_select(z4, self.config.distance, self.config.gsg_selection, generator)
 
     def _pairing(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         # Sampled on the CPU and copied without a host-device sync; within this (local) batch only.
         return pair_indices(x.shape[0], self.config.pairing, generator).to(x.device, non_blocking=True)
 
     def _forward_source_only(
-        self, views: list[Tensor], generator: torch.Generator | None = None
+        self, views: list[Tensor], local: list[Tensor], generator: torch.Generator | None = None
     ) -> LearnerOutput:
-        """GSG with gradient through the two selected source views only (see the module docstring)."""
+        """GSG with gradient through the two selected source views (and the local crops) only (see the
+        module docstring)."""
         target = self.target_encoder if self.target_encoder is not None else self.encoder
         with torch.no_grad():
             feats, zs = zip(*(target(v) for v in views))
         r = self._pairing(views[0], generator)
         z4 = [zs[0], zs[1], zs[2][r], zs[3][r]]
-        selection = gsg_select(z4, self.config.distance)
+        selection = self._select(z4, generator)
         first_is_12 = (selection // 2).bool()  # source of image 1 is view 12 (else 11)
         second_is_22 = (selection % 2).bool()  # source of image 2 is view 22 (else 21)
         # Batch A: the image-1 source view of each sample; batch B: the image-2 source view.
@@ -239,8 +301,9 @@ class SelfSupervisedLearner(nn.Module):
         t_b = torch.where(second_is_22.unsqueeze(1), z4[2], z4[3])
         p_a = self.predictor(self.encoder(x_a)[1])
         p_b = self.predictor(self.encoder(x_b)[1])
+        local_p = [self.predictor(self.encoder(v)[1]) for v in local]
         return LearnerOutput(
-            loss=0.5 * (negative_cosine(p_a, t_a) + negative_cosine(p_b, t_b)),
+            loss=guided_loss(p_a, t_a, p_b, t_b, local_p),
             features=list(feats),
             projections=list(zs),
             selection=selection,

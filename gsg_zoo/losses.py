@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Distance = Literal["euclidean", "cosine"]
+Selection = Literal["min", "max", "random"]
+SELECTIONS: tuple[str, ...] = ("min", "max", "random")
 PAIRS: tuple[tuple[str, str], ...] = (("11", "21"), ("11", "22"), ("12", "21"), ("12", "22"))
 
 
@@ -69,13 +71,27 @@ def pairwise_distances(z: Sequence[Tensor], distance: Distance = "euclidean") ->
         return torch.stack(cols, dim=1)
 
 
-def gsg_select(z: Sequence[Tensor], distance: Distance = "euclidean") -> Tensor:
-    """Index (0..3, see :data:`PAIRS`) of the nearest cross-image pair per sample, no gradient.
+def gsg_select(
+    z: Sequence[Tensor],
+    distance: Distance = "euclidean",
+    rule: Selection = "min",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Index (0..3, see :data:`PAIRS`) of the selected cross-image pair per sample, no gradient.
 
-    Ties go to the first pair in the order of :data:`PAIRS` (``torch.argmin`` semantics, as in the
-    reference implementation). Shapes: four ``(N, D)`` -> ``(N,)`` int64.
+    ``rule``: ``"min"`` the nearest pair (the paper), ``"max"`` the farthest pair, ``"random"`` a pair
+    drawn uniformly per sample from ``generator`` (a CPU generator, default the global RNG; the draw
+    does not look at ``z`` beyond its shape and device: the control without guidance). Ties of
+    ``min``/``max`` go to the first pair in the order of :data:`PAIRS` (``torch.argmin``/``argmax``
+    semantics, as in the reference implementation). Shapes: four ``(N, D)`` -> ``(N,)`` int64.
     """
-    return pairwise_distances(z, distance).argmin(dim=1)
+    if rule == "random":
+        n = _four(z, "z")[0].shape[0]
+        return torch.randint(0, 4, (n,), generator=generator).to(z[0].device, non_blocking=True)
+    if rule not in ("min", "max"):
+        raise ValueError(f"gsg_selection must be one of {', '.join(SELECTIONS)}, got {rule!r}")
+    d = pairwise_distances(z, distance)
+    return d.argmin(dim=1) if rule == "min" else d.argmax(dim=1)
 
 
 def gsg_loss(
@@ -84,23 +100,29 @@ def gsg_loss(
     *,
     selection: Tensor | None = None,
     distance: Distance = "euclidean",
+    local_p: Sequence[Tensor] = (),
 ) -> Tensor:
-    """Guided Stop-Gradient loss.
+    """Guided Stop-Gradient loss, optionally with local crops (multi-crop GSG).
 
-    Per sample, the nearest cross-image pair ``(1a, 2b)`` (by :func:`gsg_select` on ``z``) names the
-    two *source* views; their positive partners are the targets::
+    Per sample, the selected cross-image pair ``(1a, 2b)`` (by :func:`gsg_select` on ``z``; the paper's
+    nearest pair by default) names the two *source* views; their positive partners are the targets.
+    The ``L`` local crops of image 1 are extra sources predicting image 1's selected target::
 
-        loss_i = -1/2 [cos(p_1a, sg z_1a') + cos(p_2b, sg z_2b')]
+        loss_i = -1/(2+L) [cos(p_1a, sg z_1a') + cos(p_2b, sg z_2b') + sum_j cos(q_ij, sg z_1a')]
 
-    and the result is the batch mean. Only the two chosen terms are computed per sample.
+    and the result is the batch mean (``L = 0``: the paper's ``-1/2 [...]``). Only the chosen terms
+    are computed per sample.
 
     Args:
         p: predictions ``(p11, p12, p21, p22)``, each ``(N, D)`` (the projections themselves when
             there is no predictor).
         z: target projections ``(z11, z12, z21, z22)``, each ``(N, D)``: the online encoder's for
             SimSiam, the EMA encoder's for BYOL. They are detached here and also give the distances.
-        selection: optional precomputed ``(N,)`` pair indices (e.g. from distances of other tensors).
-        distance: distance for the selection when ``selection`` is None.
+        selection: optional precomputed ``(N,)`` pair indices (e.g. from another rule, see
+            :func:`gsg_select`).
+        distance: distance for the nearest-pair selection when ``selection`` is None.
+        local_p: predictions ``q_j`` of the local crops of image 1 (sample ``i``'s own image), each
+            ``(N, D)``; empty for the paper's loss.
 
     Returns:
         Scalar loss (float32).
@@ -116,7 +138,22 @@ def gsg_loss(
     second_is_22 = (selection % 2).bool().unsqueeze(1)  # source of image 2 is view 22
     src1, tgt1 = torch.where(first_is_12, p12, p11), torch.where(first_is_12, z11, z12)
     src2, tgt2 = torch.where(second_is_22, p22, p21), torch.where(second_is_22, z21, z22)
-    return 0.5 * (negative_cosine(src1, tgt1) + negative_cosine(src2, tgt2))
+    return guided_loss(src1, tgt1, src2, tgt2, local_p)
+
+
+def guided_loss(
+    src1: Tensor, tgt1: Tensor, src2: Tensor, tgt2: Tensor, local_p: Sequence[Tensor] = ()
+) -> Tensor:
+    """``-1/(2+L) [cos(src1, sg tgt1) + cos(src2, sg tgt2) + sum_j cos(local_p[j], sg tgt1)]``, batch mean.
+
+    The selected sources and targets of GSG (and image 1's local-crop predictions), each ``(N, D)``;
+    the targets are detached here.
+    """
+    tgt1, tgt2 = tgt1.detach(), tgt2.detach()
+    total = negative_cosine(src1, tgt1) + negative_cosine(src2, tgt2)
+    for q in local_p:
+        total = total + negative_cosine(q, tgt1)
+    return total / (2 + len(local_p))
 
 
 def _four(xs: Sequence[Tensor], name: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:

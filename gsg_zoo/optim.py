@@ -51,7 +51,7 @@ class LARS(torch.optim.Optimizer):
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | lars
+    optimizer: str = "sgd"  # sgd | lars | adamw
     lr: float = 0.05  # base lr; effective lr = lr * batch / 256 when scale_lr
     scale_lr: bool = True
     momentum: float = 0.9
@@ -102,7 +102,9 @@ def build_optimizer(
         )
     if cfg.optimizer == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'lars', got {cfg.optimizer!r}")
+    if cfg.optimizer == "adamw":  # ViT recipes: MoCo v3's AdamW (torch defaults betas 0.9/0.999, eps 1e-8)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd', 'lars' or 'adamw', got {cfg.optimizer!r}")
 
 
 def lr_at(cfg: OptimConfig, base_lr: float, progress_epochs: float, total_epochs: int) -> float:

@@ -44,6 +44,10 @@ class DataConfig:
     streaming: bool = False  # data.dataset=webdataset: stream the shards (sequential reads, shuffle buffer)
     shuffle_buffer: int = 1000  # streaming: samples in each loader worker's shuffle buffer
     max_consecutive_failures: int = 50  # unreadable images in a row (each replaced) before the run stops
+    # multi-crop GSG (model.local_crops > 0): the local crops' side and area range (DINO's 0.05-0.4)
+    local_crop_size: int | None = None  # default: image_size x 96/224 (DINO/SwAV's 96 px at 224), >= 8
+    local_min_scale: float = 0.05
+    local_max_scale: float = 0.4
 
     def augment_options(self) -> dict[str, Any]:
         """Keyword options of the view augmentation (``build_augmentation`` and ``BatchAugment``)."""
@@ -261,12 +265,15 @@ RULES: tuple[tuple[str, Any, str], ...] = (
     ("optim.warmup_epochs", lambda v: v >= 0, ">= 0"),
     ("data.saturation", lambda v: v >= 0, ">= 0"),
     ("data.synthetic_image_size", lambda v: v >= 8, ">= 8"),
+    ("data.local_crop_size", lambda v: v >= 8, ">= 8"),
+    ("data.local_min_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.local_max_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
 )
 # (key, allowed values): a misspelt choice would otherwise fall back to a default without a word
 CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("train.precision", ("auto", "fp32", "bf16", "fp16")),
     ("train.sync_bn", ("auto", "on", "off")),
-    ("optim.optimizer", ("sgd", "lars")),
+    ("optim.optimizer", ("sgd", "lars", "adamw")),
     ("optim.schedule", ("cosine", "constant")),
 )
 

@@ -61,6 +61,8 @@ class TrainData:
     seed: int = 0
     rank: int = 0
     generator: torch.Generator = field(default_factory=torch.Generator)  # the loader's worker seeds
+    local_augment: BatchAugment | None = None  # multi-crop: the device augmentation of the local crops
+    local_crops: int = 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """The epoch's data order from step ``start_step`` on (a run resumed inside the epoch skips the
@@ -137,7 +139,34 @@ def build_train_data(
         dataset, batch_size=local_batch, sampler=sampler, drop_last=True, generator=generator,
         **_loader_options(dc, device),
     )  # fmt: skip
-    return TrainData(loader, sampler, dataset, batch_augment, tc.seed, dist.rank, generator)
+    local_crops = recipe.learner_config().local_crops
+    return TrainData(loader, sampler, dataset, batch_augment, tc.seed, dist.rank, generator,
+                     local_view_augment(dc, local_crops), local_crops)  # fmt: skip
+
+
+# --- multi-crop (research knob model.local_crops; docs/guides/research-knobs.md)
+def local_view_augment(dc: DataConfig, local_crops: int) -> BatchAugment | None:
+    """The device augmentation of the local crops (None without them): the global views' recipe at
+    ``data.local_crop_size`` px over areas ``data.local_min_scale``-``local_max_scale``. Same-size
+    images on the device path only (``data.batch_augment: true``, ``augmentation: cifar``)."""
+    if local_crops == 0:
+        return None
+    if not dc.batch_augment or dc.augmentation != "cifar":
+        raise ValueError(
+            "model.local_crops needs the device augmentation of same-size images: set data.batch_augment=true "
+            f"and data.augmentation=cifar (got batch_augment={dc.batch_augment}, augmentation={dc.augmentation})"
+        )
+    if dc.local_min_scale > dc.local_max_scale:
+        raise ValueError(
+            f"data.local_min_scale={dc.local_min_scale} exceeds data.local_max_scale={dc.local_max_scale}"
+        )
+    size = dc.local_crop_size or max(8, round(dc.image_size * 96 / 224))
+    mean, std = mean_std(dc.normalization)
+    options = {**dc.augment_options(), "min_scale": dc.local_min_scale, "max_scale": dc.local_max_scale}
+    return BatchAugment(size, mean, std, **options)
+
+
+# --- end multi-crop
 
 
 # --- streaming shards (data.streaming): the epoch plan lives in the dataset, not in a sampler ---
@@ -187,5 +216,8 @@ def step_views(
     by ``seed`` when batch-augmenting, else the loader's views moved. channels_last only for the views."""
     if data.batch_augment is not None:
         images = batch[0].to(device, non_blocking=True)
-        batch = data.batch_augment.views(images, num_views, seeded_generator(seed, device))
+        generator = seeded_generator(seed, device)
+        batch = data.batch_augment.views(images, num_views, generator)
+        if data.local_augment is not None:  # multi-crop: the local crops after the global views
+            batch += data.local_augment.views(images, data.local_crops, generator)
     return [to_device(v, device, channels_last) for v in batch]

@@ -139,17 +139,19 @@ def crop_flip_theta(
     generator: torch.Generator | None,
     device: torch.device,
     attempts: int = 10,
+    max_scale: float = 1.0,
 ) -> Tensor:
     """Affine matrices ``(N, 2, 3)`` of random resized crops (+ flips) in ``affine_grid`` coordinates.
 
-    As ``RandomResizedCrop.get_params``: area uniform in ``[min_scale, 1]``, aspect ratio log-uniform in
+    As ``RandomResizedCrop.get_params``: area uniform in ``[min_scale, max_scale]`` (local crops of
+    multi-crop: a small range), aspect ratio log-uniform in
     [3/4, 4/3], re-drawn until the crop fits (``attempts`` tries, all drawn at once), else the whole image.
     """
 
     def u(lo: float, hi: float, *shape: int) -> Tensor:
         return uniform(shape, lo, hi, generator, device)
 
-    area = u(min_scale, 1.0, attempts, n)
+    area = u(min_scale, max_scale, attempts, n)
     ratio = u(math.log(3 / 4), math.log(4 / 3), attempts, n).exp()
     w, h = (area * ratio).sqrt(), (area / ratio).sqrt()  # crop sides as fractions of the image side
     fits = (w <= 1) & (h <= 1)
@@ -191,10 +193,16 @@ class BatchAugment:
         blur_kernel: int | None = None,
         solarize_p: float | Sequence[float] = 0.0,
         saturation: float | None = None,
+        max_scale: float = 1.0,
     ) -> None:
         if not 0 <= hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {hue}")
+        if not 0 < min_scale <= max_scale <= 1:
+            raise ValueError(
+                f"crop scales must satisfy 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}"
+            )
         self.size, self.min_scale, self.flip_p, self.crop = size, min_scale, flip_p, crop
+        self.max_scale = max_scale
         self.jitter, self.hue, self.jitter_p, self.grayscale_p = jitter, hue, jitter_p, grayscale_p
         self.saturation = jitter if saturation is None else saturation
         self.blur_p, self.blur_sigma, self.solarize_p = blur_p, tuple(blur_sigma), solarize_p
@@ -222,7 +230,7 @@ class BatchAugment:
         if not self.crop:
             flip = torch.rand(n, generator=generator, device=dev) < self.flip_p
             return torch.where(_per_sample(flip), x.flip(-1), x)
-        theta = crop_flip_theta(n, self.min_scale, self.flip_p, generator, dev)
+        theta = crop_flip_theta(n, self.min_scale, self.flip_p, generator, dev, max_scale=self.max_scale)
         grid = F.affine_grid(theta, [n, 3, self.size, self.size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

@@ -108,6 +108,11 @@ def convert_resnet(
     Raises ValueError for anything Detectron2's ResNet cannot load exactly: another architecture, a
     CIFAR or deep stem, SE/anti-aliasing blocks, average-pool shortcuts, or leftover weights.
     """
+    if hasattr(model, "patch_embed"):  # research knobs: ViT backbones are for kNN/linear/fine-grained only
+        raise ValueError(
+            "detection transfer supports ResNet backbones only; this is a Vision Transformer (patch_embed), not a ResNet: "
+            "evaluate it with gsg eval knn/linear or the fine-grained suite (docs/guides/research-knobs.md)"
+        )
     resnets = _resnet_settings(model)
     converted: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}

@@ -63,6 +63,11 @@ def resnet_depth(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoi
     """The depth of a torchvision-layout ResNet state dict; ValueError explaining what else it is."""
     conv1 = state_dict.get("conv1.weight")
     if conv1 is None:
+        if "patch_embed.proj.weight" in state_dict:  # research knobs: ViTs are for kNN/linear/fine-grained
+            raise ValueError(
+                f"{source}: a Vision Transformer (patch_embed), not a ResNet; segmentation transfer supports ResNet backbones "
+                "only: evaluate it with gsg eval knn/linear or the fine-grained suite (docs/guides/research-knobs.md)"
+            )
         if "conv1.0.weight" in state_dict:
             raise ValueError(
                 f"{source}: has a deep stem (conv1.0/1/2, e.g. resnet50d / ResNetV1c); the mmseg recipes "
