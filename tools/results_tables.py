@@ -79,7 +79,18 @@ def _claims(path: str) -> str:
         for r in d["table"]
     ]  # fmt: skip
     header = ["run", "epochs", "encoder passes", "kNN top-1 (%)", "eff. rank z", "eff. rank h", "std(z̄)·√d"]
-    return _rows(header, rows)
+    runs = sum(r["n"] for r in d["table"]) if "n" in d["table"][0] else len(d["records"])
+    train_min = (
+        sum(r["train_time_s"] * r["n"] for r in d["table"])
+        if "n" in d["table"][0]
+        else sum(r["summary"]["train_time_s"] for r in d["records"])
+    ) / 60
+    wall = (
+        f", {sum(r['summary']['wall_time_s_this_process'] for r in d['records']) / 60:.0f} min with evaluation"
+        if "records" in d
+        else ""
+    )
+    return _rows(header, rows) + f"\n{runs} runs: {train_min:.0f} min of training on 2 cores{wall}.\n"
 
 
 def claims_fmnist() -> str:
@@ -158,7 +169,121 @@ def shards() -> str:
     rows = [[side, f"{m['images_per_s']:.0f}", f"{m['first_batch_s']:.2f}", f"{m['pickled_dataset_kb']:.1f}"]
             for side, m in d["mean"].items()]  # fmt: skip
     header = ["input", "loader images/s", "first batch (s)", "dataset pickled per worker (KB)"]
-    return _rows(header, rows) + f"\nShards / folder images/s: {d['ratio_images_per_s']:.2f} ({d['images']} JPEGs).\n"
+    return (
+        _rows(header, rows)
+        + f"\nShards / folder images/s: {d['ratio_images_per_s']:.2f} ({d['images']} JPEGs).\n"
+    )
+
+
+def demo_paired() -> str:
+    """Paired-by-seed differences of the demo and its pretraining time."""
+    runs = _load("demo_seeds.json")["fashion_mnist_600_steps"]["runs"]
+
+    def diff(metric: str, other: str) -> str:
+        d = [r[f"{metric}_pretrained"] - r[f"{metric}_{other}"] for r in runs]
+        return f"{statistics.mean(d):+.1f} ± {_sd(d):.1f}"
+
+    secs = [r["timings_s"]["pretrain_s"] for r in runs]
+    total = [r["timings_s"]["total_s"] for r in runs]
+    return (
+        f"Pretrained minus random init, paired by seed: kNN {diff('knn_top1', 'random_init')}, linear "
+        f"{diff('linear_fast_top1', 'random_init')}. Pretrained minus raw pixels: kNN "
+        f"{diff('knn_top1', 'pixels')}, linear {diff('linear_fast_top1', 'pixels')}. Pretraining took "
+        f"{min(secs):.0f}-{max(secs):.0f} s and the whole demo {min(total):.0f}-{max(total):.0f} s per seed on 2 cores.\n"
+    )
+
+
+def step() -> str:
+    """Training-step cost of GSG over its baseline, and the guided logic's share of a GSG step."""
+    d = _load("step_cpu_default.json")
+    flops = {r["variant"]: r["gflop_per_step"] for r in d["results"]}
+    rows = [[f"`{r['variant']}` / `{r['vs']}`", r["kind"], f"{r['time_ratio']:.2f}",
+             f"{flops[r['variant']] / flops[r['vs']]:.2f}", f"{r['memory_ratio']:.2f}"] for r in d["ratios"]]  # fmt: skip
+    fracs = [r["guided_frac"] for r in d["results"] if "guided_frac" in r]
+    header = ["variant / compared with", "kind", "step time ratio", "FLOP ratio", "peak memory ratio"]
+    return _rows(header, rows) + (
+        f"\nPairing, selection and the GSG loss (forward and backward) take {100 * min(fracs):.2f}-"
+        f"{100 * max(fracs):.2f} % of a GSG step.\n"
+    )
+
+
+def batch_augment() -> str:
+    """Views/s of the device-side batch augmentation vs the PIL pipeline (CIFAR views)."""
+    d = _load("batch_augment_cpu.json")
+    return (
+        f"{d['batch_views_per_s']:,.0f} views/s with `data.batch_augment=true` on the CPU ({d['threads']} "
+        f"threads) vs {d['pil_views_per_s']:,.0f} for the PIL pipeline in one process "
+        f"({d['speedup']:.1f}x; {d['size']} px, {d['batch']} images x {d['views']} views).\n"
+    )
+
+
+def source_only() -> str:
+    """BYOL+GSG with the reference backward vs ``model.source_only=true``: kNN and images/s."""
+    rows = []
+    for views, name in [("PIL", "parity_byol_gsg_demo_b64.json"),
+                        ("batch_augment", "parity_byol_gsg_demo_b64_batch_augment.json")]:  # fmt: skip
+        d = _load(name)
+        ref, so = d["stats"]["reference"], d["stats"]["source_only"]
+        rows.append([views, _pm(ref["knn_top1_mean"], ref["knn_top1_std"], 2),
+                     _pm(so["knn_top1_mean"], so["knn_top1_std"], 2), _pm(ref["images_per_s_mean"], ref["images_per_s_std"]),
+                     _pm(so["images_per_s_mean"], so["images_per_s_std"]),
+                     f"{d['speedup']:.2f}x", f"`benchmarks/results/{name}`"])  # fmt: skip
+    header = ["views", "kNN reference", "kNN source-only", "images/s reference", "images/s source-only",
+              "speed-up (mean of per-seed ratios)", "file"]  # fmt: skip
+    return _rows(header, rows)
+
+
+def loader_cores() -> str:
+    """Loader cores one H200 needs = images/s x CPU ms per image / 1000, for both view paths."""
+    ms = _load("imagenet_views_cpu.json")["loader_cpu_ms_per_image"]
+    ips = _load("throughput_ab_h200.json")["images_per_s_mean"]
+    pil, ba = ips["A"] * ms["pil"] / 1000, ips["B"] * ms["boxes"] / 1000
+    return (
+        f"PIL views: {ips['A']:,.0f} images/s x {ms['pil']:.2f} ms / 1000 = {pil:.1f} loader cores per GPU "
+        f"({8 * pil:.0f} for an 8-GPU node); batch augmentation: {ips['B']:,.0f} images/s x {ms['boxes']:.2f} "
+        f"ms / 1000 = {ba:.1f} cores per GPU.\n"
+    )
+
+
+def _paired(records: list[dict], a: str, b: str, key: str) -> list[float]:
+    by = {(r["run"], r["seed"]): r["summary"][key] for r in records}
+    return [by[(a, s)] - by[(b, s)] for (run, s) in by if run == a]
+
+
+def _diff(values: list[float]) -> str:
+    sign = " in every seed" if all(v > 0 for v in values) or all(v < 0 for v in values) else ""
+    return f"{statistics.mean(values):+.1f} ± {_sd(values):.1f}{sign}"
+
+
+def claims_verdicts() -> str:
+    """One verdict per claim and dataset, with the numbers that decide it (paired by seed where the
+    file keeps per-seed records)."""
+    fm = _load("claims_fmnist_9ep/claims.json")
+    rec, t = fm["records"], {r["run"]: r for r in fm["table"]}
+    b = {r["run"]: r for r in _load("claims/claims_table.json")["table"]}
+    c1_fm = (
+        f"not reproduced: without predictor both collapse most of the projection rank "
+        f"({t['simsiam_nopred']['z_rank']:.1f} and {t['simsiam_gsg_nopred']['z_rank']:.1f} of 512); "
+        f"GSG keeps more rank ({_diff(_paired(rec, 'simsiam_gsg_nopred', 'simsiam_nopred', 'z_rank'))}) "
+        f"but its kNN is lower ({_diff(_paired(rec, 'simsiam_gsg_nopred', 'simsiam_nopred', 'knn_top1'))})"
+    )
+    c1_b = (
+        f"reproduced on the collapse indicators only: without predictor SimSiam collapses (std·√d "
+        f"{b['simsiam_nopred']['z_std']:.2f}, rank {b['simsiam_nopred']['z_rank']:.0f}), SimSiam+GSG does "
+        f"not ({b['simsiam_gsg_nopred']['z_std']:.2f}, rank {b['simsiam_gsg_nopred']['z_rank']:.0f}); kNN "
+        f"{b['simsiam_nopred']['knn_top1']:.1f} vs {b['simsiam_gsg_nopred']['knn_top1']:.1f}, within noise"
+    )
+    c2_fm = (
+        f"not reproduced: SimSiam+GSG minus SimSiam kNN "
+        f"{_diff(_paired(rec, 'simsiam_gsg', 'simsiam', 'knn_top1'))} at equal epochs, "
+        f"{_diff(_paired(rec, 'simsiam_gsg', 'simsiam_2x_epochs', 'knn_top1'))} at equal encoder passes"
+    )
+    c2_b = (
+        f"not resolved: kNN {b['simsiam_gsg']['knn_top1']:.1f} (GSG) vs {b['simsiam']['knn_top1']:.1f} and "
+        f"{b['simsiam_2x_epochs']['knn_top1']:.1f} (SimSiam, 1x and 2x epochs), within one std"
+    )
+    rows = [["1. GSG works without a predictor", c1_fm, c1_b], ["2. GSG improves SimSiam", c2_fm, c2_b]]
+    return _rows(["claim", f"Fashion-MNIST, {fm['epochs']} epochs", "built-in data, 4 epochs"], rows)
 
 
 RENDERERS: dict[str, Callable[[], str]] = {
@@ -171,6 +296,12 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "imagenet_views": imagenet_views,
     "throughput": throughput,
     "probe": probe,
+    "demo_paired": demo_paired,
+    "step": step,
+    "batch_augment": batch_augment,
+    "source_only": source_only,
+    "loader_cores": loader_cores,
+    "claims_verdicts": claims_verdicts,
 }
 
 
@@ -187,11 +318,16 @@ def readme_with(readme: str, table: str, name: str = README_BLOCK) -> str:
     return head + start + table + end + rest.split(end, 1)[1]
 
 
+def readme_demo() -> str:
+    """The README's demo block: the 3-row table and the paired differences."""
+    return demo() + "\n" + demo_paired()
+
+
 def stale() -> list[str]:
     """The files whose committed content differs from a fresh render."""
     out = [f"docs/results/tables/{n}.md" for n, t in render_all().items() if _read(TABLES / f"{n}.md") != t]
     readme = (ROOT / "README.md").read_text()
-    if readme_with(readme, demo()) != readme:
+    if readme_with(readme, readme_demo()) != readme:
         out.append("README.md (results:demo block)")
     return out
 
@@ -213,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, table in render_all().items():
         (TABLES / f"{name}.md").write_text(table)
     readme = ROOT / "README.md"
-    readme.write_text(readme_with(readme.read_text(), demo()))
+    readme.write_text(readme_with(readme.read_text(), readme_demo()))
     return 0
 
 
