@@ -58,14 +58,28 @@ def gsg_command_lines(blocks: list[tuple[str, str]]) -> list[tuple[str, list[str
     return out
 
 
+def package_modules() -> set[str]:
+    """Every module of the package as the architecture table names it (``eval/knn``, ``gsg_zoo``)."""
+    pkg = ROOT / "gsg_zoo"
+    names = {
+        p.relative_to(pkg).with_suffix("").as_posix().removesuffix("/__init__") for p in pkg.rglob("*.py")
+    }
+    return {"gsg_zoo" if m == "__init__" else m for m in names}
+
+
 def relative_links(page: Path) -> list[str]:
     text = FENCE.sub("", page.read_text())  # links inside code blocks are code, not links
     return [t for t in LINK.findall(text) if not re.match(r"^(https?:|mailto:|#)", t)]
 
 
-def test_docs_build_strictly(tmp_path):
-    """sphinx-build -W: any warning fails, including a broken cross-reference or heading anchor; the
-    generated reference pages list every public name, recipe, dataset and module."""
+@pytest.fixture(scope="module", autouse=True)
+def sphinx_build(request, tmp_path_factory):
+    """The strict build, started in the background when this module starts (it overlaps the other
+    checks); ``test_docs_build_strictly`` waits for it."""
+    if not any(item.name == "test_docs_build_strictly" for item in request.session.items):
+        yield None
+        return
+    out = tmp_path_factory.mktemp("html")
     cmd = [
         sys.executable,
         "-m",
@@ -77,26 +91,13 @@ def test_docs_build_strictly(tmp_path):
         "-b",
         "html",
         str(DOCS),
-        str(tmp_path),
+        str(out),
     ]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    html = {page: (tmp_path / f"{page}.html").read_text() for page in ("reference/cli", "reference/api",
-            "reference/recipes", "reference/datasets", "development")}  # fmt: skip
-    cli = re.sub(r"<[^>]+>", "", html["reference/cli"])
-    assert "gsg experiment claims [-h]" in cli and "[--data ROOT]" in cli  # the parser, rendered
-    import gsg_zoo
-    from gsg_zoo.data.registry import DATASETS
-    from gsg_zoo.recipes import list_recipes
-
-    documented = {
-        "reference/api": [f'id="gsg_zoo.{gsg_zoo._PUBLIC[n].lstrip(".")}.{n}"' for n in gsg_zoo.__all__],
-        "reference/recipes": [f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{r}</span>"
-                              for r in list_recipes()],
-        "reference/datasets": [f'<span class="pre">{d}</span>' for d in DATASETS],
-    }  # fmt: skip
-    missing = [f"{page}: {m}" for page, marks in documented.items() for m in marks if m not in html[page]]
-    assert not missing, "not documented:\n" + "\n".join(missing)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc, out
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 PYTHON_BLOCKS = code_blocks("python")
@@ -223,6 +224,17 @@ def test_every_benchmark_script_is_documented():
     assert not missing, f"benchmarks/README.md does not describe {missing}"
 
 
+def test_every_extra_is_documented():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for page in (ROOT / "README.md", DOCS / "install.md"):
+        text = page.read_text()
+        missing = [e for e in extras if f"`{e}`" not in text and f"[{e}]" not in text and f",{e}]" not in text
+                   and f"[{e}," not in text]  # fmt: skip
+        assert not missing, f"{page.relative_to(ROOT)} does not name the extras {missing}"
+
+
 def test_every_relative_link_exists():
     missing = [
         f"{page.relative_to(ROOT)}: {target}"
@@ -250,12 +262,33 @@ def test_architecture_table_lists_every_module_in_its_enforced_layer():
     arch = _load("test_architecture_layers", ROOT / "tests" / "test_architecture.py")
     rows = [r.split(" | ") for r in gen.architecture().splitlines()[2:]]
     table = {row[1].strip("`"): row[0].strip("| ") for row in rows}
-    modules = {
-        p.relative_to(ROOT / "gsg_zoo").with_suffix("").as_posix().removesuffix("/__init__")
-        for p in (ROOT / "gsg_zoo").rglob("*.py")
-    }
-    modules = {"gsg_zoo" if m == "__init__" else m for m in modules}
-    assert set(table) == modules
+    assert set(table) == package_modules()
     for module, layer in table.items():
         top = "" if module == "gsg_zoo" else module.split("/")[0]
         assert top in arch.LAYERS[layer], f"{module} shown in layer {layer}, enforced elsewhere"
+
+
+# Last: the background build has had the other checks' time to finish.
+def test_docs_build_strictly(sphinx_build):
+    """sphinx-build -W: any warning fails, including a broken cross-reference or heading anchor; the
+    generated reference pages list every public name, recipe, dataset and module."""
+    proc, out = sphinx_build
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-6000:]
+    html = {page: (out / f"{page}.html").read_text() for page in ("reference/cli", "reference/api",
+            "reference/recipes", "reference/datasets", "development")}  # fmt: skip
+    cli = re.sub(r"<[^>]+>", "", html["reference/cli"])
+    assert "gsg experiment claims [-h]" in cli and "[--data ROOT]" in cli  # the parser, rendered
+    import gsg_zoo
+    from gsg_zoo.data.registry import DATASETS
+    from gsg_zoo.recipes import list_recipes
+
+    documented = {
+        "reference/api": [f'id="gsg_zoo.{gsg_zoo._PUBLIC[n].lstrip(".")}.{n}"' for n in gsg_zoo.__all__],
+        "reference/recipes": [f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{r}</span>"
+                              for r in list_recipes()],
+        "reference/datasets": [f'<span class="pre">{d}</span>' for d in DATASETS],
+        "development": [f'<span class="pre">{m}</span>' for m in package_modules()],
+    }  # fmt: skip
+    missing = [f"{page}: {m}" for page, marks in documented.items() for m in marks if m not in html[page]]
+    assert not missing, "not documented:\n" + "\n".join(missing)

@@ -1,10 +1,11 @@
 """Render the documentation's results tables from ``benchmarks/results/*.json``: one source of numbers.
 
-    python tools/results_tables.py            # write docs/results/tables/*.md and the README block
+    python tools/results_tables.py            # write docs/results/tables/*.md and the README blocks
     python tools/results_tables.py --check    # exit 1 if a committed table differs from a fresh render
 
-Each table is a pure function of its JSON file(s); ``tests/test_docs.py`` checks that the committed
-tables (and the README's demo table, between ``<!-- results:demo -->`` markers) equal the rendering.
+Each table is a pure function of its JSON file(s) (the README's paper table: of the recipes' ``paper:``
+values); ``tests/test_docs.py`` checks that the committed tables, and the README's blocks between
+``<!-- results:NAME -->`` markers, equal the rendering.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TABLES = ROOT / "docs" / "results" / "tables"
-README_BLOCK = "demo"  # the table the README shows
 
 
 def _load(name: str) -> dict:
@@ -309,7 +309,7 @@ def render_all() -> dict[str, str]:
     return {name: f() for name, f in RENDERERS.items()}
 
 
-def readme_with(readme: str, table: str, name: str = README_BLOCK) -> str:
+def readme_with(readme: str, table: str, name: str) -> str:
     """``readme`` with the block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` replaced."""
     start, end = f"<!-- results:{name} -->\n", f"<!-- /results:{name} -->"
     if start not in readme or end not in readme:
@@ -318,17 +318,42 @@ def readme_with(readme: str, table: str, name: str = README_BLOCK) -> str:
     return head + start + table + end + rest.split(end, 1)[1]
 
 
+PAPER_PAIRS = [("cifar10_simsiam", "cifar10_simsiam_gsg"), ("cifar10_byol", "cifar10_byol_gsg"),
+               ("imagenet_simsiam", "imagenet_simsiam_gsg"), ("imagenet_byol", "imagenet_byol_gsg")]  # fmt: skip
+
+
+def paper() -> str:
+    """The paper's numbers as the recipe files state them (``paper:``), baseline / GSG, beside ours."""
+    sys.path.insert(0, str(ROOT))
+    from gsg_zoo.recipes import load_recipe
+
+    rows = []
+    for base, gsg in PAPER_PAIRS:
+        a, b = load_recipe(base).paper, load_recipe(gsg).paper
+        metric = next(m for m in ("linear_top1", "knn_top1") if m in a)
+        label = {"linear_top1": "linear", "knn_top1": "kNN"}[metric]
+        links = f"[`{base}`](pretrain/{base}.yaml) / [`{gsg}`](pretrain/{gsg}.yaml)"
+        rows.append([links, f"{label} {a[metric]['value']} / {b[metric]['value']}", "not run yet"])
+    return _rows(["recipe (baseline / GSG)", "paper, top-1 (%)", "gsg-zoo"], rows)
+
+
 def readme_demo() -> str:
     """The README's demo block: the 3-row table and the paired differences."""
     return demo() + "\n" + demo_paired()
+
+
+README_BLOCKS = {"demo": readme_demo, "paper": paper}
 
 
 def stale() -> list[str]:
     """The files whose committed content differs from a fresh render."""
     out = [f"docs/results/tables/{n}.md" for n, t in render_all().items() if _read(TABLES / f"{n}.md") != t]
     readme = (ROOT / "README.md").read_text()
-    if readme_with(readme, readme_demo()) != readme:
-        out.append("README.md (results:demo block)")
+    out += [
+        f"README.md (results:{n} block)"
+        for n, f in README_BLOCKS.items()
+        if readme_with(readme, f(), n) != readme
+    ]
     return out
 
 
@@ -349,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, table in render_all().items():
         (TABLES / f"{name}.md").write_text(table)
     readme = ROOT / "README.md"
-    readme.write_text(readme_with(readme.read_text(), readme_demo()))
+    text = readme.read_text()
+    for name, render in README_BLOCKS.items():
+        text = readme_with(text, render(), name)
+    readme.write_text(text)
     return 0
 
 
