@@ -262,6 +262,8 @@ def test_architecture_table_lists_every_module_in_its_enforced_layer():
     arch = _load("test_architecture_layers", ROOT / "tests" / "test_architecture.py")
     rows = [r.split(" | ") for r in gen.architecture().splitlines()[2:]]
     table = {row[1].strip("`"): row[0].strip("| ") for row in rows}
+    unplaced = sorted(package_modules() - set(table))
+    assert not unplaced, f"modules in no layer of tests/test_architecture.py LAYERS: {unplaced}"
     assert set(table) == package_modules()
     for module, layer in table.items():
         top = "" if module == "gsg_zoo" else module.split("/")[0]

@@ -55,6 +55,29 @@ def demo() -> str:
     )
 
 
+def demo_builtin() -> str:
+    """The demo on the built-in data (``gsg demo --synthetic``), paired by seed."""
+    d = _load("demo_seeds.json")["synthetic"]
+    runs = d["runs"]
+    return (
+        f"On the built-in data (`{d['command']}`, seeds {', '.join(str(r['seed']) for r in runs)}; "
+        f"{runs[0]['eval']['num_train']:,} / {runs[0]['eval']['num_test']:,} images), pretrained minus random "
+        f"init: kNN {_seed_diff(runs, 'knn_top1', 'random_init')}; pretrained minus raw pixels: kNN "
+        f"{_seed_diff(runs, 'knn_top1', 'pixels')}.\n"
+    )
+
+
+def learnability() -> str:
+    """kNN after a fixed wall-clock budget: with labels vs the recipe's SSL method, per nuisance variant."""
+    d = _load("learnability_demo_150s.json")
+    rows = [[r["variant"], f"{r['pixels']:.1f}", f"{r['random_init']:.1f}", f"{r['supervised']:.1f} ({r['supervised_steps']})",
+             f"{r['ssl']:.1f} ({r['ssl_steps']})"] for r in d["rows"]]  # fmt: skip
+    header = ["variant", "raw pixels", "random init", "with labels (steps)", f"{d['method']} (steps)"]
+    return f"kNN top-1 (%) after {d['seconds']:.0f} s of training per run, {d['backbone']}:\n\n" + _rows(
+        header, rows
+    )
+
+
 def peer_parity() -> str:
     """gsg-zoo vs lightly 1.6.0: the same SimSiam/BYOL, kNN and images/s."""
     table = {(r["method"], r["library"]): r for r in _load("peer_parity.json")["table"]}
@@ -175,13 +198,17 @@ def shards() -> str:
     )
 
 
+def _seed_diff(runs: list[dict], metric: str, other: str) -> str:
+    d = [r[f"{metric}_pretrained"] - r[f"{metric}_{other}"] for r in runs]
+    return f"{statistics.mean(d):+.1f} ± {_sd(d):.1f}"
+
+
 def demo_paired() -> str:
     """Paired-by-seed differences of the demo and its pretraining time."""
     runs = _load("demo_seeds.json")["fashion_mnist_600_steps"]["runs"]
 
     def diff(metric: str, other: str) -> str:
-        d = [r[f"{metric}_pretrained"] - r[f"{metric}_{other}"] for r in runs]
-        return f"{statistics.mean(d):+.1f} ± {_sd(d):.1f}"
+        return _seed_diff(runs, metric, other)
 
     secs = [r["timings_s"]["pretrain_s"] for r in runs]
     total = [r["timings_s"]["total_s"] for r in runs]
@@ -297,6 +324,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "throughput": throughput,
     "probe": probe,
     "demo_paired": demo_paired,
+    "demo_builtin": demo_builtin,
+    "learnability": learnability,
     "step": step,
     "batch_augment": batch_augment,
     "source_only": source_only,
