@@ -178,7 +178,7 @@ def probe() -> str:
 
 def probe_equal_accuracy_speedup() -> float:
     """Wall time of the 30-epoch re-encoding probe over the 10-epoch fast probe (the fast one is more
-    accurate): the README's "at equal accuracy" ratio."""
+    accurate): the results page's "at equal accuracy" ratio."""
     ten, thirty = (
         _load("probe_cpu_pretrained_resnet10t.json"),
         _load("probe_cpu_pretrained_resnet10t_30ep.json"),
