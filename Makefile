@@ -22,7 +22,7 @@ lint:
 demo:  ## pretrain SimSiam+GSG on Fashion-MNIST (found or downloaded; offline: the built-in data), evaluate, export, reload, write the card
 	@V=$$(bash tools/venv.sh) && $$V/bin/gsg demo --out runs/demo --download
 
-experiment:  ## the paper's two claims at CPU scale on the built-in data, 3 seeds, PIL views (~45 min on 2 cores)
+experiment:  ## the paper's two claims at CPU scale on the built-in data, 3 seeds, PIL views (40 min of training on 2 cores: docs/results/index.md)
 	@V=$$(bash tools/venv.sh) && $$V/bin/gsg experiment claims --seeds 0,1,2 --epochs 4 --set data.batch_augment=false --out runs/claims
 
 clean:

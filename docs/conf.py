@@ -31,6 +31,7 @@ extensions = [
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3  # links to headings (#anchor) are checked: a broken one is a warning
 suppress_warnings = ["myst.xref_ambiguous"]
+smartquotes = False  # "--set" stays two hyphens in the CLI reference and the prose
 exclude_patterns = ["_build", "results/tables/*.md", "_generated/*.md"]  # included by other pages
 autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": False}
 autodoc_typehints = "description"

@@ -1,10 +1,11 @@
 """Render the documentation's results tables from ``benchmarks/results/*.json``: one source of numbers.
 
-    python tools/results_tables.py            # write docs/results/tables/*.md and the README block
+    python tools/results_tables.py            # write docs/results/tables/*.md and the README blocks
     python tools/results_tables.py --check    # exit 1 if a committed table differs from a fresh render
 
-Each table is a pure function of its JSON file(s); ``tests/test_docs.py`` checks that the committed
-tables (and the README's demo table, between ``<!-- results:demo -->`` markers) equal the rendering.
+Each table is a pure function of its JSON file(s) (the README's paper table: of the recipes' ``paper:``
+values); ``tests/test_docs.py`` checks that the committed tables, and the README's blocks between
+``<!-- results:NAME -->`` markers, equal the rendering.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TABLES = ROOT / "docs" / "results" / "tables"
-README_BLOCK = "demo"  # the table the README shows
 
 
 def _load(name: str) -> dict:
@@ -55,6 +55,29 @@ def demo() -> str:
     )
 
 
+def demo_builtin() -> str:
+    """The demo on the built-in data (``gsg demo --synthetic``), paired by seed."""
+    d = _load("demo_seeds.json")["synthetic"]
+    runs = d["runs"]
+    return (
+        f"On the built-in data (`{d['command']}`, seeds {', '.join(str(r['seed']) for r in runs)}; "
+        f"{runs[0]['eval']['num_train']:,} / {runs[0]['eval']['num_test']:,} images), pretrained minus random "
+        f"init: kNN {_seed_diff(runs, 'knn_top1', 'random_init')}; pretrained minus raw pixels: kNN "
+        f"{_seed_diff(runs, 'knn_top1', 'pixels')}.\n"
+    )
+
+
+def learnability() -> str:
+    """kNN after a fixed wall-clock budget: with labels vs the recipe's SSL method, per nuisance variant."""
+    d = _load("learnability_demo_150s.json")
+    rows = [[r["variant"], f"{r['pixels']:.1f}", f"{r['random_init']:.1f}", f"{r['supervised']:.1f} ({r['supervised_steps']})",
+             f"{r['ssl']:.1f} ({r['ssl_steps']})"] for r in d["rows"]]  # fmt: skip
+    header = ["variant", "raw pixels", "random init", "with labels (steps)", f"{d['method']} (steps)"]
+    return f"kNN top-1 (%) after {d['seconds']:.0f} s of training per run, {d['backbone']}:\n\n" + _rows(
+        header, rows
+    )
+
+
 def peer_parity() -> str:
     """gsg-zoo vs lightly 1.6.0: the same SimSiam/BYOL, kNN and images/s."""
     table = {(r["method"], r["library"]): r for r in _load("peer_parity.json")["table"]}
@@ -79,7 +102,18 @@ def _claims(path: str) -> str:
         for r in d["table"]
     ]  # fmt: skip
     header = ["run", "epochs", "encoder passes", "kNN top-1 (%)", "eff. rank z", "eff. rank h", "std(z̄)·√d"]
-    return _rows(header, rows)
+    runs = sum(r["n"] for r in d["table"]) if "n" in d["table"][0] else len(d["records"])
+    train_min = (
+        sum(r["train_time_s"] * r["n"] for r in d["table"])
+        if "n" in d["table"][0]
+        else sum(r["summary"]["train_time_s"] for r in d["records"])
+    ) / 60
+    wall = (
+        f", {sum(r['summary']['wall_time_s_this_process'] for r in d['records']) / 60:.0f} min with evaluation"
+        if "records" in d
+        else ""
+    )
+    return _rows(header, rows) + f"\n{runs} runs: {train_min:.0f} min of training on 2 cores{wall}.\n"
 
 
 def claims_fmnist() -> str:
@@ -144,7 +178,7 @@ def probe() -> str:
 
 def probe_equal_accuracy_speedup() -> float:
     """Wall time of the 30-epoch re-encoding probe over the 10-epoch fast probe (the fast one is more
-    accurate): the README's "at equal accuracy" ratio."""
+    accurate): the results page's "at equal accuracy" ratio."""
     ten, thirty = (
         _load("probe_cpu_pretrained_resnet10t.json"),
         _load("probe_cpu_pretrained_resnet10t_30ep.json"),
@@ -187,6 +221,121 @@ def shards() -> str:
     )
 
 
+def _seed_diff(runs: list[dict], metric: str, other: str) -> str:
+    d = [r[f"{metric}_pretrained"] - r[f"{metric}_{other}"] for r in runs]
+    return f"{statistics.mean(d):+.1f} ± {_sd(d):.1f}"
+
+
+def demo_paired() -> str:
+    """Paired-by-seed differences of the demo and its pretraining time."""
+    runs = _load("demo_seeds.json")["fashion_mnist_600_steps"]["runs"]
+
+    def diff(metric: str, other: str) -> str:
+        return _seed_diff(runs, metric, other)
+
+    secs = [r["timings_s"]["pretrain_s"] for r in runs]
+    total = [r["timings_s"]["total_s"] for r in runs]
+    return (
+        f"Pretrained minus random init, paired by seed: kNN {diff('knn_top1', 'random_init')}, linear "
+        f"{diff('linear_fast_top1', 'random_init')}. Pretrained minus raw pixels: kNN "
+        f"{diff('knn_top1', 'pixels')}, linear {diff('linear_fast_top1', 'pixels')}. Pretraining took "
+        f"{min(secs):.0f}-{max(secs):.0f} s and the whole demo {min(total):.0f}-{max(total):.0f} s per seed on 2 cores.\n"
+    )
+
+
+def step() -> str:
+    """Training-step cost of GSG over its baseline, and the guided logic's share of a GSG step."""
+    d = _load("step_cpu_default.json")
+    flops = {r["variant"]: r["gflop_per_step"] for r in d["results"]}
+    rows = [[f"`{r['variant']}` / `{r['vs']}`", r["kind"], f"{r['time_ratio']:.2f}",
+             f"{flops[r['variant']] / flops[r['vs']]:.2f}", f"{r['memory_ratio']:.2f}"] for r in d["ratios"]]  # fmt: skip
+    fracs = [r["guided_frac"] for r in d["results"] if "guided_frac" in r]
+    header = ["variant / compared with", "kind", "step time ratio", "FLOP ratio", "peak memory ratio"]
+    return _rows(header, rows) + (
+        f"\nPairing, selection and the GSG loss (forward and backward) take {100 * min(fracs):.2f}-"
+        f"{100 * max(fracs):.2f} % of a GSG step.\n"
+    )
+
+
+def batch_augment() -> str:
+    """Views/s of the device-side batch augmentation vs the PIL pipeline (CIFAR views)."""
+    d = _load("batch_augment_cpu.json")
+    return (
+        f"{d['batch_views_per_s']:,.0f} views/s with `data.batch_augment=true` on the CPU ({d['threads']} "
+        f"threads) vs {d['pil_views_per_s']:,.0f} for the PIL pipeline in one process "
+        f"({d['speedup']:.1f}x; {d['size']} px, {d['batch']} images x {d['views']} views).\n"
+    )
+
+
+def source_only() -> str:
+    """BYOL+GSG with the reference backward vs ``model.source_only=true``: kNN and images/s."""
+    rows = []
+    for views, name in [("PIL", "parity_byol_gsg_demo_b64.json"),
+                        ("batch_augment", "parity_byol_gsg_demo_b64_batch_augment.json")]:  # fmt: skip
+        d = _load(name)
+        ref, so = d["stats"]["reference"], d["stats"]["source_only"]
+        rows.append([views, _pm(ref["knn_top1_mean"], ref["knn_top1_std"], 2),
+                     _pm(so["knn_top1_mean"], so["knn_top1_std"], 2), _pm(ref["images_per_s_mean"], ref["images_per_s_std"]),
+                     _pm(so["images_per_s_mean"], so["images_per_s_std"]),
+                     f"{d['speedup']:.2f}x", f"`benchmarks/results/{name}`"])  # fmt: skip
+    header = ["views", "kNN reference", "kNN source-only", "images/s reference", "images/s source-only",
+              "speed-up (mean of per-seed ratios)", "file"]  # fmt: skip
+    return _rows(header, rows)
+
+
+def loader_cores() -> str:
+    """Loader cores one H200 needs = images/s x CPU ms per image / 1000, for both view paths."""
+    ms = _load("imagenet_views_cpu.json")["loader_cpu_ms_per_image"]
+    ips = _load("throughput_ab_h200.json")["images_per_s_mean"]
+    pil, ba = ips["A"] * ms["pil"] / 1000, ips["B"] * ms["boxes"] / 1000
+    return (
+        f"PIL views: {ips['A']:,.0f} images/s x {ms['pil']:.2f} ms / 1000 = {pil:.1f} loader cores per GPU "
+        f"({8 * pil:.0f} for an 8-GPU node); batch augmentation: {ips['B']:,.0f} images/s x {ms['boxes']:.2f} "
+        f"ms / 1000 = {ba:.1f} cores per GPU.\n"
+    )
+
+
+def _paired(records: list[dict], a: str, b: str, key: str) -> list[float]:
+    by = {(r["run"], r["seed"]): r["summary"][key] for r in records}
+    return [by[(a, s)] - by[(b, s)] for (run, s) in by if run == a]
+
+
+def _diff(values: list[float]) -> str:
+    sign = " in every seed" if all(v > 0 for v in values) or all(v < 0 for v in values) else ""
+    return f"{statistics.mean(values):+.1f} ± {_sd(values):.1f}{sign}"
+
+
+def claims_verdicts() -> str:
+    """One verdict per claim and dataset, with the numbers that decide it (paired by seed where the
+    file keeps per-seed records)."""
+    fm = _load("claims_fmnist_9ep/claims.json")
+    rec, t = fm["records"], {r["run"]: r for r in fm["table"]}
+    b = {r["run"]: r for r in _load("claims/claims_table.json")["table"]}
+    c1_fm = (
+        f"not reproduced: without predictor both collapse most of the projection rank "
+        f"({t['simsiam_nopred']['z_rank']:.1f} and {t['simsiam_gsg_nopred']['z_rank']:.1f} of 512); "
+        f"GSG keeps more rank ({_diff(_paired(rec, 'simsiam_gsg_nopred', 'simsiam_nopred', 'z_rank'))}) "
+        f"but its kNN is lower ({_diff(_paired(rec, 'simsiam_gsg_nopred', 'simsiam_nopred', 'knn_top1'))})"
+    )
+    c1_b = (
+        f"reproduced on the collapse indicators only: without predictor SimSiam collapses (std·√d "
+        f"{b['simsiam_nopred']['z_std']:.2f}, rank {b['simsiam_nopred']['z_rank']:.0f}), SimSiam+GSG does "
+        f"not ({b['simsiam_gsg_nopred']['z_std']:.2f}, rank {b['simsiam_gsg_nopred']['z_rank']:.0f}); kNN "
+        f"{b['simsiam_nopred']['knn_top1']:.1f} vs {b['simsiam_gsg_nopred']['knn_top1']:.1f}, within noise"
+    )
+    c2_fm = (
+        f"not reproduced: SimSiam+GSG minus SimSiam kNN "
+        f"{_diff(_paired(rec, 'simsiam_gsg', 'simsiam', 'knn_top1'))} at equal epochs, "
+        f"{_diff(_paired(rec, 'simsiam_gsg', 'simsiam_2x_epochs', 'knn_top1'))} at equal encoder passes"
+    )
+    c2_b = (
+        f"not resolved: kNN {b['simsiam_gsg']['knn_top1']:.1f} (GSG) vs {b['simsiam']['knn_top1']:.1f} and "
+        f"{b['simsiam_2x_epochs']['knn_top1']:.1f} (SimSiam, 1x and 2x epochs), within one std"
+    )
+    rows = [["1. GSG works without a predictor", c1_fm, c1_b], ["2. GSG improves SimSiam", c2_fm, c2_b]]
+    return _rows(["claim", f"Fashion-MNIST, {fm['epochs']} epochs", "built-in data, 4 epochs"], rows)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "shards": shards,
     "demo": demo,
@@ -197,6 +346,14 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "imagenet_views": imagenet_views,
     "throughput": throughput,
     "probe": probe,
+    "demo_paired": demo_paired,
+    "demo_builtin": demo_builtin,
+    "learnability": learnability,
+    "step": step,
+    "batch_augment": batch_augment,
+    "source_only": source_only,
+    "loader_cores": loader_cores,
+    "claims_verdicts": claims_verdicts,
 }
 
 
@@ -204,7 +361,7 @@ def render_all() -> dict[str, str]:
     return {name: f() for name, f in RENDERERS.items()}
 
 
-def readme_with(readme: str, table: str, name: str = README_BLOCK) -> str:
+def readme_with(readme: str, table: str, name: str) -> str:
     """``readme`` with the block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` replaced."""
     start, end = f"<!-- results:{name} -->\n", f"<!-- /results:{name} -->"
     if start not in readme or end not in readme:
@@ -213,12 +370,42 @@ def readme_with(readme: str, table: str, name: str = README_BLOCK) -> str:
     return head + start + table + end + rest.split(end, 1)[1]
 
 
+PAPER_PAIRS = [("cifar10_simsiam", "cifar10_simsiam_gsg"), ("cifar10_byol", "cifar10_byol_gsg"),
+               ("imagenet_simsiam", "imagenet_simsiam_gsg"), ("imagenet_byol", "imagenet_byol_gsg")]  # fmt: skip
+
+
+def paper() -> str:
+    """The paper's numbers as the recipe files state them (``paper:``), baseline / GSG, beside ours."""
+    sys.path.insert(0, str(ROOT))
+    from gsg_zoo.recipes import load_recipe
+
+    rows = []
+    for base, gsg in PAPER_PAIRS:
+        a, b = load_recipe(base).paper, load_recipe(gsg).paper
+        metric = next(m for m in ("linear_top1", "knn_top1") if m in a)
+        label = {"linear_top1": "linear", "knn_top1": "kNN"}[metric]
+        links = f"[`{base}`](pretrain/{base}.yaml) / [`{gsg}`](pretrain/{gsg}.yaml)"
+        rows.append([links, f"{label} {a[metric]['value']} / {b[metric]['value']}", "not run yet"])
+    return _rows(["recipe (baseline / GSG)", "paper, top-1 (%)", "gsg-zoo"], rows)
+
+
+def readme_demo() -> str:
+    """The README's demo block: the 3-row table and the paired differences."""
+    return demo() + "\n" + demo_paired()
+
+
+README_BLOCKS = {"demo": readme_demo, "paper": paper}
+
+
 def stale() -> list[str]:
     """The files whose committed content differs from a fresh render."""
     out = [f"docs/results/tables/{n}.md" for n, t in render_all().items() if _read(TABLES / f"{n}.md") != t]
     readme = (ROOT / "README.md").read_text()
-    if readme_with(readme, demo()) != readme:
-        out.append("README.md (results:demo block)")
+    out += [
+        f"README.md (results:{n} block)"
+        for n, f in README_BLOCKS.items()
+        if readme_with(readme, f(), n) != readme
+    ]
     return out
 
 
@@ -239,7 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, table in render_all().items():
         (TABLES / f"{name}.md").write_text(table)
     readme = ROOT / "README.md"
-    readme.write_text(readme_with(readme.read_text(), demo()))
+    text = readme.read_text()
+    for name, render in README_BLOCKS.items():
+        text = readme_with(text, render(), name)
+    readme.write_text(text)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +96,33 @@ def architecture() -> str:
     return _table(["layer", "module", "job"], rows)
 
 
+def _markdown(rst: str) -> str:
+    """reST inline code and roles (````x````, ``:func:`x```) as markdown code spans."""
+    return re.sub(r"``([^`]+)``", r"`\1`", re.sub(r":\w+:`~?([^`]+)`", r"`\1`", rst))
+
+
+def api() -> str:
+    """The public names of ``gsg_zoo`` (its ``__all__``), each with the first line of its docstring."""
+    import inspect
+
+    import gsg_zoo
+
+    rows = []
+    for name in gsg_zoo.__all__:
+        obj = getattr(gsg_zoo, name)
+        module = gsg_zoo._PUBLIC[name].lstrip(".")
+        if callable(obj):
+            kind = "class" if inspect.isclass(obj) else "function"
+            summary = _markdown((inspect.getdoc(obj) or "").split("\n\n")[0].replace("\n", " "))
+        else:  # a constant: its type and keys
+            kind = type(obj).__name__
+            summary = "keys: " + ", ".join(f"`{k}`" for k in obj) if isinstance(obj, dict) else f"`{obj!r}`"
+        rows.append([f"{{py:obj}}`~gsg_zoo.{module}.{name}`", kind, f"`gsg_zoo.{module}`", summary])
+    return _table(["name", "kind", "defined in", "what"], rows)
+
+
 GENERATORS = {
+    "api": api,
     "recipes": recipes,
     "recipe_keys": recipe_keys,
     "datasets": datasets,
