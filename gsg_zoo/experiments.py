@@ -7,7 +7,8 @@ Claim 2 (accuracy): SimSiam+GSG beats SimSiam at equal epochs; and at equal *enc
 
 ``gsg experiment batch-size``: SimSiam vs SimSiam+GSG over batch sizes at equal epochs (the paper's
 small-batch claim); ``gsg experiment selection``: GSG's nearest-pair selection against the farthest
-pair and a uniformly random pair (the control without guidance), at equal cost.
+pair and a uniformly random pair (the control without guidance), at equal cost; ``gsg experiment
+compare``: any named arms (recipe overrides each), e.g. multi-crop or a ViT backbone against GSG.
 
 Every run is a normal ``gsg pretrain`` run directory (resumable: finished runs are skipped).
 """
@@ -121,27 +122,7 @@ def claims_markdown(report: dict[str, Any]) -> str:
 
 
 def plot_claims(records: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    for ax, key, title in zip(axes, ("z_rank", "h_rank", "knn_top1"),
-                              ("effective rank of projections", "effective rank of backbone features", "kNN top-1 (%)")):  # fmt: skip
-        for run_id, *_ in CLAIM_RUNS:
-            for i, rec in enumerate(r for r in records if r["run"] == run_id):
-                pts = [(h["epoch"], h[key]) for h in rec["history"] if h.get(key) is not None]
-                if pts:
-                    ax.plot(*zip(*pts), color=f"C{[c[0] for c in CLAIM_RUNS].index(run_id)}", alpha=0.7,
-                            label=run_id if i == 0 else None)  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_history(records, "run", path, PANELS)
 
 
 METRICS = ("knn_top1", "z_rank", "h_rank", "z_std", "images_per_s", "train_time_s")
@@ -181,13 +162,14 @@ def grid_markdown(report: dict[str, Any], keys: tuple[str, ...]) -> str:
         f"Base recipe `{report['base_recipe']}` {report['overrides']}; seeds {report['seeds']}; "
         "mean ± std over seeds at the end of training (kNN: k=200, T=0.1 on the monitor's bank/test subset).",
         "",
-        f"| {head} | steps | encoder passes | kNN top-1 (%) | eff. rank z | eff. rank h | images/s |",
-        "|" + "---|" * (len(keys) + 6),
+        f"| {head} | steps | encoder passes | kNN top-1 (%) | eff. rank z | eff. rank h | images/s | train time (s) |",
+        "|" + "---|" * (len(keys) + 7),
     ]  # fmt: skip
     for r in report["table"]:
         cells = " | ".join(str(r[k]) for k in keys)
         lines.append(f"| {cells} | {r['steps']} | {r['encoder_passes']:,} | {_pm(r, 'knn_top1')} | "
-                     f"{_pm(r, 'z_rank')} | {_pm(r, 'h_rank')} | {_pm(r, 'images_per_s', '.0f')} |")  # fmt: skip
+                     f"{_pm(r, 'z_rank')} | {_pm(r, 'h_rank')} | {_pm(r, 'images_per_s', '.0f')} | "
+                     f"{_pm(r, 'train_time_s', '.0f')} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -228,6 +210,38 @@ def run_batch_size(
     return report
 
 
+def run_arms(
+    out: str | Path,
+    name: str,
+    arms: dict[str, list[str]],
+    seeds: list[int],
+    epochs: int,
+    base_recipe: str = "demo_fmnist",
+    overrides: list[str] | None = None,
+    command: str = "",
+    key: str = "arm",
+    prefix: str = "",
+) -> dict[str, Any]:
+    """One run per (seed, arm): ``base_recipe`` + ``overrides`` + the arm's overrides, ``epochs`` epochs,
+    the kNN monitor every epoch. Writes ``NAME.json``, ``NAME.md`` and ``NAME.png`` (history per arm) in
+    ``out``; the table has one row per arm, keyed ``key``. Run directories: ``{prefix}{arm}_seed{seed}``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for seed in seeds:
+        for arm, arm_overrides in arms.items():
+            over = [*(overrides or []), *arm_overrides, f"train.epochs={epochs}", f"train.seed={seed}",
+                    "monitor.every=1"]  # fmt: skip
+            rec = run_one(base_recipe, over, out / f"{prefix}{arm}_seed{seed}")
+            records.append({key: arm, "seed": seed, **rec})
+    report = {"command": command, "epochs": epochs, "seeds": seeds, "base_recipe": base_recipe,
+              "overrides": overrides or [], "arms": arms, "table": grid_table(records, (key,)),
+              "records": records}  # fmt: skip
+    _write(out, name, report, (key,))
+    plot_history(records, key, out / f"{name}.png")
+    return report
+
+
 def run_selection(
     out: str | Path,
     seeds: list[int],
@@ -240,20 +254,9 @@ def run_selection(
 ) -> dict[str, Any]:
     """``method`` with each ``model.gsg_selection`` rule: same views, pairs, steps and encoder passes
     (compute-matched by construction: only the choice of the two sources differs)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for seed in seeds:
-        for rule in rules:
-            over = [*(overrides or []), f"method={method}", f"model.gsg_selection={rule}",
-                    f"train.epochs={epochs}", f"train.seed={seed}", "monitor.every=1"]  # fmt: skip
-            rec = run_one(base_recipe, over, out / f"{method}_{rule}_seed{seed}")
-            records.append({"selection": rule, "seed": seed, **rec})
-    report = {"command": command, "epochs": epochs, "seeds": seeds, "base_recipe": base_recipe,
-              "overrides": overrides or [], "table": grid_table(records, ("selection",)), "records": records}  # fmt: skip
-    _write(out, "selection", report, ("selection",))
-    plot_history(records, "selection", out / "selection.png")
-    return report
+    arms = {rule: [f"method={method}", f"model.gsg_selection={rule}"] for rule in rules}
+    return run_arms(out, "selection", arms, seeds, epochs, base_recipe, overrides, command, "selection",
+                    prefix=f"{method}_")  # fmt: skip
 
 
 def _write(out: Path, name: str, report: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -287,18 +290,22 @@ def plot_by(table: list[dict[str, Any]], x: str, group: str, path: Path, log_x: 
     plt.close(fig)
 
 
-def plot_history(records: list[dict[str, Any]], group: str, path: Path) -> None:
-    """kNN top-1 and effective rank of z over epochs, one colour per ``group`` value, one line per seed."""
+PANELS = (("z_rank", "effective rank of projections"), ("h_rank", "effective rank of backbone features"),
+          ("knn_top1", "kNN top-1 (%)"))  # fmt: skip
+
+
+def plot_history(
+    records: list[dict[str, Any]], group: str, path: Path, panels: tuple[tuple[str, str], ...] = PANELS[::2]
+) -> None:
+    """``panels`` (metric, title) over epochs, one colour per ``group`` value, one line per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
     groups = list(dict.fromkeys(r[group] for r in records))
-    for ax, key, title in zip(
-        axes, ("knn_top1", "z_rank"), ("kNN top-1 (%)", "effective rank of projections")
-    ):
+    for ax, (key, title) in zip(axes, panels):
         for rec in records:
             pts = [(h["epoch"], h[key]) for h in rec["history"] if h.get(key) is not None]
             first = rec is next(r for r in records if r[group] == rec[group])

@@ -1,13 +1,16 @@
-"""`gsg experiment claims` at toy scale: runs, resumability, aggregation over seeds, report files."""
+"""`gsg experiment claims` and `compare` at toy scale: runs, resumability, aggregation over seeds,
+report files, the arm syntax."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 from test_pretrain import TINY
 
-from gsg_zoo.experiments import run_claims
+from gsg_zoo.commands.experiment_compare import parse_arm
+from gsg_zoo.experiments import run_arms, run_claims
 
 pytestmark = pytest.mark.slow
 
@@ -31,3 +34,26 @@ def test_claims_runs_aggregates_and_skips_finished_runs(tmp_path):
     again = run_claims(tmp_path, seeds=[0, 1], epochs=1, overrides=TINY, runs=runs)
     assert (tmp_path / "simsiam_seed0" / "summary.json").stat().st_mtime_ns == stamp
     assert again["table"] == report["table"]
+
+
+def test_compare_runs_each_arm_with_its_overrides_and_reports_per_arm(tmp_path):
+    arms = {
+        "min": ["model.gsg_selection=min"],
+        "rand": ["model.gsg_selection=random", "train.max_steps_per_epoch=2"],
+    }
+    report = run_arms(tmp_path, "knobs", arms, seeds=[0], epochs=1, base_recipe="demo",
+                      overrides=[*TINY, "train.batch_size=16"])  # fmt: skip
+    assert [r["arm"] for r in report["table"]] == ["min", "rand"]
+    assert [r["steps"] for r in report["table"]] == [4, 2]  # 64 images / 16; the arm's own step cap
+    config = (tmp_path / "rand_seed0" / "config.yaml").read_text()
+    assert "gsg_selection: random" in config and "knn_top1" in report["table"][0]
+    assert {p.name for p in tmp_path.glob("knobs.*")} == {"knobs.json", "knobs.md", "knobs.png"}
+
+
+def test_arm_syntax():
+    assert parse_arm("vit=model.backbone=vit_small_patch16_224 'model.backbone_kwargs={depth: 2}'") == (
+        "vit", ["model.backbone=vit_small_patch16_224", "model.backbone_kwargs={depth: 2}"])  # fmt: skip
+    assert parse_arm("base=") == ("base", [])
+    for bad in ("noequals", "two words=a=1", "x=novalue"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=KEY=VALUE"):
+            parse_arm(bad)
