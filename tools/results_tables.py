@@ -336,6 +336,42 @@ def claims_verdicts() -> str:
     return _rows(["claim", f"Fashion-MNIST, {fm['epochs']} epochs", "built-in data, 4 epochs"], rows)
 
 
+def monitor() -> str:
+    """The kNN monitor before and after issue 27 (first N vs stratified, 1 process vs 2 ranks), and the
+    cost of the step telemetry."""
+    d = _load("monitor_cpu.json")
+    s, res = d["settings"], d["results"]
+    rows = []
+    for key, label in (("old_1_process", "old: first N, rank 0 only"), ("new_1_process", "new: stratified, 1 process"),
+                       ("new_2_ranks", "new: stratified, 2 ranks (gloo)")):  # fmt: skip
+        m = res[key]["metrics"]
+        rows.append(
+            [
+                label,
+                f"{res[key]['seconds']:.1f}",
+                f"{m['knn_top1']:.1f}",
+                str(m.get("bank_classes", s["classes"])),
+            ]
+        )
+    t = res["telemetry"]
+    return _rows(["monitor", "seconds per call", "kNN top-1 (%)", "classes in the bank"], rows) + (
+        f"\n{s['bank']} bank / {s['queries']} query images of a class-ordered {s['classes']}-class JPEG ImageFolder "
+        f"({s['size']} px files, {s['image_size']} px crops), {s['backbone']}, {s['workers']} loader workers, "
+        f"{d['machine']}. Step telemetry: {1e3 * t['telemetry_s_per_step']:.3f} ms per step (log_every "
+        f"{t['log_every']}) against a {t['step_s']:.1f} s training step ({100 * t['overhead_frac']:.3f} %).\n"
+    )
+
+
+def _knobs(name: str, keys: tuple[str, ...]) -> Callable[[], str]:
+    def render() -> str:
+        from gsg_zoo.experiments import grid_markdown
+
+        return grid_markdown(_load(f"knobs/{name}.json"), keys)
+
+    render.__doc__ = f"The research-knob experiment ``{name}`` (benchmarks/results/knobs/{name}.json)."
+    return render
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "shards": shards,
     "demo": demo,
@@ -354,7 +390,17 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "source_only": source_only,
     "loader_cores": loader_cores,
     "claims_verdicts": claims_verdicts,
+    "monitor": monitor,
 }
+KNOB_TABLES = {
+    "selection": ("selection",),
+    "batch_size": ("method", "batch"),
+    "multicrop": ("arm",),
+    "vit": ("arm",),
+}
+RENDERERS.update(
+    {f"knobs_{n}": _knobs(n, k) for n, k in KNOB_TABLES.items() if (RESULTS / "knobs" / f"{n}.json").exists()}
+)
 
 
 def render_all() -> dict[str, str]:
