@@ -64,21 +64,36 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[
     return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]}
 
 
-def refused_changes(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The changes outside :data:`MAY_CHANGE`."""
+#: Keys a resumed run may change only at an epoch boundary: a streamed epoch's plan splits each rank's
+#: shards over its loader workers, so the rest of a half-read epoch needs the same worker count.
+STREAMING_EPOCH_KEYS: tuple[str, ...] = ("data.num_workers",)
+
+
+def refused_changes(
+    saved: dict[str, Any], now: dict[str, Any], mid_epoch: bool = False
+) -> dict[str, tuple[Any, Any]]:
+    """The changes outside :data:`MAY_CHANGE` (and, resuming a streamed epoch, of its worker count)."""
+    pinned = STREAMING_EPOCH_KEYS if mid_epoch and flatten(now).get("data.streaming") else ()
     return {
         k: v
         for k, v in changed_keys(saved, now).items()
-        if not any(fnmatch.fnmatch(k, p) for p in MAY_CHANGE)
+        if k in pinned or not any(fnmatch.fnmatch(k, p) for p in MAY_CHANGE)
     }
 
 
-def check_recipe_unchanged(path: str | Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
-    refused = refused_changes(saved, now)
+def check_recipe_unchanged(
+    path: str | Path, saved: dict[str, Any], now: dict[str, Any], mid_epoch: bool = False
+) -> None:
+    refused = refused_changes(saved, now, mid_epoch)
     if refused:
         lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        streamed = (
+            " (data.num_workers: not inside a streamed epoch)"
+            if mid_epoch and set(refused) & set(STREAMING_EPOCH_KEYS)
+            else ""
+        )
         raise ValueError(
-            f"{path} was trained with a different recipe; these keys may not change on resume:\n{lines}\n"
+            f"{path} was trained with a different recipe; these keys may not change on resume{streamed}:\n{lines}\n"
             f"Use the original values, or another --out directory to start a new run. Keys that may change: "
             f"{', '.join(MAY_CHANGE)}"
         )

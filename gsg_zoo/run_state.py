@@ -142,7 +142,9 @@ class RunState:
             return False
         state = load_checkpoint(path)
         check_same_model(path, state["config"], self.recipe)
-        check_recipe_unchanged(path, state["config"], self.recipe.to_dict())
+        check_recipe_unchanged(
+            path, state["config"], self.recipe.to_dict(), mid_epoch=bool(state.get("epoch_step"))
+        )
         self.load_state_dict(state)
         log.info("resumed from %s at epoch %d, step %d (%d into the epoch)", path, self.epoch, self.step,
                  self.epoch_step)  # fmt: skip

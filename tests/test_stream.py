@@ -205,3 +205,21 @@ def test_streaming_train_data_composes_with_batch_augment(shards):
     assert len(views) == 2 and views[0].shape == (8, 3, 16, 16) and views[0].dtype == torch.float32
     with pytest.raises(ValueError, match="data.dataset=webdataset"):
         build_train_data(recipe("data.dataset=synthetic"), DistInfo(), torch.device("cpu"), 8, 2)
+
+
+def test_a_streamed_epoch_resumes_only_with_its_worker_count():
+    """Inside a streamed epoch the plan depends on the worker count; at an epoch boundary, or by index,
+    it may change."""
+    from gsg_zoo.resume_point import check_recipe_unchanged
+
+    saved = {"data": {"streaming": True, "num_workers": 2}}
+    now = {"data": {"streaming": True, "num_workers": 4}}
+    with pytest.raises(
+        ValueError, match=r"not inside a streamed epoch.*\n  data.num_workers: checkpoint 2, now 4"
+    ):
+        check_recipe_unchanged("last.pt", saved, now, mid_epoch=True)
+    check_recipe_unchanged("last.pt", saved, now, mid_epoch=False)
+    by_index = {"data": {"streaming": False, "num_workers": 4}}
+    check_recipe_unchanged(
+        "last.pt", {"data": {"streaming": False, "num_workers": 2}}, by_index, mid_epoch=True
+    )
