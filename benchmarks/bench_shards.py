@@ -1,7 +1,9 @@
 """The same JPEGs read as an ImageFolder, as WebDataset shards by index, and as streamed shards
 (``data.streaming``): loader images/s, start-up (dataset built + first batch), and the resident memory of
 each loader worker; then 2 gloo ranks x 2 workers stream one epoch (coverage, equal steps), and the
-shuffle buffer's quality is measured on the epoch plan alone (no reads) against a global permutation.
+shuffle buffer's quality is measured on the epoch plan alone (no reads) against a global permutation;
+``gsg pretrain`` images/s from each input (imagenet_simsiam_gsg, ResNet-10-T at 64 px); start-up of
+each input at two dataset sizes.
 
     python benchmarks/bench_shards.py --images 2000 --out benchmarks/results/shards_cpu.json
 
@@ -80,11 +82,11 @@ def measure(build, workers: int, batch: int) -> dict[str, float]:
             "worker_pss_mb": statistics.mean(m["pss_mb"] for m in memory)}  # fmt: skip
 
 
-def inputs(root: Path, batch: int) -> dict:
+def inputs(root: Path, batch: int, buffer: int = 1000) -> dict:
     return {
         "folder": lambda: Transformed(image_folder(root / "folder", "train"), TRANSFORM),
         "shards": lambda: Transformed(ShardImages(root / "shards"), TRANSFORM),
-        "stream": lambda: ShardStream(root / "shards", TRANSFORM, batch=batch, buffer=1000),
+        "stream": lambda: ShardStream(root / "shards", TRANSFORM, batch=batch, buffer=buffer),
     }
 
 
@@ -152,12 +154,57 @@ def shuffle_quality(samples: int = 128_000, shard: int = 1000, world: int = 8, w
     return result
 
 
+PRETRAIN = ["model.backbone=resnet10t", "model.projector_hidden_dim=512", "model.projector_dim=512",
+            "model.predictor_hidden_dim=128", "data.image_size=64", "train.batch_size=32", "train.epochs=1",
+            "monitor.every=-1", "train.checkpoint_every=0", "data.split=train"]  # fmt: skip
+PRETRAIN_INPUTS = {"folder": ["data.dataset=imagefolder"], "shards": ["data.dataset=webdataset"],
+                   "stream": ["data.dataset=webdataset", "data.streaming=true", "data.shuffle_buffer=1000"]}  # fmt: skip
+
+
+def pretrain_rate(root: Path, side: str, steps: int, workers: int, out: Path) -> float:
+    """``gsg pretrain imagenet_simsiam_gsg`` (ResNet-10-T at 64 px, batch 32) for ``steps`` steps; images/s."""
+    from gsg_zoo.recipes import load_recipe
+    from gsg_zoo.trainer import Pretrainer
+
+    data = root / ("folder" if side == "folder" else "shards")
+    recipe = load_recipe("imagenet_simsiam_gsg", [*PRETRAIN, *PRETRAIN_INPUTS[side], f"data.root={data}",
+                                                  f"train.max_steps_per_epoch={steps}", f"data.num_workers={workers}"])  # fmt: skip
+    Pretrainer(recipe, out, progress=False).run()
+    return json.loads((out / "summary.json").read_text())["images_per_s"]
+
+
+def startup_by_size(root: Path, sizes: list[int], workers: int, batch: int) -> dict[str, dict[str, float]]:
+    """Start-up (dataset built + first batch) of each input at each dataset size; the stream with a
+    256-sample buffer (smaller than a worker's share at every size, so it does not fill with the data)."""
+    out: dict[str, dict[str, float]] = {}
+    for n in sizes:
+        sized = root / f"size_{n}"
+        write_jpegs(sized / "folder", n)
+        write_shards(image_folder(sized / "folder", "train"), sized / "shards", max_count=500, progress=False,
+                     shuffle_seed=0)  # fmt: skip
+        for side, build in inputs(sized, batch, buffer=256).items():
+            start = time.perf_counter()
+            dataset = build()
+            shuffle = {} if isinstance(dataset, ShardStream) else {"shuffle": True}
+            next(
+                iter(
+                    DataLoader(
+                        dataset, batch_size=batch, num_workers=workers, collate_fn=collate_images, **shuffle
+                    )
+                )
+            )
+            out.setdefault(side, {})[str(n)] = time.perf_counter() - start
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--pretrain-steps", type=int, default=20, help="gsg pretrain steps per input (0: skip)")
+    p.add_argument("--startup-sizes", default="500,4000", help="dataset sizes of the start-up measurement")
     p.add_argument("--out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -171,16 +218,32 @@ def main(argv: list[str] | None = None) -> dict:
             for side, build in inputs(root, args.batch).items():
                 runs[side].append(measure(build, args.workers, args.batch))
         cover = coverage(root, args.batch)
+        pretrain = {side: pretrain_rate(root, side, args.pretrain_steps, args.workers, root / f"run_{side}")
+                    for side in PRETRAIN_INPUTS} if args.pretrain_steps else {}  # fmt: skip
+        sizes = [int(n) for n in args.startup_sizes.split(",") if n]
+        startup = startup_by_size(root, sizes, args.workers, args.batch)
     mean = {side: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
     result = {"command": f"python benchmarks/bench_shards.py --images {args.images} --workers {args.workers} "
-                         f"--batch {args.batch} --reps {args.reps}", "cpus": os.cpu_count(),
+                         f"--batch {args.batch} --reps {args.reps} --pretrain-steps {args.pretrain_steps} "
+                         f"--startup-sizes {args.startup_sizes}", "cpus": os.cpu_count(),
               "images": args.images, "jpeg": f"500x375, quality 90, {kb:.0f} KB mean", "workers": args.workers,
               "runs": runs, "mean": mean,
               "ratio_images_per_s": {s: mean[s]["images_per_s"] / mean["folder"]["images_per_s"] for s in mean},
-              "coverage_2_ranks_x_2_workers": cover, "shuffle": shuffle_quality()}  # fmt: skip
+              "coverage_2_ranks_x_2_workers": cover, "shuffle": shuffle_quality(),
+              "pretrain_images_per_s": pretrain, "pretrain_setup": PRETRAIN, "startup_s_by_size": startup}  # fmt: skip
     print(
         json.dumps(
-            {k: result[k] for k in ("mean", "ratio_images_per_s", "coverage_2_ranks_x_2_workers")}, indent=1
+            {
+                k: result[k]
+                for k in (
+                    "mean",
+                    "ratio_images_per_s",
+                    "coverage_2_ranks_x_2_workers",
+                    "pretrain_images_per_s",
+                    "startup_s_by_size",
+                )
+            },
+            indent=1,
         )
     )
     if args.out:
