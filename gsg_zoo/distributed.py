@@ -98,6 +98,15 @@ def all_reduce_sum(value: float, device: torch.device, info: DistInfo) -> float:
     return float(t.item())
 
 
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (picklable plain data only)."""
+    if info.world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
     """Rank 0's ``obj`` on every rank (picklable plain data only)."""
     if info.world_size == 1:

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .device import resolve_device
-from .distributed import agree_max, all_reduce_sum, broadcast_object, init_distributed
+from .distributed import agree_max, all_reduce_sum, broadcast_object, gather_objects, init_distributed
 from .learner import SelfSupervisedLearner
 from .monitors import KnnMonitor, monitor_due
 from .optim import build_optimizer, effective_lr, lr_at, set_lr
@@ -90,17 +90,30 @@ class EpochTally:
     start: float = field(default_factory=time.perf_counter)
 
     def to_state(self) -> dict[str, Any]:
-        return {"loss_sum": self.loss_sum.detach().cpu().clone(), "steps": self.steps, "images": self.images,
+        """This rank's totals (the loss as a float: float32 -> float64 is exact)."""
+        return {"loss_sum": float(self.loss_sum), "steps": self.steps, "images": self.images,
                 "data_wait": self.data_wait, "skipped": self.skipped,
                 "elapsed": time.perf_counter() - self.start}  # fmt: skip
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochTally:
-        """A fresh tally (empty ``state``), or the one a mid-epoch checkpoint saved."""
+    def from_state(
+        cls, state: dict[str, Any], device: torch.device, rank: int = 0, world: int = 1
+    ) -> EpochTally:
+        """A fresh tally (empty ``state``), or this rank's part of the one a mid-epoch checkpoint saved
+        (``{"ranks": [per-rank totals]}``; resumed on another world size, rank 0 carries the sums)."""
         if not state:
             return cls(torch.zeros((), device=device))
-        return cls(state["loss_sum"].to(device), state["steps"], state["images"], state["data_wait"],
-                   state["skipped"], time.perf_counter() - state["elapsed"])  # fmt: skip
+        parts = state.get("ranks", [state])  # a single tally: written before per-rank totals were kept
+        if len(parts) == world:
+            own = parts[rank]
+        else:
+            own = {**parts[0], **{k: sum(p[k] for p in parts) * (rank == 0) for k in ADDITIVE}}
+        loss = torch.as_tensor(own["loss_sum"], dtype=torch.float32).to(device)
+        return cls(loss, own["steps"], own["images"], own["data_wait"], own["skipped"],
+                   time.perf_counter() - own["elapsed"])  # fmt: skip
+
+
+ADDITIVE = ("loss_sum", "images", "data_wait", "skipped")  #: tally fields that add up over ranks
 
 
 class Pretrainer:
@@ -236,7 +249,8 @@ class Pretrainer:
         if tally.steps >= self.steps_per_epoch:
             return  # the epoch's own checkpoint follows; a stop is acted on after it (in run)
         if save or stop:
-            self.state.epoch_step, self.state.partial = tally.steps, tally.to_state()
+            self.state.epoch_step = tally.steps
+            self.state.partial = {"ranks": gather_objects(tally.to_state(), self.dist)}
             self.save()
             self.dist.barrier()
         if stop:
@@ -297,7 +311,7 @@ class Pretrainer:
         Every batch is full: an unreadable image is replaced in the dataset (:class:`EpochSeeded`).
         """
         lr = self._start_epoch()
-        tally = EpochTally.from_state(self.state.partial, self.device)
+        tally = EpochTally.from_state(self.state.partial, self.device, self.dist.rank, self.dist.world_size)
         bar, tick = self._progress_bar(), time.perf_counter()
         bar.update(tally.steps)
         self.telemetry.steps.restart()

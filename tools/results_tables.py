@@ -211,12 +211,35 @@ def shards() -> str:
               "batch pairs together again next epoch"]  # fmt: skip
     rows = [[name.replace("_", " "), f"{m['shards_per_batch']:.1f}", f"{m['adjacent_same_shard']:.2%}",
              f"{m['batch_pairs_repeated_next_epoch']:.3%}"] for name, m in q.items()]  # fmt: skip
+    text += _rows(header, rows) + (
+        f"\nPlan only: {setup['samples']} samples in shards of {setup['shard']}, {setup['workers']} workers per rank, "
+        f"batch {setup['batch']}.\n"
+    )
+    return text + _shards_pretrain(d)
+
+
+def _shards_pretrain(d: dict) -> str:
+    """``gsg pretrain`` images/s from each input, and start-up against dataset size."""
+    if not d.get("pretrain_images_per_s"):
+        return ""
+    ips, startup = d["pretrain_images_per_s"], d["startup_s_by_size"]
+    sizes = list(next(iter(startup.values())))
+    header = [
+        "input",
+        "gsg pretrain images/s",
+        "vs folder",
+        *(f"start-up, {int(n):,} images (s)" for n in sizes),
+    ]
+    rows = [[side, f"{ips[side]:.1f}", f"{ips[side] / ips['folder']:.2f}", *(f"{startup[side][n]:.2f}" for n in sizes)]
+            for side in ips]  # fmt: skip
     return (
-        text
+        "\n"
         + _rows(header, rows)
         + (
-            f"\nPlan only: {setup['samples']} samples in shards of {setup['shard']}, {setup['workers']} workers per rank, "
-            f"batch {setup['batch']}.\n"
+            "\n`gsg pretrain imagenet_simsiam_gsg` with "
+            + ", ".join(f"`{o}`" for o in d["pretrain_setup"])
+            + "; "
+            "start-up = dataset built + first batch (the stream with a 256-sample buffer).\n"
         )
     )
 
