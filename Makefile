@@ -9,12 +9,16 @@ PYTEST_ARGS ?=
 venv:
 	@bash tools/venv.sh
 
+# one pytest worker per core (at most 4), whole files per worker (module fixtures run once), one
+# torch thread each (tests/conftest.py)
+XDIST = -n auto --maxprocesses 4 --dist loadfile
+
 test:  ## full test suite (slow tests included), < 15 min on 2 CPU cores
 	@V=$$(bash tools/venv.sh) && $$V/bin/ruff check gsg_zoo tests benchmarks tools docs && \
-	  $$V/bin/python -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
+	  $$V/bin/python -m pytest -q -ra --durations=15 $(XDIST) $(PYTEST_ARGS)
 
 test-fast:
-	@V=$$(bash tools/venv.sh) && $$V/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	@V=$$(bash tools/venv.sh) && $$V/bin/python -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint:
 	@V=$$(bash tools/venv.sh) && $$V/bin/ruff check . && $$V/bin/ruff format --check gsg_zoo tests

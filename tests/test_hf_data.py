@@ -1,6 +1,6 @@
 """Hugging Face datasets as input (issue 26), on data written here by ``datasets`` itself: a
 ``save_to_disk`` folder and parquet files. Pretraining sees every image once per epoch in the same
-order whatever the worker count, resumes exactly after a crash inside an epoch, and evaluation reads
+order whatever the worker count, resumes bit-exactly after a SIGKILL inside an epoch (2 persistent workers), and evaluation reads
 the same formats."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from test_cluster import crash_and_resume_equals_uninterrupted
 from test_pretrain import TINY
+from test_resume import assert_same_run, last, pretrain, run_until_killed
 
 from gsg_zoo.data.registry import get_info, open_split
 from gsg_zoo.distributed import DistInfo
@@ -73,10 +73,18 @@ def test_every_image_once_per_epoch_same_batches_with_0_or_2_workers(hf_root):
     assert sorted(keys) == list(range(48))
 
 
-def test_crash_inside_an_epoch_resumes_exactly(hf_root, tmp_path, monkeypatch):
-    run = ["train.epochs=2", "train.checkpoint_steps=8", "train.log_every=50"]
-    saved = crash_and_resume_equals_uninterrupted(recipe(hf_root / "parquet", *run), tmp_path, monkeypatch)
-    assert saved["epoch_step"] == 2  # the crash came after a checkpoint inside epoch 2
+@pytest.mark.slow
+def test_sigkilled_pretrain_resumes_exactly_with_2_persistent_workers(hf_root, tmp_path):
+    """``gsg pretrain`` on parquet files, SIGKILLed inside epoch 2 after its step checkpoint and rerun:
+    equal to an uninterrupted run, bit for bit (the recipes' 2 persistent loader workers)."""
+    loader = [s for s in TINY if not s.startswith("data.num_workers")]
+    run = [*loader, "data.dataset=hf", f"data.root={hf_root / 'parquet'}", "train.batch_size=8", "train.epochs=2",
+           "train.checkpoint_steps=8", "monitor.every=-1"]  # fmt: skip
+    pretrain(tmp_path, "full", run)
+    run_until_killed(tmp_path, "killed", run, {"at": "step", "n": 10})  # 6 steps an epoch: epoch 2's 5th
+    assert last(tmp_path, "killed")["epoch_step"] == 2
+    pretrain(tmp_path, "killed", run)
+    assert_same_run(last(tmp_path, "full"), last(tmp_path, "killed"))
 
 
 def test_missing_columns_and_splits_are_clear_errors(hf_root):

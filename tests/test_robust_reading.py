@@ -69,6 +69,12 @@ def _epoch(root, workers: int, epoch: int = 0) -> tuple[list[list[torch.Tensor]]
     return batches, skipped
 
 
+@pytest.fixture(autouse=True)
+def _fresh_warning_budget(monkeypatch):
+    """The unreadable-image warnings are rate-limited per process: earlier tests must not use them up."""
+    monkeypatch.setattr(loaders, "_unreadable_seen", 0)
+
+
 def test_unreadable_images_are_replaced_deterministically_and_counted(damaged, caplog):
     with caplog.at_level(logging.WARNING, logger="gsg_zoo.data.loaders"):
         first, skipped = _epoch(damaged, workers=0)
