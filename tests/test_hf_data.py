@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from test_pretrain import TINY
-from test_resume import assert_same_run, last, pretrain, run_until_killed
+from test_resume import sigkill_resume_equals_uninterrupted
 
 from gsg_zoo.data.registry import get_info, open_split
 from gsg_zoo.distributed import DistInfo
@@ -80,11 +80,9 @@ def test_sigkilled_pretrain_resumes_exactly_with_2_persistent_workers(hf_root, t
     loader = [s for s in TINY if not s.startswith("data.num_workers")]
     run = [*loader, "data.dataset=hf", f"data.root={hf_root / 'parquet'}", "train.batch_size=8", "train.epochs=2",
            "train.checkpoint_steps=8", "monitor.every=-1"]  # fmt: skip
-    pretrain(tmp_path, "full", run)
-    run_until_killed(tmp_path, "killed", run, {"at": "step", "n": 10})  # 6 steps an epoch: epoch 2's 5th
-    assert last(tmp_path, "killed")["epoch_step"] == 2
-    pretrain(tmp_path, "killed", run)
-    assert_same_run(last(tmp_path, "full"), last(tmp_path, "killed"))
+    sigkill_resume_equals_uninterrupted(
+        tmp_path, run, step=10, epoch_step=2
+    )  # 6 steps an epoch: epoch 2's 5th
 
 
 def test_missing_columns_and_splits_are_clear_errors(hf_root):

@@ -130,6 +130,16 @@ def run_until_killed(tmp: Path, out: str, overrides: list[str], kill: dict, rank
     assert code != 0, f"the run finished before its kill at {kill}"
 
 
+def sigkill_resume_equals_uninterrupted(tmp: Path, run: list[str], step: int, epoch_step: int) -> None:
+    """An uninterrupted run; the same run SIGKILLed before global ``step`` (after a checkpoint
+    ``epoch_step`` steps into its epoch) and rerun: bit-identical."""
+    pretrain(tmp, "full", run)
+    run_until_killed(tmp, "killed", run, {"at": "step", "n": step})
+    assert last(tmp, "killed")["epoch_step"] == epoch_step
+    pretrain(tmp, "killed", run)
+    assert_same_run(last(tmp, "full"), last(tmp, "killed"))
+
+
 def test_recipes_default_loader_is_multiprocess_and_persistent():
     """What the kill-and-resume tests run: the DataConfig defaults, which the recipes keep."""
     dc = DataConfig()
@@ -209,8 +219,13 @@ def test_checkpoint_from_before_the_streams_change_resumes_with_a_warning(tmp_pa
     state = load_checkpoint(path)
     before = {"kind", "format_version", "config", "model", "optimizer", "scaler", "epoch", "step",
               "history", "skipped_images", "rng"}  # fmt: skip  # what gsg-zoo wrote before
-    added = {"rng_streams", "epoch_step", "partial", "world_size",  # issue 18; mid-epoch resume (issue 25)
-             "telemetry"}  # the W&B run id (issue 27)
+    added = {
+        "rng_streams",
+        "epoch_step",
+        "partial",
+        "world_size",  # issue 18; mid-epoch resume (issue 25)
+        "telemetry",
+    }  # the W&B run id (issue 27)
     assert set(state) == before | added and state["format_version"] == 1
     old = {k: v for k, v in state.items() if k not in {"kind", "format_version", *added}}
     save_checkpoint(path, old)

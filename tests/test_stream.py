@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from test_pretrain import TINY
-from test_resume import assert_same_run, last, pretrain, run_until_killed
+from test_resume import sigkill_resume_equals_uninterrupted
 from torch.utils.data import DataLoader
 
 from gsg_zoo.cli import main
@@ -169,11 +169,9 @@ def test_sigkilled_streaming_pretrain_resumes_exactly_with_2_persistent_workers(
     loader = [s for s in TINY if not s.startswith("data.num_workers")]  # the recipes' 2 persistent workers
     run = [*loader, "data.dataset=webdataset", f"data.root={shards}", "data.streaming=true", "data.shuffle_buffer=9",
            "train.batch_size=8", "train.epochs=2", "train.checkpoint_steps=9", "monitor.every=-1"]  # fmt: skip
-    pretrain(tmp_path, "full", run)
-    run_until_killed(tmp_path, "killed", run, {"at": "step", "n": 11})  # 7 steps per epoch: epoch 2's 5th
-    assert last(tmp_path, "killed")["epoch_step"] == 2
-    pretrain(tmp_path, "killed", run)
-    assert_same_run(last(tmp_path, "full"), last(tmp_path, "killed"))
+    sigkill_resume_equals_uninterrupted(
+        tmp_path, run, step=11, epoch_step=2
+    )  # 7 steps per epoch: epoch 2's 5th
 
 
 def test_the_plan_predicts_the_stream(shards):
