@@ -385,11 +385,28 @@ def monitor() -> str:
     )
 
 
-def _knobs(name: str, keys: tuple[str, ...]) -> Callable[[], str]:
+def _paired_knn(records: list[dict], pair: str, bases: tuple[str, ...], group: str | None) -> str:
+    """kNN top-1 of each ``pair`` value minus each base's, paired by seed (within each ``group`` value);
+    a base is not compared with the bases before it."""
+    knn = {(r.get(group), r[pair], r["seed"]): r["summary"]["knn_top1"] for r in records}
+    parts = []
+    for g in dict.fromkeys(r.get(group) for r in records):
+        for n, base in enumerate(bases):
+            for v in dict.fromkeys(r[pair] for r in records):
+                diffs = [knn[(g, v, s)] - knn[(g, base, s)]
+                         for (g2, v2, s) in knn if (g2, v2) == (g, v) and (g, base, s) in knn]  # fmt: skip
+                if v not in bases[: n + 1] and diffs:
+                    parts.append(f"{v} − {base}{f' ({group} {g})' if group else ''}: {_diff(diffs)}")
+    return "kNN top-1 differences paired by seed (mean ± std): " + "; ".join(parts) + ".\n"
+
+
+def _knobs(name: str, keys: tuple[str, ...], pair: str, bases: tuple[str, ...]) -> Callable[[], str]:
     def render() -> str:
         from gsg_zoo.experiments import grid_markdown
 
-        return grid_markdown(_load(f"knobs/{name}.json"), keys)
+        d = _load(f"knobs/{name}.json")
+        group = next((k for k in keys if k != pair), None)
+        return grid_markdown(d, keys) + "\n" + _paired_knn(d["records"], pair, bases, group)
 
     render.__doc__ = f"The research-knob experiment ``{name}`` (benchmarks/results/knobs/{name}.json)."
     return render
@@ -415,15 +432,11 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "claims_verdicts": claims_verdicts,
     "monitor": monitor,
 }
-KNOB_TABLES = {
-    "selection": ("selection",),
-    "batch_size": ("method", "batch"),
-    "multicrop": ("arm",),
-    "vit": ("arm",),
-}
-RENDERERS.update(
-    {f"knobs_{n}": _knobs(n, k) for n, k in KNOB_TABLES.items() if (RESULTS / "knobs" / f"{n}.json").exists()}
-)
+#: experiment -> (table keys, the key whose values are compared, the values compared against)
+KNOB_TABLES = {"selection": (("selection",), "selection", ("min",)),
+               "batch_size": (("method", "batch"), "method", ("simsiam",)),
+               "multicrop": (("arm",), "arm", ("gsg", "gsg_steps_matched")), "vit": (("arm",), "arm", ("simsiam",))}  # fmt: skip
+RENDERERS.update({f"knobs_{n}": _knobs(n, *spec) for n, spec in KNOB_TABLES.items()})
 
 
 def render_all() -> dict[str, str]:
