@@ -29,6 +29,7 @@ class DataConfig:
     hue: float = 0.1  # colour jitter of hue (at most 0.5)
     grayscale_p: float = 0.2
     batch_augment: bool = False  # views drawn on the device (cifar: from uint8 images; else from crop boxes)
+    decode: str = "worker"  # worker | device: JPEGs decoded on the training device (crop-box batch_augment)
     num_images: int = 4000  # synthetic only
     synthetic_image_size: int | None = None  # rendered size (defaults to image_size)
     synthetic_seed: int = 0
@@ -275,7 +276,9 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("train.sync_bn", ("auto", "on", "off")),
     ("optim.optimizer", ("sgd", "lars", "adamw")),
     ("optim.schedule", ("cosine", "constant")),
+    ("data.decode", ("worker", "device")),
 )
+CROP_BOX_AUGMENTATIONS = ("mocov2", "byol")  # data.batch_augment: workers draw crop boxes of any-size images
 
 
 def validate(recipe: Recipe) -> None:
@@ -302,6 +305,17 @@ def validate_choices(recipe: Recipe) -> None:
         value = getattr(getattr(recipe, section), name)
         if value not in allowed:
             raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    validate_decode(recipe.data)
+
+
+def validate_decode(dc: DataConfig) -> None:
+    """``data.decode=device`` hands JPEG bytes to the crop-box path only: ValueError naming the keys."""
+    if dc.decode == "device" and not (dc.batch_augment and dc.augmentation in CROP_BOX_AUGMENTATIONS):
+        raise ValueError(
+            "data.decode=device needs data.batch_augment=true and data.augmentation "
+            f"{' or '.join(CROP_BOX_AUGMENTATIONS)} (got batch_augment={dc.batch_augment}, "
+            f"augmentation={dc.augmentation})"
+        )
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:

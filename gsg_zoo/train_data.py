@@ -23,7 +23,7 @@ from .data.batch_augment import BatchAugment, CropBoxes
 from .data.datasets import EpochSeeded, EpochShardSampler, build_dataset, collate_views
 from .distributed import DistInfo
 from .normalization import mean_std
-from .recipes import DataConfig, Recipe
+from .recipes import DataConfig, Recipe, validate_decode
 from .train_step import to_device
 
 
@@ -96,7 +96,12 @@ CROP_BOX_VIEWS: dict[str, dict[str, Any]] = {
 
 
 def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugment | None]:
-    """Per-image transform of the loader, and the per-batch device augmentation if ``batch_augment``."""
+    """Per-image transform of the loader, and the per-batch device augmentation if ``batch_augment``.
+
+    With ``data.decode=device`` the readers leave JPEGs encoded (:func:`reader_encoded`):
+    :class:`CropBoxes` packs their bytes and :meth:`PackedImages.crops` decodes them on the device.
+    """
+    validate_decode(dc)
     aug_args = dc.augment_options()
     if not dc.batch_augment:
         aug = build_augmentation(dc.augmentation, dc.image_size, dc.normalization, **aug_args)
@@ -110,10 +115,16 @@ def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugm
         raise ValueError(
             f"data.batch_augment supports augmentation cifar, mocov2 or byol, not {dc.augmentation!r}"
         )
-    # workers decode and draw the crop boxes; the device resizes them and does everything after
+    # workers decode (or, data.decode=device, read JPEG headers) and draw the crop boxes; the device
+    # (decodes the JPEGs,) resizes the boxes and does everything after
     return MultiView(CropBoxes(num_views, dc.min_scale), 1), BatchAugment(
         dc.image_size, mean, std, crop=False, **CROP_BOX_VIEWS[dc.augmentation], **aug_args
     )
+
+
+def reader_encoded(dc: DataConfig) -> bool:
+    """Whether the readers leave JPEGs encoded (their ``encoded`` option): ``data.decode=device``."""
+    return dc.decode == "device"
 
 
 def build_train_data(
@@ -127,7 +138,7 @@ def build_train_data(
 
     def build(download: bool) -> Any:
         return build_dataset(dc.dataset, dc.root, dc.split, transform=views, download=download,
-                             num_images=dc.num_images, **dc.reader_options())  # fmt: skip
+                             num_images=dc.num_images, encoded=reader_encoded(dc), **dc.reader_options())  # fmt: skip
 
     ds = build(dc.download) if dist.is_main else None
     dist.barrier()  # rank 0 downloads (if asked) before the others open the files
@@ -191,7 +202,7 @@ def build_stream_data(recipe: Recipe, dist: DistInfo, device: torch.device, loca
         raise ValueError(f"data.streaming reads WebDataset shards: set data.dataset=webdataset and data.root, "
                          f"not {dc.dataset!r} / {dc.root!r}")  # fmt: skip
     stream = ShardStream(open_stream_root(dc.root, dc.split), views, seed, dist.rank, dist.world_size, local_batch,
-                         dc.shuffle_buffer)  # fmt: skip
+                         dc.shuffle_buffer, reader_encoded(dc))  # fmt: skip
     generator = seeded_generator(stream_seed(seed, "loader", 0, dist.rank))
     loader = DataLoader(stream, batch_size=local_batch, drop_last=True, generator=generator,
                         **_loader_options(dc, device))  # fmt: skip

@@ -23,7 +23,9 @@ step outruns a few CPU workers. :class:`BatchAugment` applies the CIFAR/SimSiam 
 ImageNet-scale images differ in size, so they cannot be batched before cropping: with ``crop=False``
 the DataLoader workers decode each image once and draw its views' crop boxes (:class:`CropBoxes`, no
 pixel work), the batch travels as one flat buffer (:class:`PackedImages`), and the device resizes each
-box (torchvision's antialiased ``resized_crop``) and does the flip and everything after it.
+box (torchvision's antialiased ``resized_crop``) and does the flip and everything after it. With
+``data.decode: device`` the workers read only JPEG headers and pack the bytes; the device decodes a
+batch's JPEGs in one ``torchvision.io.decode_jpeg`` call (:func:`decode_jpegs`) before resizing.
 
 Randomness comes from an explicit ``torch.Generator`` so a resumed run redraws the same views; draws
 for blur and solarisation happen only when their probability is above zero, so the CIFAR recipe's
@@ -32,14 +34,21 @@ stream is the one it always was.
 
 from __future__ import annotations
 
+import io
+import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+
+from .images import EncodedImage
+
+log = logging.getLogger("gsg_zoo.data")
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 
@@ -279,45 +288,122 @@ class BatchAugment:
         return [self(images[:, v], generator, v) for v in range(num_views)]
 
 
+def decode_jpegs(data: Sequence[Tensor], device: torch.device) -> list[Tensor]:
+    """JPEG bytes (1-D uint8 CPU tensors) -> RGB uint8 images ``(3, H, W)`` on ``device``.
+
+    One batched call of torchvision's ``decode_jpeg`` (``torchvision.io.decode_jpeg(list, mode=RGB,
+    device=...)``: its inputs are CPU tensors whatever the device; on CUDA it decodes with nvjpeg, on
+    the CPU with libjpeg-turbo). If that call raises, every image is decoded by PIL on the CPU (logged)
+    and moved to ``device``; a JPEG PIL cannot decode either raises RuntimeError (the readers checked
+    only its header, so it was not skipped like an unreadable file).
+    """
+    if not data:
+        return []
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its image I/O (for TorchCodec)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return list(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device))
+    except Exception as err:  # any failure of the batched call (a damaged JPEG, nvjpeg): image by image
+        log.warning("batched decode_jpeg of %d JPEGs on %s failed (%s): decoding them one by one with PIL "
+                    "on the CPU", len(data), device, err)  # fmt: skip
+        return [_pil_decode(jpeg, i, len(data)).to(device) for i, jpeg in enumerate(data)]
+
+
+def _pil_decode(jpeg: Tensor, i: int, n: int) -> Tensor:
+    """One JPEG (1-D uint8 CPU tensor) decoded by PIL: RGB uint8 ``(3, H, W)`` (a view of HWC pixels)."""
+    try:
+        image = Image.open(io.BytesIO(jpeg.numpy().tobytes())).convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+        raise RuntimeError(
+            f"JPEG {i} of {n} in the batch ({jpeg.numel()} bytes) cannot be decoded by decode_jpeg nor by PIL "
+            f"({err}). With data.decode=device the loader reads only image headers, so an image damaged after "
+            "its header reaches the device: repair or remove it, or train with data.decode=worker (unreadable "
+            "images skipped and counted)"
+        ) from err
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return pixels.view(image.height, image.width, 3).permute(2, 0, 1)
+
+
 @dataclass(frozen=True)
 class PackedImages:
-    """Decoded images of different sizes in one flat uint8 buffer (one host-to-device copy), with each
-    image's view crop boxes: what the ``crop=False`` loader yields (see :class:`CropBoxes`).
+    """Images of different sizes in flat buffers (one host-to-device copy), with each image's view crop
+    boxes: what the ``crop=False`` loader yields (see :class:`CropBoxes`).
 
-    ``pixels`` ``(sum of H*W*3,)`` uint8, each image HWC (on any device); ``sizes`` ``(N, 2)`` (H, W) and
-    ``boxes`` ``(N, V, 4)`` (top, left, height, width), int64 on the CPU.
+    ``pixels`` ``(sum of H*W*3,)`` uint8, each decoded image HWC (on any device); ``sizes`` ``(N, 2)``
+    (H, W) and ``boxes`` ``(N, V, 4)`` (top, left, height, width), int64 on the CPU. With
+    ``data.decode: device`` some images are JPEGs still encoded: their bytes concatenated in ``jpeg``
+    ``(sum of lengths,)`` uint8, which stays on the CPU (``decode_jpeg`` takes CPU inputs), and
+    ``jpeg_lengths`` ``(N,)`` int64, each image's JPEG byte count, 0 where its pixels are in ``pixels``;
+    both None when every image is decoded.
     """
 
     pixels: Tensor
     sizes: Tensor
     boxes: Tensor
+    jpeg: Tensor | None = None
+    jpeg_lengths: Tensor | None = None
 
     def __len__(self) -> int:
         return self.sizes.shape[0]
 
+    @property
+    def encoded(self) -> Tensor:
+        """``(N,)`` bool: which images are JPEG bytes (decoded on the device by :meth:`crops`)."""
+        return self.lengths() > 0
+
+    def lengths(self) -> Tensor:
+        """``(N,)`` int64: each image's JPEG byte count, 0 for a decoded image."""
+        none = self.jpeg_lengths is None
+        return torch.zeros(len(self), dtype=torch.long) if none else self.jpeg_lengths
+
     @staticmethod
     def cat(parts: Sequence[PackedImages]) -> PackedImages:
         pixels = torch.cat([p.pixels for p in parts])
-        return PackedImages(pixels, torch.cat([p.sizes for p in parts]), torch.cat([p.boxes for p in parts]))
+        sizes, boxes = torch.cat([p.sizes for p in parts]), torch.cat([p.boxes for p in parts])
+        if all(p.jpeg is None for p in parts):
+            return PackedImages(pixels, sizes, boxes)
+        jpeg = torch.cat([p.jpeg for p in parts if p.jpeg is not None])
+        return PackedImages(pixels, sizes, boxes, jpeg, torch.cat([p.lengths() for p in parts]))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedImages:
+        """The decoded pixels moved to ``device``; the JPEG bytes stay on the CPU (decode_jpeg's input)."""
         return replace(self, pixels=self.pixels.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> PackedImages:  # called by DataLoader(pin_memory=True)
         return replace(self, pixels=self.pixels.pin_memory())
 
+    def decoded(self) -> list[Tensor]:
+        """Every image as uint8 ``(3, H, W)`` on the pixels' device: the JPEGs decoded in one batched
+        call (:func:`decode_jpegs`), the others views of ``pixels`` (HWC viewed as CHW)."""
+        encoded = self.encoded
+        jpegs = self.jpeg.split(self.lengths()[encoded].tolist()) if bool(encoded.any()) else []
+        decoded = iter(decode_jpegs(jpegs, self.pixels.device))
+        ends = (self.sizes.prod(1) * 3 * ~encoded).cumsum(0).tolist()  # the end of each one's pixels
+        images = []
+        for (h, w), end, is_jpeg in zip(self.sizes.tolist(), ends, encoded.tolist()):
+            if not is_jpeg:
+                images.append(self.pixels[end - h * w * 3 : end].view(h, w, 3).permute(2, 0, 1))
+                continue
+            images.append(next(decoded))
+            if tuple(images[-1].shape) != (3, h, w):
+                raise RuntimeError(
+                    f"a JPEG decoded to {tuple(images[-1].shape)}, its header says (3, {h}, {w})"
+                )
+        return images
+
     def crops(self, size: int) -> Tensor:
         """Every box resized to ``size`` x ``size``: uint8 ``(N, V, 3, size, size)`` on the pixels' device.
 
         torchvision's ``resized_crop`` (bilinear, antialiased) per box, on the HWC image viewed as CHW (the
-        layout its vectorised uint8 CPU kernel takes; equal to the contiguous-CHW result, tested).
+        layout its vectorised uint8 CPU kernel takes; equal to the contiguous-CHW result, tested) or on
+        the CHW image ``decode_jpeg`` gave.
         """
         from torchvision.transforms.v2.functional import resized_crop
 
-        ends = (self.sizes.prod(1) * 3).cumsum(0).tolist()
         out = []
-        for (h, w), end, boxes in zip(self.sizes.tolist(), ends, self.boxes.tolist()):
-            image = self.pixels[end - h * w * 3 : end].view(h, w, 3).permute(2, 0, 1)
+        for image, boxes in zip(self.decoded(), self.boxes.tolist()):
             out.append(
                 torch.stack([resized_crop(image, *box, [size, size], antialias=True) for box in boxes])
             )
@@ -325,27 +411,37 @@ class PackedImages:
 
 
 class CropBoxes:
-    """DataLoader-worker half of the ``crop=False`` path: an image decoded once -> its pixels and
-    ``num_views`` crop boxes, a :class:`PackedImages` of one image; no pixel work.
+    """DataLoader-worker half of the ``crop=False`` path: an image -> its pixels (or, a JPEG left
+    encoded by the reader, its bytes) and ``num_views`` crop boxes, a :class:`PackedImages` of one image;
+    no pixel work.
 
     Each box is torchvision's ``RandomResizedCrop.get_params`` (scale ``(min_scale, 1)``, ratio 3/4-4/3,
-    the worker's torch RNG), as in the PIL recipe; the device resizes them (:meth:`PackedImages.crops`),
-    which differs from the PIL recipe's resize by rounding only (mean |difference| under one grey level,
-    tested).
+    the worker's torch RNG), as in the PIL recipe; an encoded image's are drawn from its header's size
+    with the same draws. The device resizes them (:meth:`PackedImages.crops`), which differs from the
+    PIL recipe's resize by rounding only (mean |difference| under one grey level, tested).
     """
 
     def __init__(self, num_views: int, min_scale: float = 0.2) -> None:
         self.num_views, self.scale = num_views, (min_scale, 1.0)
 
-    def __call__(self, image: Image.Image) -> PackedImages:
+    def boxes(self, image: Image.Image | Tensor) -> Tensor:
+        """``(1, V, 4)`` int64 boxes (top, left, height, width) for ``image`` (only its size is read)."""
         from torchvision.transforms import RandomResizedCrop
 
+        return torch.tensor(
+            [[RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3)) for _ in range(self.num_views)]]
+        )
+
+    def __call__(self, image: Image.Image | EncodedImage) -> PackedImages:
+        if isinstance(image, EncodedImage):
+            shape = torch.zeros(()).expand(3, image.height, image.width)  # the header's size, no pixels
+            jpeg = torch.frombuffer(bytearray(image.data), dtype=torch.uint8)
+            return PackedImages(torch.zeros(0, dtype=torch.uint8), torch.tensor([[image.height, image.width]]),
+                                self.boxes(shape), jpeg, torch.tensor([jpeg.numel()]))  # fmt: skip
         image = image.convert("RGB") if image.mode != "RGB" else image
-        boxes = [
-            RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3)) for _ in range(self.num_views)
-        ]
+        boxes = self.boxes(image)
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        return PackedImages(pixels, torch.tensor([[image.height, image.width]]), torch.tensor([boxes]))
+        return PackedImages(pixels, torch.tensor([[image.height, image.width]]), boxes)
 
     def __repr__(self) -> str:
         return f"CropBoxes(num_views={self.num_views}, scale={self.scale})"

@@ -21,6 +21,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .images import EncodedImage, open_image
+
 log = logging.getLogger("gsg_zoo.data")
 
 
@@ -46,9 +48,11 @@ def load_split(root: str | os.PathLike, split: str) -> Any:
 
 
 class HFImages(Dataset):
-    """``(PIL RGB image, label)`` items of a ``datasets.Dataset``; ``None`` for an undecodable image."""
+    """``(PIL RGB image, label)`` items of a ``datasets.Dataset``; ``None`` for an undecodable image. With
+    ``encoded`` JPEGs are left encoded (:func:`.images.open_image`)."""
 
-    def __init__(self, table: Any, image_column: str = "image", label_column: str = "label") -> None:
+    def __init__(self, table: Any, image_column: str = "image", label_column: str = "label",
+                 encoded: bool = False) -> None:  # fmt: skip
         missing = {image_column, label_column} - set(table.column_names)
         if missing:
             raise ValueError(f"the dataset has columns {table.column_names}, not {sorted(missing)}: set "
@@ -56,7 +60,7 @@ class HFImages(Dataset):
         from datasets import Image as ImageFeature
 
         self.table = table.cast_column(image_column, ImageFeature(decode=False))  # bytes: decoded here
-        self.image_column, self.label_column = image_column, label_column
+        self.image_column, self.label_column, self.encoded = image_column, label_column, encoded
 
     def __len__(self) -> int:
         return len(self.table)
@@ -73,11 +77,11 @@ class HFImages(Dataset):
         ext = (Image.open(io.BytesIO(data)).format or "png").lower()
         return data, {"jpeg": "jpg"}.get(ext, ext), int(row[self.label_column])
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int] | None:
+    def __getitem__(self, index: int) -> tuple[Image.Image | EncodedImage, int] | None:
         row = self.table[index]
         cell = row[self.image_column]
         try:
-            image = Image.open(io.BytesIO(_bytes(cell))).convert("RGB")
+            image = open_image(_bytes(cell), self.encoded)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             log.warning("unreadable image %s of a Hugging Face dataset: %s", cell.get("path") or index, err)
             return None
@@ -90,5 +94,5 @@ def _bytes(cell: dict[str, Any]) -> bytes:
 
 
 def open_hf(root: str | os.PathLike, split: str, image_column: str = "image", label_column: str = "label",
-            **_: Any) -> HFImages:  # fmt: skip
-    return HFImages(load_split(root, split), image_column, label_column)
+            encoded: bool = False, **_: Any) -> HFImages:  # fmt: skip
+    return HFImages(load_split(root, split), image_column, label_column, encoded)

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
+
+from .images import open_image
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +134,15 @@ def warn_unreadable(path: object, err: BaseException) -> None:
 
 
 class SafeImageFolder(tvd.ImageFolder):
-    """ImageFolder that reports an unreadable image with its path and yields ``None`` for it."""
+    """ImageFolder that reports an unreadable image with its path and yields ``None`` for it; with
+    ``encoded`` its JPEGs are left encoded (:func:`.images.open_image`)."""
+
+    encoded = False
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, target = self.samples[index]
         try:
-            with open(path, "rb") as f:
-                img = Image.open(f)
-                img = img.convert("RGB")
+            img = open_image(Path(path).read_bytes(), self.encoded)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             warn_unreadable(path, err)
             return None
@@ -148,12 +151,14 @@ class SafeImageFolder(tvd.ImageFolder):
         return img, target
 
 
-def image_folder(root: Path, split: str, folder: str | None = None) -> SafeImageFolder:
+def image_folder(root: Path, split: str, folder: str | None = None, encoded: bool = False) -> SafeImageFolder:
     """``ROOT/<folder or split>/<class>/<image>``; a missing folder raises FileNotFoundError."""
     path = root / (folder or split)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory")
-    return SafeImageFolder(str(path))
+    images = SafeImageFolder(str(path))
+    images.encoded = encoded
+    return images
 
 
 class VOCMultiHot:

@@ -159,7 +159,7 @@ DATASETS: dict[str, DatasetInfo] = {
             any_split=True, pretrain=True, downloadable=False, notes="written by gsg data shard; needs the data extra"),
         DatasetInfo("imagefolder", "ImageFolder",
             "ROOT/<split>/<class>/<image files> (ImageNet: ROOT/train, ROOT/val)", "", ("train", "test"),
-            lambda r, s, dl, folder=None, **_: _ld().image_folder(r, s, folder),
+            lambda r, s, dl, folder=None, encoded=False, **_: _ld().image_folder(r, s, folder, encoded),
             any_split=True, pretrain=True, downloadable=False, protocol={"test": {"folder": "val"}},
             notes="ROOT/train and ROOT/val (the test split)"),
         *(DatasetInfo(name, title, _mnist_layout(folder, flat), "", ("train", "test"),

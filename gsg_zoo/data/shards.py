@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..checkpoint import atomic_write
+from .images import EncodedImage, open_image
 
 log = logging.getLogger("gsg_zoo.data")
 
@@ -145,10 +146,12 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
 
 class ShardImages(Dataset):
     """``(PIL RGB image, label)`` by index over a shard folder (or its ``manifest.json``); ``None`` for an
-    image that cannot be read or decoded (logged with its shard)."""
+    image that cannot be read or decoded (logged with its shard). With ``encoded`` JPEGs are left
+    encoded (:func:`.images.open_image`)."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, encoded: bool = False) -> None:
         root = Path(root)
+        self.encoded = encoded
         self.folder = root.parent if root.name == MANIFEST else root
         manifest = _read_manifest(root)
         if manifest is None:
@@ -176,7 +179,7 @@ class ShardImages(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_files": {}}  # file handles do not cross into worker processes
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int] | None:
+    def __getitem__(self, index: int) -> tuple[Image.Image | EncodedImage, int] | None:
         shard, offset, size, label = self.items[index]
         try:
             f = self._files.get(shard) or self._files.setdefault(shard, self.shards[shard].open("rb"))
@@ -184,13 +187,13 @@ class ShardImages(Dataset):
             data = f.read(size)
             if len(data) != size:
                 raise OSError(f"read {len(data)} of {size} bytes")
-            return Image.open(io.BytesIO(data)).convert("RGB"), label
+            return open_image(data, self.encoded), label
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             log.warning("unreadable image %d in shard %s: %s", index, self.shards[shard], err)
             return None
 
 
-def open_shards(root: str | os.PathLike, split: str, **_: Any) -> ShardImages:
+def open_shards(root: str | os.PathLike, split: str, encoded: bool = False, **_: Any) -> ShardImages:
     """The registry's builder: ``ROOT/<split>/manifest.json`` when present, else ``ROOT`` itself."""
     root = Path(root)
-    return ShardImages(root / split if (root / split / MANIFEST).exists() else root)
+    return ShardImages(root / split if (root / split / MANIFEST).exists() else root, encoded)

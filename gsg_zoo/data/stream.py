@@ -46,10 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .datasets import seeded_item_rngs
+from .images import open_image
 from .shards import IMAGE_EXTENSIONS, MANIFEST
 
 log = logging.getLogger("gsg_zoo.data")
@@ -299,11 +300,12 @@ class ShardStream(IterableDataset):
     """A rank's epoch of ``(transform(image), label)`` items streamed from WebDataset shards (see the module).
 
     ``transform`` runs with the RNGs seeded by (seed, epoch, global index); an image that cannot be
-    decoded is logged with its shard and yields ``None`` (dropped and counted by the collate).
+    decoded is logged with its shard and yields ``None`` (dropped and counted by the collate). With
+    ``encoded`` JPEGs are left encoded (:func:`.images.open_image`).
     """
 
     def __init__(self, root: str | os.PathLike, transform: Callable | None, seed: int = 0, rank: int = 0,
-                 world: int = 1, batch: int = 1, buffer: int = 1000) -> None:  # fmt: skip
+                 world: int = 1, batch: int = 1, buffer: int = 1000, encoded: bool = False) -> None:  # fmt: skip
         self.folder, manifest = read_manifest(root)
         shards = manifest["shards"]
         check_sizes(self.folder, shards)
@@ -312,7 +314,7 @@ class ShardStream(IterableDataset):
         self.classes = manifest.get("classes", [])
         self.plan = EpochPlan(tuple(counts), seed, world, batch, buffer)
         self.reader = SegmentReader(self.folder, [s["name"] for s in shards])
-        self.transform, self.seed, self.rank = transform, seed, rank
+        self.transform, self.seed, self.rank, self.encoded = transform, seed, rank, encoded
         self.state = multiprocessing.RawArray("q", 2)  # (epoch, start step), seen by persistent workers
         if self.plan.steps == 0:
             raise ValueError(f"{sum(counts)} samples in {self.folder} are fewer than one batch of {batch} on each "
@@ -373,7 +375,7 @@ class ShardStream(IterableDataset):
         try:
             if ext is None:
                 raise ValueError(f"no image member ({', '.join(IMAGE_EXTENSIONS)})")
-            image = Image.open(io.BytesIO(sample[ext])).convert("RGB")
+            image = open_image(sample[ext], self.encoded)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             shard = self.reader.names[bisect.bisect_right(self.base, index) - 1]
             log.warning("unreadable image %s in %s: %s", sample.get("__key__"), self.folder / shard, err)
