@@ -385,6 +385,22 @@ def monitor() -> str:
     )
 
 
+def decode() -> str:
+    """JPEG decoding in the loader workers vs on the training device (here the CPU main process)."""
+    d = _load("decode_cpu.json")
+    m = d["modes"]
+    rows = [[mode, f"{r['worker_ms']:.2f}", f"{r['device_ms']:.2f}"] for mode, r in m.items()]
+    header = [
+        "data.decode",
+        "worker ms per image (decode or header, 4 boxes)",
+        "device ms per image (decode, 4 crops)",
+    ]
+    return _rows(header, rows) + (
+        f"\n{d['images']} JPEGs ({d['size']}, quality 90), batches of {d['batch']}, one thread, {d['machine']}: "
+        f"`{d['command']}`. Worker time, device/worker: {m['device']['worker_ms'] / m['worker']['worker_ms']:.2f}.\n"
+    )
+
+
 def _paired_knn(records: list[dict], pair: str, bases: tuple[str, ...], group: str | None) -> str:
     """kNN top-1 of each ``pair`` value minus each base's, paired by seed (within each ``group`` value);
     a base is not compared with the bases before it."""
@@ -431,6 +447,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "loader_cores": loader_cores,
     "claims_verdicts": claims_verdicts,
     "monitor": monitor,
+    "decode": decode,
 }
 #: experiment -> (table keys, the key whose values are compared, the values compared against)
 KNOB_TABLES = {"selection": (("selection",), "selection", ("min",)),
