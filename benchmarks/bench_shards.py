@@ -3,7 +3,7 @@
 each loader worker; then 2 gloo ranks x 2 workers stream one epoch (coverage, equal steps), and the
 shuffle buffer's quality is measured on the epoch plan alone (no reads) against a global permutation;
 ``gsg pretrain`` images/s from each input (imagenet_simsiam_gsg, ResNet-10-T at 64 px); start-up of
-each input at two dataset sizes.
+each input and its workers' memory at two dataset sizes.
 
     python benchmarks/bench_shards.py --images 2000 --out benchmarks/results/shards_cpu.json
 
@@ -37,14 +37,15 @@ from gsg_zoo.data.stream import EpochPlan, ShardStream
 TRANSFORM = transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224), transforms.PILToTensor()])
 
 
-def write_jpegs(root: Path, n: int, classes: int = 10) -> float:
-    """``n`` 500x375 JPEGs (smooth noise, ~ImageNet's bytes per image) in ``classes`` folders; mean KB."""
+def write_jpegs(root: Path, n: int, classes: int = 10, size: tuple[int, int] = (500, 375)) -> float:
+    """``n`` JPEGs of ``size`` (smooth noise; at 500x375 ~ImageNet's bytes per image) in ``classes``
+    folders; mean KB."""
     rng = np.random.default_rng(0)
     for i in range(n):
         folder = root / "train" / f"c{i % classes}"
         folder.mkdir(parents=True, exist_ok=True)
-        small = Image.fromarray(rng.integers(0, 255, (94, 125, 3), dtype=np.uint8))
-        small.resize((500, 375), Image.BICUBIC).save(folder / f"{i}.jpg", quality=90)
+        small = Image.fromarray(rng.integers(0, 255, (size[1] // 4, size[0] // 4, 3), dtype=np.uint8))
+        small.resize(size, Image.BICUBIC).save(folder / f"{i}.jpg", quality=90)
     files = list(root.glob("train/*/*.jpg"))
     return sum(f.stat().st_size for f in files) / len(files) / 1024
 
@@ -173,27 +174,28 @@ def pretrain_rate(root: Path, side: str, steps: int, workers: int, out: Path) ->
     return json.loads((out / "summary.json").read_text())["images_per_s"]
 
 
-def startup_by_size(root: Path, sizes: list[int], workers: int, batch: int) -> dict[str, dict[str, float]]:
-    """Start-up (dataset built + first batch) of each input at each dataset size; the stream with a
-    256-sample buffer (smaller than a worker's share at every size, so it does not fill with the data)."""
-    out: dict[str, dict[str, float]] = {}
+def startup_by_size(root: Path, sizes: list[int], workers: int, batch: int) -> dict[str, dict[str, dict]]:
+    """Start-up (dataset built + first batch) and worker RSS/PSS after it, of each input at each dataset
+    size; small JPEGs (64x48: the count matters, not the pixels); the stream with a 256-sample buffer
+    (smaller than a worker's share at every size, so it does not fill with the data)."""
+    out: dict[str, dict[str, dict]] = {}
     for n in sizes:
         sized = root / f"size_{n}"
-        write_jpegs(sized / "folder", n)
+        write_jpegs(sized / "folder", n, classes=100, size=(64, 48))
         write_shards(image_folder(sized / "folder", "train"), sized / "shards", max_count=500, progress=False,
                      shuffle_seed=0)  # fmt: skip
         for side, build in inputs(sized, batch, buffer=256).items():
             start = time.perf_counter()
             dataset = build()
             shuffle = {} if isinstance(dataset, ShardStream) else {"shuffle": True}
-            next(
-                iter(
-                    DataLoader(
-                        dataset, batch_size=batch, num_workers=workers, collate_fn=collate_images, **shuffle
-                    )
-                )
-            )
-            out.setdefault(side, {})[str(n)] = time.perf_counter() - start
+            it = iter(DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate_images,
+                                 persistent_workers=True, **shuffle))  # fmt: skip
+            next(it)
+            seconds, memory = time.perf_counter() - start, worker_memory_mb(it)
+            out.setdefault(side, {})[str(n)] = {"start_s": seconds,
+                                                "worker_rss_mb": statistics.mean(m["rss_mb"] for m in memory),
+                                                "worker_pss_mb": statistics.mean(m["pss_mb"] for m in memory)}  # fmt: skip
+            del it
     return out
 
 
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--pretrain-steps", type=int, default=20, help="gsg pretrain steps per input (0: skip)")
-    p.add_argument("--startup-sizes", default="500,4000", help="dataset sizes of the start-up measurement")
+    p.add_argument("--startup-sizes", default="1000,20000", help="dataset sizes of the start-up measurement")
     p.add_argument("--out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
