@@ -259,7 +259,27 @@ def run_selection(
                     prefix=f"{method}_")  # fmt: skip
 
 
+def source_version() -> str:
+    """gsg-zoo's version and, in a git checkout, its commit (``+dirty`` with uncommitted changes)."""
+    import subprocess
+
+    from . import __version__
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = "+dirty" if commit and git("status", "--porcelain", "--untracked-files=no") else ""
+    except OSError:  # no git
+        commit, dirty = "", ""
+    return f"{__version__} {commit}{dirty}".strip()
+
+
 def _write(out: Path, name: str, report: dict[str, Any], keys: tuple[str, ...]) -> None:
+    report.setdefault("version", source_version())
     (out / f"{name}.json").write_text(json.dumps(report, indent=2))
     (out / f"{name}.md").write_text(grid_markdown(report, keys))
 

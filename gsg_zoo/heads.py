@@ -35,15 +35,14 @@ def prediction_mlp(
     (facebookresearch/moco-v3 moco/builder.py ``_build_mlp(2, dim, mlp_dim, dim)``).
     """
     out = out_dim or dim
-    tail: list[nn.Module] = [nn.Linear(bottleneck_dim, out, bias=not last_bn)]
-    if last_bn:
-        tail.append(nn.BatchNorm1d(out, affine=False))
-    return nn.Sequential(
+    first = [
         nn.Linear(dim, bottleneck_dim, bias=False),
         nn.BatchNorm1d(bottleneck_dim),
         nn.ReLU(inplace=True),
-        *tail,
-    )
+    ]
+    # built in layer order: the initial weights draw from the RNG in the order they always did
+    last = nn.Linear(bottleneck_dim, out, bias=not last_bn)
+    return nn.Sequential(*first, last, *([nn.BatchNorm1d(out, affine=False)] if last_bn else []))
 
 
 #: ``model.heads``: the head style (projector last bias, predictor last BN)
