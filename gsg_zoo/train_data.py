@@ -195,13 +195,14 @@ class StreamTrainData(TrainData):
 
 def build_stream_data(recipe: Recipe, dist: DistInfo, device: torch.device, local_batch: int, views: MultiView,
                       batch_augment: BatchAugment | None) -> StreamTrainData:  # fmt: skip
-    from .data.stream import ShardStream, open_stream_root
+    from .data.shards import split_root
+    from .data.stream import ShardStream
 
     dc, seed = recipe.data, recipe.train.seed
     if dc.dataset != "webdataset" or dc.root is None:
         raise ValueError(f"data.streaming reads WebDataset shards: set data.dataset=webdataset and data.root, "
                          f"not {dc.dataset!r} / {dc.root!r}")  # fmt: skip
-    stream = ShardStream(open_stream_root(dc.root, dc.split), views, seed, dist.rank, dist.world_size, local_batch,
+    stream = ShardStream(split_root(dc.root, dc.split), views, seed, dist.rank, dist.world_size, local_batch,
                          dc.shuffle_buffer, reader_encoded(dc))  # fmt: skip
     generator = seeded_generator(stream_seed(seed, "loader", 0, dist.rank))
     loader = DataLoader(stream, batch_size=local_batch, drop_last=True, generator=generator,

@@ -144,26 +144,45 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def read_manifest(root: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The shard folder and its manifest; ``root`` is the folder or its ``manifest.json``."""
+    root = Path(root).expanduser()
+    folder = root.parent if root.name == MANIFEST else root
+    manifest = _read_manifest(folder)
+    if manifest is None:
+        raise FileNotFoundError(f"no {MANIFEST} in {folder}: write shards with `gsg data shard`")
+    return folder, manifest
+
+
+def check_sizes(folder: Path, shards: list[dict[str, Any]]) -> None:
+    """ValueError naming the first shard missing or of another size than the manifest's."""
+    for shard in shards:
+        path = folder / shard["name"]
+        size = path.stat().st_size if path.exists() else None
+        if size != shard["bytes"]:
+            raise ValueError(f"shard {path} is {'missing' if size is None else f'{size} bytes'}, the manifest "
+                             f"says {shard['bytes']}: truncated or replaced; re-run `gsg data shard`")  # fmt: skip
+
+
+def split_root(root: str | os.PathLike, split: str) -> Path:
+    """``ROOT/<split>`` when it holds a manifest, else ``ROOT`` (a shard folder or its manifest)."""
+    root = Path(root).expanduser()
+    return root / split if (root / split / MANIFEST).exists() else root
+
+
 class ShardImages(Dataset):
     """``(PIL RGB image, label)`` by index over a shard folder (or its ``manifest.json``); ``None`` for an
     image that cannot be read or decoded (logged with its shard). With ``encoded`` JPEGs are left
     encoded (:func:`.images.open_image`)."""
 
     def __init__(self, root: str | os.PathLike, encoded: bool = False) -> None:
-        root = Path(root)
         self.encoded = encoded
-        self.folder = root.parent if root.name == MANIFEST else root
-        manifest = _read_manifest(root)
-        if manifest is None:
-            raise FileNotFoundError(f"no {MANIFEST} in {self.folder}: write shards with `gsg data shard`")
+        self.folder, manifest = read_manifest(root)
+        check_sizes(self.folder, manifest["shards"])
         self.classes = manifest.get("classes", [])
         self.shards, self.items = [], []
         for i, shard in enumerate(manifest["shards"]):
             path = self.folder / shard["name"]
-            size = path.stat().st_size if path.exists() else None
-            if size != shard["bytes"]:
-                raise ValueError(f"shard {path} is {'missing' if size is None else f'{size} bytes'}, the manifest "
-                                 f"says {shard['bytes']}: truncated or replaced; re-run `gsg data shard`")  # fmt: skip
             index = json.loads(path.with_name(shard["name"].replace(".tar", ".idx.json")).read_text())
             self.shards.append(path)
             self.items += [(i, s["offset"], s["size"], s.get("label", -1)) for s in index]
@@ -195,5 +214,4 @@ class ShardImages(Dataset):
 
 def open_shards(root: str | os.PathLike, split: str, encoded: bool = False, **_: Any) -> ShardImages:
     """The registry's builder: ``ROOT/<split>/manifest.json`` when present, else ``ROOT`` itself."""
-    root = Path(root)
-    return ShardImages(root / split if (root / split / MANIFEST).exists() else root, encoded)
+    return ShardImages(split_root(root, split), encoded)

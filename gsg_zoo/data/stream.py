@@ -35,7 +35,6 @@ import bisect
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import multiprocessing
 import os
@@ -51,7 +50,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .datasets import seeded_item_rngs
 from .images import open_image
-from .shards import IMAGE_EXTENSIONS, MANIFEST
+from .shards import IMAGE_EXTENSIONS, check_sizes, read_manifest
 
 log = logging.getLogger("gsg_zoo.data")
 
@@ -169,25 +168,6 @@ class EpochPlan:
         ]
 
 
-def read_manifest(root: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """The shard folder and its manifest; ``root`` is the folder or its ``manifest.json``."""
-    root = Path(root).expanduser()
-    folder = root.parent if root.name == MANIFEST else root
-    if not (folder / MANIFEST).exists():
-        raise FileNotFoundError(f"no {MANIFEST} in {folder}: write shards with `gsg data shard`")
-    return folder, json.loads((folder / MANIFEST).read_text())
-
-
-def check_sizes(folder: Path, shards: list[dict[str, Any]]) -> None:
-    """ValueError naming the first shard missing or of another size than the manifest's."""
-    for shard in shards:
-        path = folder / shard["name"]
-        size = path.stat().st_size if path.exists() else None
-        if size != shard["bytes"]:
-            raise ValueError(f"shard {path} is {'missing' if size is None else f'{size} bytes'}, the manifest "
-                             f"says {shard['bytes']}: truncated or replaced; re-run `gsg data shard`")  # fmt: skip
-
-
 def walk(f: io.BufferedReader) -> Iterator[tuple[str, list[tarfile.TarInfo], tarfile.TarFile]]:
     """``(key, members, tar)`` per sample from ``f``'s position on, reading tar headers only (``f`` must
     be seekable); a member's bytes are ``tar.extractfile(member).read()``."""
@@ -288,12 +268,6 @@ class SegmentReader:
     def _short(path: Path, segment: Segment) -> None:
         raise RuntimeError(f"shard {path} has fewer than the {segment.stop} samples its manifest lists: "
                            "damaged; re-run `gsg data shard` for it")  # fmt: skip
-
-
-def open_stream_root(root: str | os.PathLike, split: str) -> Path:
-    """``ROOT/<split>`` when it holds a manifest, else ``ROOT`` (a shard folder or its manifest)."""
-    root = Path(root).expanduser()
-    return root / split if (root / split / MANIFEST).exists() else root
 
 
 class ShardStream(IterableDataset):
