@@ -89,13 +89,13 @@ def agree_max(values: list[float], device: torch.device, info: DistInfo) -> list
     return t.tolist()
 
 
-def all_reduce_sum(value: float, device: torch.device, info: DistInfo) -> float:
-    """``value`` summed over all ranks (identity in a single process)."""
+def sum_over_ranks(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
+    """``values`` summed element-wise over all ranks in one all-reduce (identity in one process)."""
     if info.world_size == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return float(t.item())
+    return t.tolist()
 
 
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:

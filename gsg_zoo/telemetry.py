@@ -53,15 +53,6 @@ def configure_rank_logging(info: DistInfo) -> None:
         logging.getLogger("gsg_zoo").setLevel(logging.WARNING)
 
 
-def sum_over_ranks(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
-    """``values`` summed element-wise over all ranks in one all-reduce (identity in one process)."""
-    if info.world_size == 1:
-        return [float(v) for v in values]
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 @dataclass
 class Interval:
     """One rank's running totals since the last row."""

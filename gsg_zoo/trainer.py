@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .device import resolve_device
-from .distributed import agree_max, all_reduce_sum, broadcast_object, gather_objects, init_distributed
+from .distributed import agree_max, broadcast_object, gather_objects, init_distributed, sum_over_ranks
 from .learner import SelfSupervisedLearner
 from .monitors import KnnMonitor, monitor_due
 from .optim import build_optimizer, effective_lr, lr_at, set_lr
@@ -64,7 +64,7 @@ from .run_control import (
 )
 from .run_log import RunLog, run_summary
 from .run_state import RunState
-from .telemetry import RunTelemetry, configure_rank_logging, console_is_tty, sum_over_ranks
+from .telemetry import RunTelemetry, configure_rank_logging, console_is_tty
 from .train_data import build_train_data, seed_global_rngs, seeded_generator, step_views, stream_seed
 from .train_step import configure_backends, resolve_precision, train_step
 
@@ -343,8 +343,9 @@ class Pretrainer:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - tally.start
         world = self.dist.world_size  # loss, images and data wait: all ranks', not rank 0's
-        loss, images, waited = sum_over_ranks([float(tally.loss_sum), tally.images, tally.data_wait], self.device,
-                                              self.dist)  # fmt: skip
+        loss, images, waited, skipped = sum_over_ranks(
+            [float(tally.loss_sum), tally.images, tally.data_wait, tally.skipped], self.device, self.dist
+        )
         return {
             "loss": loss / max(tally.steps * world, 1),
             "lr": lr,
@@ -352,7 +353,7 @@ class Pretrainer:
             "data_wait_frac": waited / world / max(elapsed, 1e-9),
             "epoch_time_s": elapsed,
             "steps": tally.steps,
-            "skipped": all_reduce_sum(tally.skipped, self.device, self.dist),
+            "skipped": skipped,  # all ranks' (counted into skipped_images)
         }
 
     # ------------------------------------------------------------------ monitors and outputs
