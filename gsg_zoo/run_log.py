@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
 import textwrap
 from pathlib import Path
@@ -18,7 +19,18 @@ if TYPE_CHECKING:
     from .recipes import MonitorConfig
     from .run_state import RunState
 
+log = logging.getLogger("gsg_zoo.pretrain")
 Row = dict[str, Any]
+
+
+def tensorboard_writer(path: Path) -> Any:
+    """A ``SummaryWriter`` at ``path``; None (with a note) when TensorBoard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+        return None
+    return SummaryWriter(str(path))
 
 
 class RunLog:
@@ -57,9 +69,10 @@ class RunLog:
 
     def _scalars(self, row: Row) -> None:
         if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.out / "tb"))
+            self._tb = tensorboard_writer(self.out / "tb")
+            if self._tb is None:  # not installed: said once, then no TensorBoard for this run
+                self.tensorboard = False
+                return
         for k, v in row.items():
             if isinstance(v, (int, float)) and k != "epoch":
                 self._tb.add_scalar(k, v, row["epoch"])

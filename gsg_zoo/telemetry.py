@@ -29,6 +29,7 @@ from torch import Tensor
 from .distributed import DistInfo
 from .ema import ema_momentum
 from .losses import PAIRS
+from .run_log import tensorboard_writer
 
 if TYPE_CHECKING:
     from .recipes import Recipe
@@ -195,16 +196,6 @@ class StepSinks:
             self._tb.close()
         if self.wandb is not None:
             self.wandb.finish()
-
-
-def tensorboard_writer(path: Path) -> Any:
-    """A ``SummaryWriter`` at ``path``; None (with a note) when TensorBoard is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.info("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
-        return None
-    return SummaryWriter(str(path))
 
 
 def start_wandb(out: Path, run_id: str | None, project: str, name: str, config: dict[str, Any]) -> Any:

@@ -150,3 +150,25 @@ def test_log_lines_name_rank_and_host_and_other_ranks_warn_only():
     finally:
         root.removeHandler(handler)
         pkg.setLevel(level)
+
+
+def test_without_tensorboard_installed_runs_log_without_it(tmp_path, monkeypatch, caplog):
+    """``monitor.tensorboard`` is on by default; without the ``tb`` extra the epoch and step logs are
+    written anyway, with one note, and no TensorBoard directory."""
+    import sys
+
+    from gsg_zoo.run_log import RunLog
+    from gsg_zoo.telemetry import StepSinks
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were absent
+    caplog.set_level(logging.INFO, logger="gsg_zoo.pretrain")
+    run_log = RunLog(tmp_path, tensorboard=True)
+    for epoch in (1, 2):
+        run_log.epoch([{"epoch": e, "loss": -0.1 * e} for e in range(1, epoch + 1)])
+    sinks = StepSinks(tmp_path, tensorboard=True, log_lines=False)
+    sinks.write({"step": 5, "loss": -0.2, "time": 0.0})
+    sinks.close()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "steps.jsonl").read_text())["step"] == 5
+    assert not (tmp_path / "tb").exists()
+    assert caplog.text.count("tensorboard is not installed") == 2  # once for the run log, once for the steps
