@@ -76,7 +76,7 @@ def run_claims(
             history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             records.append({"run": run_id, "seed": seed, "summary": summary, "history": history})
     report = {"epochs": epochs, "seeds": seeds, "base_recipe": base_recipe, "overrides": overrides or [],
-              "table": aggregate(records), "records": records}  # fmt: skip
+              "table": aggregate(records), "records": records, "version": source_version()}  # fmt: skip
     (out / "claims.json").write_text(json.dumps(report, indent=2))
     (out / "claims.md").write_text(claims_markdown(report))
     plot_claims(records, out / "claims.png")
