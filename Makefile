@@ -14,7 +14,7 @@ venv:
 XDIST = -n auto --maxprocesses 4 --dist loadfile
 
 test:  ## full test suite (slow tests included), < 15 min on 2 CPU cores
-	@V=$$(bash tools/venv.sh) && $$V/bin/ruff check gsg_zoo tests benchmarks tools docs && \
+	@V=$$(bash tools/venv.sh) && $$V/bin/ruff check gsg_zoo tests benchmarks tools docs && $$V/bin/ruff format --check -q gsg_zoo tests benchmarks tools docs && \
 	  $$V/bin/python -m pytest -q -ra --durations=15 $(XDIST) $(PYTEST_ARGS)
 
 test-fast:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gsg_zoo.core.normalization import CIFAR_MEAN, CIFAR_STD
 from gsg_zoo.data.augment import cifar_transform
 from gsg_zoo.data.batch_augment import BatchAugment
 from gsg_zoo.data.synthetic import SyntheticShapes
-from gsg_zoo.normalization import CIFAR_MEAN, CIFAR_STD
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     t_batch = time_it(lambda: batch_aug.views(x, args.views, gen))
     n = args.batch * args.views
     result = {
-        "size": args.size, "batch": args.batch, "views": args.views, "device": str(dev),
+        "size": args.size,
+        "batch": args.batch,
+        "views": args.views,
+        "device": str(dev),
         "threads": torch.get_num_threads(),
-        "pil_views_per_s": n / t_pil, "batch_views_per_s": n / t_batch, "speedup": t_pil / t_batch,
-    }  # fmt: skip
+        "pil_views_per_s": n / t_pil,
+        "batch_views_per_s": n / t_batch,
+        "speedup": t_pil / t_batch,
+    }
     md = (
         f"Views/s at {args.size} px, batch {args.batch} x {args.views} views, {result['threads']} threads, "
         f"best of {args.repeats}:\n\n| pipeline | device | views/s |\n|---|---|---|\n"

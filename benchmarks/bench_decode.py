@@ -70,13 +70,17 @@ def markdown(report: dict) -> str:
         f"| {mode} | {r['worker_ms']:.2f} | {r['device_ms']:.2f} |" for mode, r in report["modes"].items()
     ]
     w = report["modes"]
-    return "\n".join([
-        "| data.decode | worker ms per image (decode or header + 4 boxes) | device ms per image (decode + 4 crops) |",
-        "|---|---|---|", *rows, "",
-        f"{report['images']} JPEGs ({report['size']}, quality 90), batches of {report['batch']}, one thread, "
-        f"{report['machine']}. Worker time device/worker: "
-        f"{w['device']['worker_ms'] / w['worker']['worker_ms']:.2f}.",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "| data.decode | worker ms per image (decode or header + 4 boxes) | device ms per image (decode + 4 crops) |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"{report['images']} JPEGs ({report['size']}, quality 90), batches of {report['batch']}, one thread, "
+            f"{report['machine']}. Worker time device/worker: "
+            f"{w['device']['worker_ms'] / w['worker']['worker_ms']:.2f}.",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -93,9 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
     modes = {mode: measure(data, mode == "device", args.batch) for mode in ("worker", "device")}
     report = {
         "command": " ".join(["python benchmarks/bench_decode.py", *(sys.argv[1:] if argv is None else argv)]),
-        "images": args.images, "size": f"{args.width}x{args.height}", "batch": args.batch,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "modes": modes,
-    }  # fmt: skip
+        "images": args.images,
+        "size": f"{args.width}x{args.height}",
+        "batch": args.batch,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "modes": modes,
+    }
     print(markdown(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from gsg_zoo.core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from gsg_zoo.data.augment import MultiView, mocov2_transform
 from gsg_zoo.data.batch_augment import BatchAugment, CropBoxes, PackedImages
 from gsg_zoo.data.synthetic import SyntheticShapes
-from gsg_zoo.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 def write_jpegs(folder: Path, n: int) -> list[Path]:
@@ -117,16 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     torch.set_num_threads(threads)
     dev = torch.device(args.device)
-    device_ms = device_ms_per_batch(packed_batch(paths, args.batch, args.views), args.size, args.views, dev,
-                                    args.repeats)  # fmt: skip
+    device_ms = device_ms_per_batch(
+        packed_batch(paths, args.batch, args.views), args.size, args.views, dev, args.repeats
+    )
     kb = float(np.mean([p.stat().st_size for p in paths]) / 1024)
     result = {
         "jpeg_kb": kb,
         "protocol": "bench_imagenet_views: 500x375 JPEG q90, 224 px, MoCo-v2 views, CPU ms per image (1 thread)",
-        "images": args.images, "size": args.size, "views": args.views, "loader_cpu_ms_per_image": loader,
-        "boxes_over_decode": loader["boxes"] / loader["decode"], "pil_over_boxes": loader["pil"] / loader["boxes"],
-        "device": str(dev), "device_threads": threads, "batch": args.batch, "device_ms_per_batch": device_ms,
-    }  # fmt: skip
+        "images": args.images,
+        "size": args.size,
+        "views": args.views,
+        "loader_cpu_ms_per_image": loader,
+        "boxes_over_decode": loader["boxes"] / loader["decode"],
+        "pil_over_boxes": loader["pil"] / loader["boxes"],
+        "device": str(dev),
+        "device_threads": threads,
+        "batch": args.batch,
+        "device_ms_per_batch": device_ms,
+    }
     print(json.dumps(result, indent=2))
     if args.out:
         write_report(Path(args.out), result)
@@ -147,7 +155,7 @@ def write_report(out: Path, r: dict) -> None:
         f"PIL path / batch-augment workers: {r['pil_over_boxes']:.2f}x. Device half ({r['device']}, "
         f"{r['device_threads']} threads), ms per batch of {r['batch']} images x {r['views']} views: "
         f"resize {r['device_ms_per_batch']['resize']:.1f}, colour + blur {r['device_ms_per_batch']['colour_blur']:.1f}.",
-    ]  # fmt: skip
+    ]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
 
 

@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     from gsg_zoo.eval.runner import EvalContext
 
     torch.manual_seed(0)
-    ctx = EvalContext.load(args.model, image_size=args.image_size, subset=args.subset,
-                           options=ExtractOptions(num_workers=args.workers, progress=False))  # fmt: skip
+    ctx = EvalContext.load(
+        args.model,
+        image_size=args.image_size,
+        subset=args.subset,
+        options=ExtractOptions(num_workers=args.workers, progress=False),
+    )
     train = ctx.features("synthetic", "train", ctx.eval_transform())
     idx = protocol_indices(len(train.feats))
     std = Standardizer.fit(train.feats[idx["train"]])
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             "best_C": ours.best_C,
             "val_top1": ours.best_val,
             "curve": ours.curve,
-        },  # fmt: skip
+        },
         "sklearn": {"seconds": sk_seconds, "best_C": sk_best[0], "val_top1": sk_best[1], "curve": sk_curve},
         "speedup": sk_seconds / ours.seconds,
     }

@@ -11,7 +11,7 @@ T=0.07 as the recipe), and times one monitor call after an untimed first call (l
 * ``old``: the monitor before issue 27: the first ``--bank`` images (``Subset(range(N))``), 2 loader
   workers, rank 0 only, kNN on the CPU (re-implemented here; it also reports how many classes its
   bank holds);
-* ``new``: :class:`gsg_zoo.monitors.KnnMonitor` in one process, and under ``torchrun`` on 2 ranks
+* ``new``: :class:`gsg_zoo.train.monitor.KnnMonitor` in one process, and under ``torchrun`` on 2 ranks
   (gloo), each embedding a shard, same worker count.
 
 Telemetry: the time of :meth:`StepTelemetry.record` per step plus one row (all-reduce skipped in one
@@ -37,16 +37,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.core.distributed import init_distributed
+from gsg_zoo.core.normalization import mean_std
 from gsg_zoo.data.augment import eval_transform
-from gsg_zoo.data.datasets import build_dataset, collate_images
-from gsg_zoo.distributed import init_distributed
-from gsg_zoo.learner import SelfSupervisedLearner
-from gsg_zoo.monitors import KnnMonitor, collapse_metrics, dataset_labels, embed, knn_top1
-from gsg_zoo.normalization import mean_std
-from gsg_zoo.preprocessing import default_crop_pct
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.telemetry import StepSinks, StepTelemetry
-from gsg_zoo.train_step import train_step
+from gsg_zoo.data.pretraining import build_dataset, collate_images
+from gsg_zoo.method.learner import SelfSupervisedLearner
+from gsg_zoo.train.log import StepSinks, StepTelemetry
+from gsg_zoo.train.monitor import KnnMonitor, collapse_metrics, dataset_labels, embed, knn_top1
+from gsg_zoo.train.step import train_step
+from gsg_zoo.zoo.preprocessing import default_crop_pct
 
 CPU = torch.device("cpu")
 
@@ -65,12 +65,21 @@ def write_folder(root: Path, classes: int, per_class: dict[str, int], size: int)
 
 
 def recipe_for(args: argparse.Namespace, root: Path):
-    return load_recipe("imagenet_simsiam_gsg", [
-        f"model.backbone={args.backbone}", "model.projector_hidden_dim=512", "model.projector_dim=512",
-        "model.predictor_hidden_dim=128", f"data.root={root}", f"data.image_size={args.image_size}",
-        f"data.num_workers={args.workers}", f"monitor.train_limit={args.bank}", f"monitor.test_limit={args.queries}",
-        f"monitor.batch_size={args.monitor_batch}",
-    ])  # fmt: skip
+    return load_recipe(
+        "imagenet_simsiam_gsg",
+        [
+            f"model.backbone={args.backbone}",
+            "model.projector_hidden_dim=512",
+            "model.projector_dim=512",
+            "model.predictor_hidden_dim=128",
+            f"data.root={root}",
+            f"data.image_size={args.image_size}",
+            f"data.num_workers={args.workers}",
+            f"monitor.train_limit={args.bank}",
+            f"monitor.test_limit={args.queries}",
+            f"monitor.batch_size={args.monitor_batch}",
+        ],
+    )
 
 
 class OldMonitor:
@@ -123,8 +132,16 @@ def run_ranks(args: argparse.Namespace, root: Path) -> dict:
     """This script under torchrun (2 gloo ranks): the new monitor's time on rank 0."""
     out = root / "ranks.json"
     same = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if v is not None and k != "out"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", __file__,
-           *same, f"--ranks-child={root}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        __file__,
+        *same,
+        f"--ranks-child={root}",
+    ]
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads // 2))})
     return json.loads(out.read_text())
 
@@ -201,15 +218,20 @@ def main(argv: list[str] | None = None) -> dict:
         new = KnnMonitor(recipe.data, recipe.monitor)
         results = {
             "old_1_process": dict(zip(("seconds", "metrics"), timed(lambda: old(learner), args.reps))),
-            "new_1_process": dict(zip(("seconds", "metrics"), timed(lambda: new(learner, CPU, None, False), args.reps))),
-        }  # fmt: skip
+            "new_1_process": dict(
+                zip(("seconds", "metrics"), timed(lambda: new(learner, CPU, None, False), args.reps))
+            ),
+        }
         ranks = run_ranks(args, root)
         results["new_2_ranks"] = {"seconds": ranks.pop("seconds"), "metrics": ranks}
         results["telemetry"] = telemetry_cost(args, recipe, root)
-    report = {"command": "python benchmarks/bench_monitor.py " + " ".join(argv or sys.argv[1:]),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
-              "torch": torch.__version__, "settings": {k: v for k, v in vars(args).items() if k != "ranks_child"},
-              "results": results}  # fmt: skip
+    report = {
+        "command": "python benchmarks/bench_monitor.py " + " ".join(argv or sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
+        "torch": torch.__version__,
+        "settings": {k: v for k, v in vars(args).items() if k != "ranks_child"},
+        "results": results,
+    }
     md = markdown(report)
     print(md)
     if args.out:
@@ -220,17 +242,28 @@ def main(argv: list[str] | None = None) -> dict:
 
 def markdown(r: dict) -> str:
     s, res = r["settings"], r["results"]
-    lines = [f"kNN monitor, {s['bank']} bank / {s['queries']} queries of a class-ordered {s['classes']}-class JPEG "
-             f"ImageFolder ({s['size']} px files, {s['image_size']} px crops), {s['backbone']}, {s['workers']} workers, "
-             f"{r['machine']}", "", "| monitor | seconds per call | kNN top-1 | classes in the bank |", "|---|---:|---:|---:|"]  # fmt: skip
-    for key, label in (("old_1_process", "old: first N, rank 0 only"), ("new_1_process", "new: stratified, 1 process"),
-                       ("new_2_ranks", "new: stratified, 2 ranks (gloo)")):  # fmt: skip
+    lines = [
+        f"kNN monitor, {s['bank']} bank / {s['queries']} queries of a class-ordered {s['classes']}-class JPEG "
+        f"ImageFolder ({s['size']} px files, {s['image_size']} px crops), {s['backbone']}, {s['workers']} workers, "
+        f"{r['machine']}",
+        "",
+        "| monitor | seconds per call | kNN top-1 | classes in the bank |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("old_1_process", "old: first N, rank 0 only"),
+        ("new_1_process", "new: stratified, 1 process"),
+        ("new_2_ranks", "new: stratified, 2 ranks (gloo)"),
+    ):
         m = res[key]["metrics"]
         classes = m.get("bank_classes", s["classes"])
         lines.append(f"| {label} | {res[key]['seconds']:.2f} | {m['knn_top1']:.2f} | {classes} |")
     t = res["telemetry"]
-    lines += ["", f"Step telemetry: {1e3 * t['telemetry_s_per_step']:.3f} ms per step (log_every {t['log_every']}) "
-              f"vs a {1e3 * t['step_s']:.0f} ms training step: {100 * t['overhead_frac']:.3f} % overhead."]  # fmt: skip
+    lines += [
+        "",
+        f"Step telemetry: {1e3 * t['telemetry_s_per_step']:.3f} ms per step (log_every {t['log_every']}) "
+        f"vs a {1e3 * t['step_s']:.0f} ms training step: {100 * t['overhead_frac']:.3f} % overhead.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -44,14 +44,21 @@ def main(argv: list[str] | None = None) -> None:
     for protocol in ("fast", "reference"):
         with tempfile.TemporaryDirectory() as cache_dir:  # empty caches: both pay for their extraction
             torch.manual_seed(0)  # same random backbone for both
-            ctx = EvalContext.load(args.model, image_size=args.image_size, cache_dir=cache_dir, subset=args.subset,
-                                   options=ExtractOptions(num_workers=args.workers, progress=False))  # fmt: skip
+            ctx = EvalContext.load(
+                args.model,
+                image_size=args.image_size,
+                cache_dir=cache_dir,
+                subset=args.subset,
+                options=ExtractOptions(num_workers=args.workers, progress=False),
+            )
             results[protocol] = run_linear(ctx, "synthetic", protocol, cfg)
             r = results[protocol]
             print(f"{protocol:9s} top-1 {r['top1']:6.2f}  wall {r['wall_seconds']:7.1f} s")
     speedup = results["reference"]["wall_seconds"] / results["fast"]["wall_seconds"]
-    print(f"speed-up of the cached fast probe: {speedup:.1f}x "
-          f"(top-1 {results['fast']['top1']:.2f} vs {results['reference']['top1']:.2f})")  # fmt: skip
+    print(
+        f"speed-up of the cached fast probe: {speedup:.1f}x "
+        f"(top-1 {results['fast']['top1']:.2f} vs {results['reference']['top1']:.2f})"
+    )
     summary = {
         "model": args.model,
         "image_size": args.image_size,

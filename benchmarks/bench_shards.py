@@ -29,8 +29,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from gsg_zoo.data.datasets import Transformed, collate_images
-from gsg_zoo.data.loaders import image_folder
+from gsg_zoo.data.pretraining import Transformed, collate_images
+from gsg_zoo.data.readers import image_folder
 from gsg_zoo.data.shards import ShardImages, write_shards
 from gsg_zoo.data.stream import EpochPlan, ShardStream
 
@@ -78,9 +78,12 @@ def measure(build, workers: int, batch: int) -> dict[str, float]:
         memory = (worker_memory_mb(it) or memory) if k % 4 == 0 else memory
     seconds = time.perf_counter() - start
     memory = memory or [{"rss_mb": float("nan"), "pss_mb": float("nan")}]
-    return {"images_per_s": n / seconds, "start_s": first,
-            "worker_rss_mb": statistics.mean(m["rss_mb"] for m in memory),
-            "worker_pss_mb": statistics.mean(m["pss_mb"] for m in memory)}  # fmt: skip
+    return {
+        "images_per_s": n / seconds,
+        "start_s": first,
+        "worker_rss_mb": statistics.mean(m["rss_mb"] for m in memory),
+        "worker_pss_mb": statistics.mean(m["pss_mb"] for m in memory),
+    }
 
 
 def inputs(root: Path, batch: int, buffer: int = 1000) -> dict:
@@ -108,11 +111,21 @@ def coverage_rank(rank: int, root: Path, store: str, batch: int, out: Path) -> N
     if rank == 0:
         keys = [c for steps in gathered for b in steps for c in b]
         total = sum(stream.plan.counts)
-        out.write_text(json.dumps({
-            "ranks": 2, "workers": 2, "batch": batch, "samples": total, "steps_per_rank": [len(g) for g in gathered],
-            "images_per_rank": [sum(map(len, g)) for g in gathered], "distinct": len(set(keys)),
-            "repeated": len(keys) - len(set(keys)), "dropped_tail": total - len(set(keys)),
-        }))  # fmt: skip
+        out.write_text(
+            json.dumps(
+                {
+                    "ranks": 2,
+                    "workers": 2,
+                    "batch": batch,
+                    "samples": total,
+                    "steps_per_rank": [len(g) for g in gathered],
+                    "images_per_rank": [sum(map(len, g)) for g in gathered],
+                    "distinct": len(set(keys)),
+                    "repeated": len(keys) - len(set(keys)),
+                    "dropped_tail": total - len(set(keys)),
+                }
+            )
+        )
     dist.destroy_process_group()
 
 
@@ -122,8 +135,14 @@ def coverage(root: Path, batch: int) -> dict:
     return json.loads(out.read_text())
 
 
-def shuffle_quality(samples: int = 128_000, shard: int = 1000, world: int = 8, workers: int = 4,
-                    batch: int = 64, buffers: tuple[int, ...] = (1000, 8192)) -> dict:  # fmt: skip
+def shuffle_quality(
+    samples: int = 128_000,
+    shard: int = 1000,
+    world: int = 8,
+    workers: int = 4,
+    batch: int = 64,
+    buffers: tuple[int, ...] = (1000, 8192),
+) -> dict:
     """Rank 0's epoch order under the plan vs a global permutation (the map-style readers'): how many
     shards a batch draws from, how often two loader-adjacent samples share a shard, and how often two
     samples that shared a batch share one again the next epoch (with shards written shuffled, the
@@ -142,34 +161,58 @@ def shuffle_quality(samples: int = 128_000, shard: int = 1000, world: int = 8, w
                 for y in range(x + 1, len(b)):
                     pairs += 1
                     repeats += again.get(b[x], -1) == again.get(b[y], -2)
-        return {"shards_per_batch": float(np.mean([len(set(np.asarray(b) // shard)) for b in batches])),
-                "adjacent_same_shard": float(np.mean(shard_of[1:] == shard_of[:-1])),
-                "batch_pairs_repeated_next_epoch": repeats / pairs}  # fmt: skip
+        return {
+            "shards_per_batch": float(np.mean([len(set(np.asarray(b) // shard)) for b in batches])),
+            "adjacent_same_shard": float(np.mean(shard_of[1:] == shard_of[:-1])),
+            "batch_pairs_repeated_next_epoch": repeats / pairs,
+        }
 
     per_rank = samples // world
-    result = {"setup": {"samples": samples, "shard": shard, "world": world, "workers": workers, "batch": batch},
-              "global_permutation": stats([list(rng.permutation(samples)[:per_rank]) for _ in range(2)])}  # fmt: skip
+    result = {
+        "setup": {"samples": samples, "shard": shard, "world": world, "workers": workers, "batch": batch},
+        "global_permutation": stats([list(rng.permutation(samples)[:per_rank]) for _ in range(2)]),
+    }
     for size in buffers:
         plan = EpochPlan(counts, seed=0, world=world, batch=batch, buffer=size)
         result[f"buffer_{size}"] = stats([plan.rank_indices(e, 0, workers) for e in (0, 1)])
     return result
 
 
-PRETRAIN = ["model.backbone=resnet10t", "model.projector_hidden_dim=512", "model.projector_dim=512",
-            "model.predictor_hidden_dim=128", "data.image_size=64", "train.batch_size=32", "train.epochs=1",
-            "monitor.every=-1", "train.checkpoint_every=0", "data.split=train"]  # fmt: skip
-PRETRAIN_INPUTS = {"folder": ["data.dataset=imagefolder"], "shards": ["data.dataset=webdataset"],
-                   "stream": ["data.dataset=webdataset", "data.streaming=true", "data.shuffle_buffer=1000"]}  # fmt: skip
+PRETRAIN = [
+    "model.backbone=resnet10t",
+    "model.projector_hidden_dim=512",
+    "model.projector_dim=512",
+    "model.predictor_hidden_dim=128",
+    "data.image_size=64",
+    "train.batch_size=32",
+    "train.epochs=1",
+    "monitor.every=-1",
+    "train.checkpoint_every=0",
+    "data.split=train",
+]
+PRETRAIN_INPUTS = {
+    "folder": ["data.dataset=imagefolder"],
+    "shards": ["data.dataset=webdataset"],
+    "stream": ["data.dataset=webdataset", "data.streaming=true", "data.shuffle_buffer=1000"],
+}
 
 
 def pretrain_rate(root: Path, side: str, steps: int, workers: int, out: Path) -> float:
     """``gsg pretrain imagenet_simsiam_gsg`` (ResNet-10-T at 64 px, batch 32) for ``steps`` steps; images/s."""
-    from gsg_zoo.recipes import load_recipe
-    from gsg_zoo.trainer import Pretrainer
+    from gsg_zoo.config.recipes import load_recipe
+    from gsg_zoo.train.trainer import Pretrainer
 
     data = root / ("folder" if side == "folder" else "shards")
-    recipe = load_recipe("imagenet_simsiam_gsg", [*PRETRAIN, *PRETRAIN_INPUTS[side], f"data.root={data}",
-                                                  f"train.max_steps_per_epoch={steps}", f"data.num_workers={workers}"])  # fmt: skip
+    recipe = load_recipe(
+        "imagenet_simsiam_gsg",
+        [
+            *PRETRAIN,
+            *PRETRAIN_INPUTS[side],
+            f"data.root={data}",
+            f"train.max_steps_per_epoch={steps}",
+            f"data.num_workers={workers}",
+        ],
+    )
     Pretrainer(recipe, out, progress=False).run()
     return json.loads((out / "summary.json").read_text())["images_per_s"]
 
@@ -182,19 +225,34 @@ def startup_by_size(root: Path, sizes: list[int], workers: int, batch: int) -> d
     for n in sizes:
         sized = root / f"size_{n}"
         write_jpegs(sized / "folder", n, classes=100, size=(64, 48))
-        write_shards(image_folder(sized / "folder", "train"), sized / "shards", max_count=500, progress=False,
-                     shuffle_seed=0)  # fmt: skip
+        write_shards(
+            image_folder(sized / "folder", "train"),
+            sized / "shards",
+            max_count=500,
+            progress=False,
+            shuffle_seed=0,
+        )
         for side, build in inputs(sized, batch, buffer=256).items():
             start = time.perf_counter()
             dataset = build()
             shuffle = {} if isinstance(dataset, ShardStream) else {"shuffle": True}
-            it = iter(DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate_images,
-                                 persistent_workers=True, **shuffle))  # fmt: skip
+            it = iter(
+                DataLoader(
+                    dataset,
+                    batch_size=batch,
+                    num_workers=workers,
+                    collate_fn=collate_images,
+                    persistent_workers=True,
+                    **shuffle,
+                )
+            )
             next(it)
             seconds, memory = time.perf_counter() - start, worker_memory_mb(it)
-            out.setdefault(side, {})[str(n)] = {"start_s": seconds,
-                                                "worker_rss_mb": statistics.mean(m["rss_mb"] for m in memory),
-                                                "worker_pss_mb": statistics.mean(m["pss_mb"] for m in memory)}  # fmt: skip
+            out.setdefault(side, {})[str(n)] = {
+                "start_s": seconds,
+                "worker_rss_mb": statistics.mean(m["rss_mb"] for m in memory),
+                "worker_pss_mb": statistics.mean(m["pss_mb"] for m in memory),
+            }
             del it
     return out
 
@@ -213,26 +271,46 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         kb = write_jpegs(root / "folder", args.images)
-        write_shards(image_folder(root / "folder", "train"), root / "shards", max_count=500, progress=False,
-                     shuffle_seed=0)  # fmt: skip
+        write_shards(
+            image_folder(root / "folder", "train"),
+            root / "shards",
+            max_count=500,
+            progress=False,
+            shuffle_seed=0,
+        )
         runs = {side: [] for side in inputs(root, args.batch)}
         for _ in range(args.reps):
             for side, build in inputs(root, args.batch).items():
                 runs[side].append(measure(build, args.workers, args.batch))
         cover = coverage(root, args.batch)
-        pretrain = {side: pretrain_rate(root, side, args.pretrain_steps, args.workers, root / f"run_{side}")
-                    for side in PRETRAIN_INPUTS} if args.pretrain_steps else {}  # fmt: skip
+        pretrain = (
+            {
+                side: pretrain_rate(root, side, args.pretrain_steps, args.workers, root / f"run_{side}")
+                for side in PRETRAIN_INPUTS
+            }
+            if args.pretrain_steps
+            else {}
+        )
         sizes = [int(n) for n in args.startup_sizes.split(",") if n]
         startup = startup_by_size(root, sizes, args.workers, args.batch)
     mean = {side: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
-    result = {"command": f"python benchmarks/bench_shards.py --images {args.images} --workers {args.workers} "
-                         f"--batch {args.batch} --reps {args.reps} --pretrain-steps {args.pretrain_steps} "
-                         f"--startup-sizes {args.startup_sizes}", "cpus": os.cpu_count(),
-              "images": args.images, "jpeg": f"500x375, quality 90, {kb:.0f} KB mean", "workers": args.workers,
-              "runs": runs, "mean": mean,
-              "ratio_images_per_s": {s: mean[s]["images_per_s"] / mean["folder"]["images_per_s"] for s in mean},
-              "coverage_2_ranks_x_2_workers": cover, "shuffle": shuffle_quality(),
-              "pretrain_images_per_s": pretrain, "pretrain_setup": PRETRAIN, "startup_s_by_size": startup}  # fmt: skip
+    result = {
+        "command": f"python benchmarks/bench_shards.py --images {args.images} --workers {args.workers} "
+        f"--batch {args.batch} --reps {args.reps} --pretrain-steps {args.pretrain_steps} "
+        f"--startup-sizes {args.startup_sizes}",
+        "cpus": os.cpu_count(),
+        "images": args.images,
+        "jpeg": f"500x375, quality 90, {kb:.0f} KB mean",
+        "workers": args.workers,
+        "runs": runs,
+        "mean": mean,
+        "ratio_images_per_s": {s: mean[s]["images_per_s"] / mean["folder"]["images_per_s"] for s in mean},
+        "coverage_2_ranks_x_2_workers": cover,
+        "shuffle": shuffle_quality(),
+        "pretrain_images_per_s": pretrain,
+        "pretrain_setup": PRETRAIN,
+        "startup_s_by_size": startup,
+    }
     print(
         json.dumps(
             {

@@ -1,7 +1,7 @@
 """Training-step benchmark: SimSiam / BYOL with and without GSG (and source-only GSG) at equal settings.
 
 In one process, for each method: the median time of warm training steps (the trainer's step,
-``gsg_zoo.train_step.train_step``: forward, backward, SGD step, EMA update), peak memory, FLOPs of
+``gsg_zoo.train.step.train_step``: forward, backward, SGD step, EMA update), peak memory, FLOPs of
 one step (``torch.utils.flop_counter.FlopCounterMode``: matmuls and convolutions) and the achieved
 FLOP/s next to a matmul peak measured in the same run, and the time of the guided logic alone
 (pairing, selection, GSG loss forward and backward on the real tensor shapes) as a fraction of the
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from gsg_zoo.train_step import autocast, train_step
+from gsg_zoo.train.step import autocast, train_step
 
 VARIANTS = {
     "simsiam": ("simsiam", True, False),
@@ -56,16 +56,23 @@ VARIANTS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("Examples::")[1],
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("Examples::")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("--backbone", default="resnet18", help="timm backbone (default resnet18, ImageNet stem)")
     p.add_argument("--size", type=int, default=32, help="image size in pixels (default 32)")
     p.add_argument("--batch", type=int, default=64, help="images per view-batch (default 64)")
     p.add_argument("--steps", type=int, default=5, help="timed warm steps (median reported; default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    p.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="M",
-                   help=f"variants to run (default all): {', '.join(VARIANTS)}")  # fmt: skip
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        metavar="M",
+        help=f"variants to run (default all): {', '.join(VARIANTS)}",
+    )
     p.add_argument("--projector-layers", type=int, default=2)
     p.add_argument("--proj-dim", type=int, default=2048, help="projector hidden and output width")
     p.add_argument("--pred-dim", type=int, default=512, help="predictor bottleneck width")
@@ -175,15 +182,20 @@ def matmul_peak_flops(setup: Setup) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- steps
 def build(variant: str, args: argparse.Namespace, setup: Setup) -> tuple[Any, torch.optim.Optimizer]:
-    from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
+    from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
 
     method, predictor, source_only = VARIANTS[variant]
     torch.manual_seed(0)
     cfg = LearnerConfig.for_method(
-        method, backbone=args.backbone, predictor=predictor, source_only=source_only,
-        projector_layers=args.projector_layers, projector_hidden_dim=args.proj_dim,
-        projector_dim=args.proj_dim, predictor_hidden_dim=args.pred_dim,
-    )  # fmt: skip
+        method,
+        backbone=args.backbone,
+        predictor=predictor,
+        source_only=source_only,
+        projector_layers=args.projector_layers,
+        projector_hidden_dim=args.proj_dim,
+        projector_dim=args.proj_dim,
+        predictor_hidden_dim=args.pred_dim,
+    )
     learner = SelfSupervisedLearner(cfg).to(setup.device).train()
     if setup.channels_last:
         learner.to(memory_format=torch.channels_last)
@@ -206,7 +218,7 @@ def make_views(learner: Any, args: argparse.Namespace, setup: Setup) -> list[tor
 
 
 def one_step(learner: Any, opt: torch.optim.Optimizer, views: list[torch.Tensor], setup: Setup) -> Any:
-    """The trainer's step (:func:`gsg_zoo.train_step.train_step`) without a grad scaler, EMA at 1/100."""
+    """The trainer's step (:func:`gsg_zoo.train.step.train_step`) without a grad scaler, EMA at 1/100."""
     return train_step(learner, views, opt, ema=learner, step=1, total_steps=100, amp_dtype=setup.amp)
 
 
@@ -220,8 +232,8 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 def guided_logic(learner: Any, args: argparse.Namespace, setup: Setup) -> Callable[[], Any]:
     """What GSG adds beyond the encoder passes, on the step's real (N, D) shapes."""
-    from gsg_zoo.losses import gsg_loss, gsg_select, negative_cosine
-    from gsg_zoo.pairing import pair_indices
+    from gsg_zoo.method.losses import gsg_loss, gsg_select, negative_cosine
+    from gsg_zoo.method.pairing import pair_indices
 
     cfg, n, dim = learner.config, args.batch, args.proj_dim
     g = torch.Generator().manual_seed(1)
@@ -270,8 +282,13 @@ def bench_variant(variant: str, args: argparse.Namespace, setup: Setup) -> dict[
     learner, opt = build(variant, args, setup)
     views = make_views(learner, args, setup)
     method, predictor, source_only = VARIANTS[variant]
-    row: dict[str, Any] = {"variant": variant, "method": method, "predictor": predictor, "source_only": source_only,
-                           "views": learner.config.num_views}  # fmt: skip
+    row: dict[str, Any] = {
+        "variant": variant,
+        "method": method,
+        "predictor": predictor,
+        "source_only": source_only,
+        "views": learner.config.num_views,
+    }
     with PeakMemory(setup.device) as mem:
         step_s, times = median_time(
             lambda: one_step(learner, opt, views, setup), setup, args.steps, args.warmup
@@ -304,8 +321,15 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     mem = (
                         r["peak_mem_mb"] / o["peak_mem_mb"] if r["peak_mem_mb"] and o["peak_mem_mb"] else None
                     )
-                    out.append({"variant": name, "vs": other, "kind": kind, "time_ratio": r["step_ms"] / o["step_ms"],
-                                "memory_ratio": mem})  # fmt: skip
+                    out.append(
+                        {
+                            "variant": name,
+                            "vs": other,
+                            "kind": kind,
+                            "time_ratio": r["step_ms"] / o["step_ms"],
+                            "memory_ratio": mem,
+                        }
+                    )
     return out
 
 
@@ -384,8 +408,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for variant in args.methods:
             rows.append(bench_variant(variant, args, setup))
             tick(variant)
-    result = {"config": config, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "matmul_peak": peak, "results": rows, "ratios": ratios(rows)}  # fmt: skip
+    result = {
+        "config": config,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "matmul_peak": peak,
+        "results": rows,
+        "ratios": ratios(rows),
+    }
     print(to_markdown(result))
     if args.out:
         with open(args.out, "w") as f:

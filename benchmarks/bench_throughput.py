@@ -1,6 +1,6 @@
 """End-to-end throughput with data loading: images/s and the fraction of step time spent waiting for data.
 
-Builds the trainer (:class:`gsg_zoo.trainer.Pretrainer`) from a recipe on the built-in synthetic
+Builds the trainer (:class:`gsg_zoo.train.trainer.Pretrainer`) from a recipe on the built-in synthetic
 dataset, so the DataLoader is exactly the trainer's (EpochSeeded multi-view dataset, workers,
 pinning, prefetch, collate), and runs its training step for each ``num_workers`` value. Also
 measures the loader alone (no model): the images/s the data pipeline can feed.
@@ -32,9 +32,10 @@ RECIPES = {"cifar": "cifar10_{method}", "mocov2": "imagenet_{method}"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("Examples::")[1],
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("Examples::")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--method", default="simsiam_gsg", choices=["simsiam", "simsiam_gsg", "byol", "byol_gsg"])
     p.add_argument(
@@ -49,14 +50,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads in the main process (0: default)"
     )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra recipe overrides, e.g. --set train.precision=bf16")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra recipe overrides, e.g. --set train.precision=bf16",
+    )
     p.add_argument("--out", help="write the results as JSON here")
     return p.parse_args(argv)
 
 
 def _recipe(args: argparse.Namespace, name: str, workers: int) -> Any:
-    from gsg_zoo.recipes import load_recipe
+    from gsg_zoo.config.recipes import load_recipe
 
     recipe_name = RECIPES[name].format(method=args.method)
     overrides = [
@@ -79,7 +86,7 @@ def _recipe(args: argparse.Namespace, name: str, workers: int) -> Any:
 
 
 def measure(args: argparse.Namespace, name: str, workers: int) -> dict[str, Any]:
-    from gsg_zoo.trainer import Pretrainer
+    from gsg_zoo.train.trainer import Pretrainer
 
     recipe = _recipe(args, name, workers)
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,8 +118,8 @@ def measure(args: argparse.Namespace, name: str, workers: int) -> dict[str, Any]
 def time_steps(trainer: Any, warmup: int, n: int) -> tuple[list[float], list[float]]:
     """Seconds waiting for each batch and seconds of each whole step (wait included), after ``warmup``
     steps, of the trainer's loader and training step."""
-    from gsg_zoo.train_data import step_views
-    from gsg_zoo.train_step import train_step
+    from gsg_zoo.train.inputs import step_views
+    from gsg_zoo.train.step import train_step
 
     learner, opt, device = trainer.learner, trainer.optimizer, trainer.device
     learner.train()
@@ -123,8 +130,16 @@ def time_steps(trainer: Any, warmup: int, n: int) -> tuple[list[float], list[flo
     for i, (batch, _, _) in enumerate(trainer.train_loader):
         got = time.perf_counter()
         views = step_views(batch, trainer.data, num_views, device, channels_last, seed=i)
-        train_step(trainer.model, views, opt, ema=learner, step=i, total_steps=100,
-                   scaler=trainer.scaler, amp_dtype=trainer.amp_dtype)  # fmt: skip
+        train_step(
+            trainer.model,
+            views,
+            opt,
+            ema=learner,
+            step=i,
+            total_steps=100,
+            scaler=trainer.scaler,
+            amp_dtype=trainer.amp_dtype,
+        )
         sync()
         done = time.perf_counter()
         if i >= warmup:

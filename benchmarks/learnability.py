@@ -34,16 +34,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from gsg_zoo.backbones import feature_dim
+from gsg_zoo.config.recipes import Recipe, load_recipe
+from gsg_zoo.core.device import resolve_device
+from gsg_zoo.core.normalization import mean_std
 from gsg_zoo.data.batch_augment import BatchAugment
 from gsg_zoo.data.synthetic import SyntheticShapes
-from gsg_zoo.device import resolve_device
-from gsg_zoo.learner import SelfSupervisedLearner
-from gsg_zoo.monitors import knn_top1
-from gsg_zoo.normalization import mean_std
-from gsg_zoo.optim import build_optimizer, lr_at, set_lr
-from gsg_zoo.recipes import Recipe, load_recipe
-from gsg_zoo.train_step import train_step
+from gsg_zoo.method.backbones import feature_dim
+from gsg_zoo.method.learner import SelfSupervisedLearner
+from gsg_zoo.train.monitor import knn_top1
+from gsg_zoo.train.optim import build_optimizer, lr_at, set_lr
+from gsg_zoo.train.step import train_step
 
 VARIANTS: dict[str, dict[str, bool]] = {
     "full": {},
@@ -66,8 +66,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bank", type=int, default=2000, help="kNN bank: the first N training images")
     p.add_argument("--test", type=int, default=1000, help="test images")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe override, repeatable (e.g. train.seed=1, data.min_scale=0.6)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override, repeatable (e.g. train.seed=1, data.min_scale=0.6)",
+    )
     return p.parse_args(argv)
 
 

@@ -8,7 +8,7 @@ and the plain training loop of lightly's examples ``examples/pytorch/simsiam.py`
 ``examples/pytorch/byol.py`` (included by docs/source/examples/simsiam.rst and byol.rst,
 github.com/lightly-ai/lightly). gsg-zoo trains through ``Pretrainer`` (what ``gsg pretrain`` runs).
 
-Aligned (:data:`CONFIG`): backbone (timm ResNet-10-T from ``gsg_zoo.backbones.create_backbone``,
+Aligned (:data:`CONFIG`): backbone (timm ResNet-10-T from ``gsg_zoo.method.backbones.create_backbone``,
 zero-init residual BN), data (all 60,000 Fashion-MNIST training images, shuffled, 28 px zero-padded to
 32 by the same reader), image size 32, batch 64, ``--steps`` steps (one truncated epoch), SGD (lr 0.1,
 momentum 0.9, weight decay 5e-4 on every parameter) with a per-step cosine to 0, head widths, the
@@ -39,10 +39,24 @@ import torch
 from torch import nn
 
 CONFIG: dict[str, Any] = {
-    "arch": "resnet10t", "image_size": 32, "batch": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-    "proj_hidden": 512, "proj_dim": 512, "pred_hidden": 128, "ema_base": 0.99, "workers": 2,
-    "min_scale": 0.2, "jitter": 0.4, "hue": 0.1, "grayscale_p": 0.2, "knn_k": 200, "knn_t": 0.1,
-}  # fmt: skip
+    "arch": "resnet10t",
+    "image_size": 32,
+    "batch": 64,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "proj_hidden": 512,
+    "proj_dim": 512,
+    "pred_hidden": 128,
+    "ema_base": 0.99,
+    "workers": 2,
+    "min_scale": 0.2,
+    "jitter": 0.4,
+    "hue": 0.1,
+    "grayscale_p": 0.2,
+    "knn_k": 200,
+    "knn_t": 0.1,
+}
 DIFFERENCES = [
     "SimSiam projector: gsg-zoo's last Linear has a bias (then BN without affine, which removes it); "
     "lightly's has none",
@@ -69,11 +83,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--eval-subset", type=int, default=5000, help="seeded train and test images for kNN")
-    p.add_argument("--warmup-steps", type=int, default=20,
-                   help="untimed steps of every (library, method) first, so no measured run is the process's "
-                        "cold start (0: none)")  # fmt: skip
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="CONFIG override (smoke tests), e.g. --set batch=8")  # fmt: skip
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=20,
+        help="untimed steps of every (library, method) first, so no measured run is the process's "
+        "cold start (0: none)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="CONFIG override (smoke tests), e.g. --set batch=8",
+    )
     return p.parse_args(argv)
 
 
@@ -91,33 +115,64 @@ def config_with(overrides: list[str]) -> dict[str, Any]:
 def gsg_overrides(method: str, seed: int, steps: int, root: str, cfg: dict[str, Any]) -> list[str]:
     """The ``demo_fmnist`` recipe set to :data:`CONFIG` (``--set`` values of ``gsg pretrain``)."""
     return [
-        f"method={method}", f"model.backbone={cfg['arch']}", f"model.projector_layers={3 if method == 'simsiam' else 2}",
-        f"model.projector_hidden_dim={cfg['proj_hidden']}", f"model.projector_dim={cfg['proj_dim']}",
-        f"model.predictor_hidden_dim={cfg['pred_hidden']}", "model.ema_schedule=cosine",
-        f"model.ema_momentum={cfg['ema_base']}", f"data.root={root}", f"data.image_size={cfg['image_size']}",
-        "data.batch_augment=false", f"data.jitter={cfg['jitter']}", f"data.hue={cfg['hue']}",
-        f"data.min_scale={cfg['min_scale']}", f"data.grayscale_p={cfg['grayscale_p']}", "data.normalization=cifar",
-        f"data.num_workers={cfg['workers']}", f"optim.lr={cfg['lr']}", f"optim.momentum={cfg['momentum']}",
-        f"optim.weight_decay={cfg['weight_decay']}", "optim.scale_lr=false", "optim.fix_predictor_lr=false",
-        "optim.warmup_epochs=0", "optim.per_step=true", "optim.schedule=cosine", "train.epochs=1",
-        f"train.max_steps_per_epoch={steps}", f"train.batch_size={cfg['batch']}", f"train.seed={seed}",
-        "train.device=cpu", "train.precision=fp32", "train.channels_last=false", "monitor.every=-1",
-    ]  # fmt: skip
+        f"method={method}",
+        f"model.backbone={cfg['arch']}",
+        f"model.projector_layers={3 if method == 'simsiam' else 2}",
+        f"model.projector_hidden_dim={cfg['proj_hidden']}",
+        f"model.projector_dim={cfg['proj_dim']}",
+        f"model.predictor_hidden_dim={cfg['pred_hidden']}",
+        "model.ema_schedule=cosine",
+        f"model.ema_momentum={cfg['ema_base']}",
+        f"data.root={root}",
+        f"data.image_size={cfg['image_size']}",
+        "data.batch_augment=false",
+        f"data.jitter={cfg['jitter']}",
+        f"data.hue={cfg['hue']}",
+        f"data.min_scale={cfg['min_scale']}",
+        f"data.grayscale_p={cfg['grayscale_p']}",
+        "data.normalization=cifar",
+        f"data.num_workers={cfg['workers']}",
+        f"optim.lr={cfg['lr']}",
+        f"optim.momentum={cfg['momentum']}",
+        f"optim.weight_decay={cfg['weight_decay']}",
+        "optim.scale_lr=false",
+        "optim.fix_predictor_lr=false",
+        "optim.warmup_epochs=0",
+        "optim.per_step=true",
+        "optim.schedule=cosine",
+        "train.epochs=1",
+        f"train.max_steps_per_epoch={steps}",
+        f"train.batch_size={cfg['batch']}",
+        f"train.seed={seed}",
+        "train.device=cpu",
+        "train.precision=fp32",
+        "train.channels_last=false",
+        "monitor.every=-1",
+    ]
 
 
 def train_gsg_zoo(method: str, seed: int, steps: int, root: str, out: Path, cfg: dict[str, Any]) -> dict:
     """gsg-zoo's ``method`` through ``Pretrainer``, exported as a timm local-dir folder."""
-    from gsg_zoo.export import export_checkpoint
-    from gsg_zoo.recipes import load_recipe
-    from gsg_zoo.trainer import Pretrainer
+    from gsg_zoo.config.recipes import load_recipe
+    from gsg_zoo.train.trainer import Pretrainer
+    from gsg_zoo.zoo.export import export_checkpoint
 
     recipe = load_recipe("demo_fmnist", gsg_overrides(method, seed, steps, root, cfg))
     summary = Pretrainer(recipe, out / "run", progress=False).run()
-    export = export_checkpoint(out / "run" / "checkpoints" / "last.pt", out / "export",
-                               name=f"parity-gsg-{method}", overwrite=True, verify=False)  # fmt: skip
+    export = export_checkpoint(
+        out / "run" / "checkpoints" / "last.pt",
+        out / "export",
+        name=f"parity-gsg-{method}",
+        overwrite=True,
+        verify=False,
+    )
     (epoch,) = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
-    return {"export": str(export), "images_per_s": epoch["images_per_s"], "train_s": epoch["epoch_time_s"],
-            "steps": summary["steps"]}  # fmt: skip
+    return {
+        "export": str(export),
+        "images_per_s": epoch["images_per_s"],
+        "train_s": epoch["epoch_time_s"],
+        "steps": summary["steps"],
+    }
 
 
 # ----------------------------------------------------------------------------- lightly
@@ -166,20 +221,37 @@ def lightly_transform(method: str, cfg: dict[str, Any]) -> Any:
     """lightly's own SimSiam / BYOL transform, at :data:`CONFIG`'s strengths (no blur, no solarisation)."""
     from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimSiamTransform
 
-    from gsg_zoo.normalization import CIFAR_MEAN, CIFAR_STD
+    from gsg_zoo.core.normalization import CIFAR_MEAN, CIFAR_STD
 
-    common = {"input_size": cfg["image_size"], "cj_prob": 0.8, "cj_strength": 1.0, "cj_bright": cfg["jitter"],
-              "cj_contrast": cfg["jitter"], "cj_sat": cfg["jitter"], "cj_hue": cfg["hue"],
-              "min_scale": cfg["min_scale"], "random_gray_scale": cfg["grayscale_p"], "gaussian_blur": 0.0,
-              "hf_prob": 0.5, "normalize": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}}  # fmt: skip
+    common = {
+        "input_size": cfg["image_size"],
+        "cj_prob": 0.8,
+        "cj_strength": 1.0,
+        "cj_bright": cfg["jitter"],
+        "cj_contrast": cfg["jitter"],
+        "cj_sat": cfg["jitter"],
+        "cj_hue": cfg["hue"],
+        "min_scale": cfg["min_scale"],
+        "random_gray_scale": cfg["grayscale_p"],
+        "gaussian_blur": 0.0,
+        "hf_prob": 0.5,
+        "normalize": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)},
+    }
     if method == "simsiam":
         return SimSiamTransform(**common)
     views = (BYOLView1Transform, BYOLView2Transform)
     return BYOLTransform(*(view(**common, solarization_prob=0.0) for view in views))
 
 
-def lightly_step(model: nn.Module, method: str, views: list[torch.Tensor], criterion: nn.Module,
-                 step: int, steps: int, cfg: dict[str, Any]) -> torch.Tensor:  # fmt: skip
+def lightly_step(
+    model: nn.Module,
+    method: str,
+    views: list[torch.Tensor],
+    criterion: nn.Module,
+    step: int,
+    steps: int,
+    cfg: dict[str, Any],
+) -> torch.Tensor:
     """One step's loss, as lightly's examples compute it."""
     x0, x1 = views
     if method == "simsiam":
@@ -199,19 +271,27 @@ def train_lightly(method: str, seed: int, steps: int, root: str, out: Path, cfg:
     """lightly's ``method`` with its plain loop; the backbone exported as a timm local-dir folder."""
     from lightly.loss import NegativeCosineSimilarity
 
-    from gsg_zoo.backbones import create_backbone, feature_dim
-    from gsg_zoo.data.datasets import build_dataset
+    from gsg_zoo.data.pretraining import build_dataset
+    from gsg_zoo.method.backbones import create_backbone, feature_dim
 
     torch.manual_seed(seed)
     backbone = create_backbone(cfg["arch"], zero_init_residual=True)
     model = (LightlySimSiam if method == "simsiam" else LightlyBYOL)(backbone, feature_dim(backbone), cfg)
-    dataset = build_dataset("fashion_mnist", root, "train", transform=lightly_transform(method, cfg),
-                            image_size=cfg["image_size"])  # fmt: skip
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["batch"], shuffle=True, drop_last=True,
-                                         num_workers=cfg["workers"], generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    dataset = build_dataset(
+        "fashion_mnist", root, "train", transform=lightly_transform(method, cfg), image_size=cfg["image_size"]
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg["batch"],
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg["workers"],
+        generator=torch.Generator().manual_seed(seed),
+    )
     criterion = NegativeCosineSimilarity()
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                                weight_decay=cfg["weight_decay"])  # fmt: skip
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
+    )
     start, images, losses = time.perf_counter(), 0, []
     for step, (views, _) in zip(range(steps), loader):
         for group in optimizer.param_groups:  # the per-step cosine gsg-zoo's optim.per_step uses
@@ -223,15 +303,20 @@ def train_lightly(method: str, seed: int, steps: int, root: str, out: Path, cfg:
         images, losses = images + views[0].shape[0], [*losses, float(loss.detach())]
     elapsed = time.perf_counter() - start
     export = export_lightly_backbone(model.backbone, out / "export", cfg)
-    return {"export": str(export), "images_per_s": images / elapsed, "train_s": elapsed, "steps": len(losses),
-            "final_loss": losses[-1] if losses else None}  # fmt: skip
+    return {
+        "export": str(export),
+        "images_per_s": images / elapsed,
+        "train_s": elapsed,
+        "steps": len(losses),
+        "final_loss": losses[-1] if losses else None,
+    }
 
 
 def export_lightly_backbone(backbone: nn.Module, out: Path, cfg: dict[str, Any]) -> Path:
     """The backbone as a timm local-dir folder with gsg-zoo's data config of this training data."""
     from timm.models import save_for_hf
 
-    from gsg_zoo.preprocessing import trained_data_config
+    from gsg_zoo.zoo.preprocessing import trained_data_config
 
     data = {"image_size": cfg["image_size"], "normalization": "cifar"}
     backbone.pretrained_cfg = {**backbone.pretrained_cfg, **trained_data_config(cfg["arch"], data)}
@@ -245,17 +330,40 @@ def export_lightly_backbone(backbone: nn.Module, out: Path, cfg: dict[str, Any])
 
 def score(export: str, root: str, subset: int, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """``gsg eval knn`` on an export (in this process, through the command line's own entry point)."""
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
 
     k, t = cfg["knn_k"], cfg["knn_t"]
-    argv = ["eval", "knn", "--model", export, "--dataset", "fashion_mnist", "--data", root, "--subset",
-            str(subset), "--image-size", str(cfg["image_size"]), "--knn", f"{k}:{t}", "--no-cache",
-            "--workers", "0", "--no-progress", "--out", str(out)]  # fmt: skip
+    argv = [
+        "eval",
+        "knn",
+        "--model",
+        export,
+        "--dataset",
+        "fashion_mnist",
+        "--data",
+        root,
+        "--subset",
+        str(subset),
+        "--image-size",
+        str(cfg["image_size"]),
+        "--knn",
+        f"{k}:{t}",
+        "--no-cache",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     if main(argv) != 0:
         raise RuntimeError(f"gsg {' '.join(argv)} failed")
     result = json.loads((out / "knn_fashion_mnist.json").read_text())
-    return {"knn_top1": result["results"][0]["top1"], "num_train": result["num_train"],
-            "num_test": result["num_test"], "transform": result["protocol_settings"]["transform"]}  # fmt: skip
+    return {
+        "knn_top1": result["results"][0]["top1"],
+        "num_train": result["num_train"],
+        "num_test": result["num_test"],
+        "transform": result["protocol_settings"]["transform"],
+    }
 
 
 def run_one(lib: str, method: str, seed: int, args: argparse.Namespace, cfg: dict[str, Any]) -> dict:
@@ -284,9 +392,18 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for lib in LIBRARIES:
             rs = [r for r in records if r["method"] == method and r["library"] == lib]
             if rs:
-                rows.append({"method": method, "library": lib, "seeds": [r["seed"] for r in rs],
-                             **{f"{key}_{stat}": fn([r[key] for r in rs]) for key in ("knn_top1", "images_per_s")
-                                for stat, fn in (("mean", statistics.mean), ("std", _std))}})  # fmt: skip
+                rows.append(
+                    {
+                        "method": method,
+                        "library": lib,
+                        "seeds": [r["seed"] for r in rs],
+                        **{
+                            f"{key}_{stat}": fn([r[key] for r in rs])
+                            for key in ("knn_top1", "images_per_s")
+                            for stat, fn in (("mean", statistics.mean), ("std", _std))
+                        },
+                    }
+                )
     return rows
 
 
@@ -295,15 +412,22 @@ def _std(values: list[float]) -> float:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Peer parity: gsg-zoo vs lightly {report['lightly_version']} on Fashion-MNIST",
-             "", f"{report['steps']} steps at batch {report['config']['batch']} (after {report['warmup_steps']} untimed "
-             f"warm-up steps per library and method), seeds {report['seeds']}; "
-             f"kNN top-1 (k={report['config']['knn_k']}, T={report['config']['knn_t']}) by `gsg eval knn` "
-             f"on {report['eval_subset']} train / {report['eval_subset']} test images; machine: {report['machine']}",
-             "", "| method | library | kNN top-1 (mean ± std) | images/s (mean ± std) |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Peer parity: gsg-zoo vs lightly {report['lightly_version']} on Fashion-MNIST",
+        "",
+        f"{report['steps']} steps at batch {report['config']['batch']} (after {report['warmup_steps']} untimed "
+        f"warm-up steps per library and method), seeds {report['seeds']}; "
+        f"kNN top-1 (k={report['config']['knn_k']}, T={report['config']['knn_t']}) by `gsg eval knn` "
+        f"on {report['eval_subset']} train / {report['eval_subset']} test images; machine: {report['machine']}",
+        "",
+        "| method | library | kNN top-1 (mean ± std) | images/s (mean ± std) |",
+        "|---|---|---|---|",
+    ]
     for r in report["table"]:
-        lines.append(f"| {r['method']} | {r['library']} | {r['knn_top1_mean']:.2f} ± {r['knn_top1_std']:.2f} | "
-                     f"{r['images_per_s_mean']:.1f} ± {r['images_per_s_std']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {r['method']} | {r['library']} | {r['knn_top1_mean']:.2f} ± {r['knn_top1_std']:.2f} | "
+            f"{r['images_per_s_mean']:.1f} ± {r['images_per_s_std']:.1f} |"
+        )
     lines += ["", "Stays different:", *[f"- {d}" for d in report["differences"]], ""]
     return "\n".join(lines)
 
@@ -315,12 +439,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = config_with(args.overrides)
     if args.warmup_steps:
         warm_up(args, cfg)
-    records = [run_one(lib, method, seed, args, cfg) for seed in args.seeds for method in args.methods
-               for lib in (LIBRARIES if seed % 2 == 0 else LIBRARIES[::-1])]  # fmt: skip
-    report = {"lightly_version": lightly.__version__, "torch": torch.__version__, "steps": args.steps,
-              "warmup_steps": args.warmup_steps, "seeds": args.seeds, "eval_subset": args.eval_subset, "config": cfg, "differences": DIFFERENCES,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, load {_load()}",
-              "table": aggregate(records), "records": records, "wall_s": time.perf_counter() - t0}  # fmt: skip
+    records = [
+        run_one(lib, method, seed, args, cfg)
+        for seed in args.seeds
+        for method in args.methods
+        for lib in (LIBRARIES if seed % 2 == 0 else LIBRARIES[::-1])
+    ]
+    report = {
+        "lightly_version": lightly.__version__,
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "warmup_steps": args.warmup_steps,
+        "seeds": args.seeds,
+        "eval_subset": args.eval_subset,
+        "config": cfg,
+        "differences": DIFFERENCES,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, load {_load()}",
+        "table": aggregate(records),
+        "records": records,
+        "wall_s": time.perf_counter() - t0,
+    }
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / "peer_parity.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gsg_zoo.telemetry import SELECTION_KEYS  # noqa: E402
+from gsg_zoo.train.log import SELECTION_KEYS  # noqa: E402
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -29,8 +29,11 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot(tags: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 5, figsize=(18, 3.2))
-    for ax, key, label in zip(axes[:3], ("loss", "images_per_s", "data_wait_frac"),
-                              ("loss (all ranks)", "images/s (global)", "data-wait fraction")):  # fmt: skip
+    for ax, key, label in zip(
+        axes[:3],
+        ("loss", "images_per_s", "data_wait_frac"),
+        ("loss (all ranks)", "images/s (global)", "data-wait fraction"),
+    ):
         ax.plot(*zip(*tags[key]), marker=".")
         ax.set_title(label)
     if SELECTION_KEYS[0] in tags:

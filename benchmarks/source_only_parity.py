@@ -37,8 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-images", type=int, default=2000, help="synthetic training images")
     p.add_argument("--batch", type=int, default=256, help="global batch size")
     p.add_argument("--workers", type=int, default=2, help="data.num_workers")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra recipe overrides for both modes")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra recipe overrides for both modes",
+    )
     return p.parse_args(argv)
 
 
@@ -48,17 +54,33 @@ def run_one(args: argparse.Namespace, seed: int, source_only: bool, out: Path) -
     if summary_path.exists():  # resumable: finished runs are kept
         return json.loads(summary_path.read_text())
     cmd = [
-        sys.executable, "-m", "gsg_zoo", "pretrain", args.recipe, "--out", str(run_dir), "--no-progress",
-        "--set", f"method={args.method}",
-        "--set", f"model.source_only={str(source_only).lower()}",
-        "--set", f"train.seed={seed}",
-        "--set", f"train.epochs={args.epochs}",
-        "--set", f"train.batch_size={args.batch}",
-        "--set", f"data.num_images={args.num_images}",
-        "--set", f"data.num_workers={args.workers}",
-        "--set", "train.checkpoint_every=0",
-        "--set", "monitor.every=0",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "gsg_zoo",
+        "pretrain",
+        args.recipe,
+        "--out",
+        str(run_dir),
+        "--no-progress",
+        "--set",
+        f"method={args.method}",
+        "--set",
+        f"model.source_only={str(source_only).lower()}",
+        "--set",
+        f"train.seed={seed}",
+        "--set",
+        f"train.epochs={args.epochs}",
+        "--set",
+        f"train.batch_size={args.batch}",
+        "--set",
+        f"data.num_images={args.num_images}",
+        "--set",
+        f"data.num_workers={args.workers}",
+        "--set",
+        "train.checkpoint_every=0",
+        "--set",
+        "monitor.every=0",
+    ]
     for o in args.overrides:
         cmd += ["--set", o]
     t = time.perf_counter()
@@ -84,8 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             label = "source_only" if source_only else "reference"
             print(f"[parity] seed {seed}: {label}", flush=True)
             s = run_one(args, seed, source_only, out)
-            runs[label].append({"seed": seed, "knn_top1": s["knn_top1"], "images_per_s": s["images_per_s"],
-                                "final_loss": s["final_loss"], "train_time_s": s["train_time_s"]})  # fmt: skip
+            runs[label].append(
+                {
+                    "seed": seed,
+                    "knn_top1": s["knn_top1"],
+                    "images_per_s": s["images_per_s"],
+                    "final_loss": s["final_loss"],
+                    "train_time_s": s["train_time_s"],
+                }
+            )
     result: dict[str, Any] = {
         "config": {k: v for k, v in vars(args).items()},
         "machine": _machine(),
@@ -95,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, rs in runs.items():
         knn_m, knn_s = _mean_std([r["knn_top1"] for r in rs])
         ips_m, ips_s = _mean_std([r["images_per_s"] for r in rs])
-        stats[label] = {"knn_top1_mean": knn_m, "knn_top1_std": knn_s, "images_per_s_mean": ips_m,
-                        "images_per_s_std": ips_s}  # fmt: skip
+        stats[label] = {
+            "knn_top1_mean": knn_m,
+            "knn_top1_std": knn_s,
+            "images_per_s_mean": ips_m,
+            "images_per_s_std": ips_s,
+        }
     ratios = [s["images_per_s"] / r["images_per_s"] for s, r in zip(runs["source_only"], runs["reference"])]
     result["stats"] = stats
     result["speedup_per_seed"] = ratios

@@ -17,8 +17,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCH = ["--recipes", "mocov2", "--method", "simsiam_gsg", "--workers", "2", "--batch", "16", "--steps", "12",
-         "--warmup", "2"]  # fmt: skip
+BENCH = [
+    "--recipes",
+    "mocov2",
+    "--method",
+    "simsiam_gsg",
+    "--workers",
+    "2",
+    "--batch",
+    "16",
+    "--steps",
+    "12",
+    "--warmup",
+    "2",
+]
 
 
 def bench_throughput() -> Any:

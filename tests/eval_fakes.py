@@ -14,9 +14,20 @@ import numpy as np
 from PIL import Image
 
 PALETTE = np.array(
-    [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]], dtype=np.float64,
-)  # fmt: skip
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+    ],
+    dtype=np.float64,
+)
 
 
 def class_image(label: int, rng: np.random.Generator, size: int = 16, gray: bool = False) -> np.ndarray:
@@ -115,8 +126,10 @@ def write_cars(root: Path, n_train: int = 16, n_test: int = 12, k: int = 4) -> N
         base / "devkit" / "cars_meta.mat",
         {"class_names": np.array([f"car {i}" for i in range(k)], dtype=object)},
     )
-    for split, n, ann in (("train", n_train, base / "devkit" / "cars_train_annos.mat"),
-                          ("test", n_test, base / "cars_test_annos_withlabels.mat")):  # fmt: skip
+    for split, n, ann in (
+        ("train", n_train, base / "devkit" / "cars_train_annos.mat"),
+        ("test", n_test, base / "cars_test_annos_withlabels.mat"),
+    ):
         rec = np.zeros(n, dtype=[("fname", "O"), ("class", "O")])
         for i, y in enumerate(_labels(n, k)):
             fname = f"{i + 1:05d}.jpg"

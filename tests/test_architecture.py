@@ -1,4 +1,5 @@
-"""The module map of the docs' Architecture table (docs/development.md, generated from LAYERS), enforced: layers import only downwards, no cycles.
+"""The layers of ``gsg_zoo`` are its folders, enforced: a folder imports only from itself and the folders
+below it, with no import cycles (docs/development.md renders ``LAYERS`` as the architecture table).
 
 The import graph is read from the source (every ``import``, module level or inside a function), so a
 lazy import that goes the wrong way counts too.
@@ -7,49 +8,27 @@ lazy import that goes the wrong way counts too.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "gsg_zoo"
 
-#: Layers, lowest first: a module may import from its own layer and the layers listed before it.
-#: ``""`` is the package itself (``import gsg_zoo``: light, its public API loaded lazily).
+#: Layers, lowest first: the folders (and top-level modules) of each; a module may import from its own
+#: layer and the layers listed before it. ``""`` is the package itself, the public API over all layers.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "base": (
-        "",
-        "normalization",
-        "device",
-        "resources",
-        "layout",
-        "checksums",
-        "checkpoint",
-        "timm_hook",
-        "losses",
-        "pairing",
-        "heads",
-        "ema",
-        "optim",
-        "distributed",
-    ),  # fmt: skip
-    "model": ("backbones", "learner", "preprocessing", "recipes"),
+    "core": ("core", "_version"),
+    "method": ("method",),
+    "config": ("config",),
     "data": ("data",),
-    "zoo": ("card_data", "cards", "zoo", "hub", "importers", "export", "models"),
+    "zoo": ("zoo",),
     "eval": ("eval",),
-    "train": (
-        "train_step",
-        "train_data",
-        "resume_point",
-        "run_control",
-        "run_state",
-        "run_log",
-        "telemetry",
-        "monitors",
-        "trainer",
-        "experiments",
-        "preflight",
-    ),  # fmt: skip
+    "train": ("train",),
     "transfer": ("transfer",),
-    "app": ("demo", "zoo_build", "cli", "commands", "__main__"),
+    "app": ("app",),
+    "api": ("", "__main__"),
 }
+#: At most this many top-level modules besides ``__init__`` and ``__main__``: the rest live in layers.
+MAX_TOP_LEVEL_MODULES = 5
 
 
 def _module_name(path: Path) -> str:
@@ -138,9 +117,32 @@ def test_no_import_cycles():
 
 
 def test_the_checks_can_fail():
-    """A base module importing the trainer is an upward import and, with trainer -> losses, a cycle."""
+    """A method module importing the trainer is an upward import and, with trainer -> losses, a cycle."""
     graph = import_graph()
-    graph["losses"] = graph["losses"] | {"trainer"}
-    graph["trainer"] = graph["trainer"] | {"losses"}
-    assert upward_imports(graph) == ["losses (base) -> trainer (train)"]
-    assert any("losses" in c and "trainer" in c for c in import_cycles(graph))
+    graph["method.losses"] = graph["method.losses"] | {"train.trainer"}
+    graph["train.trainer"] = graph["train.trainer"] | {"method.losses"}
+    assert upward_imports(graph) == ["method.losses (method) -> train.trainer (train)"]
+    assert any("method.losses" in c and "train.trainer" in c for c in import_cycles(graph))
+
+
+def test_the_package_shows_its_layers():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, f"top-level modules {top}: move them into a layer folder"
+    folders = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    members = {m for names in LAYERS.values() for m in names}
+    assert set(folders) | set(top) | {"", "__main__"} == members, "LAYERS names exactly the folders"
+
+
+#: Machinery the package must not use: import hooks, and timm's private names (``timm.models._registry``,
+#: ``_model_pretrained_cfgs``, ...); registration goes through timm's public ``register_model``.
+HIDDEN = re.compile(r"sys\.meta_path|importlib\.abc|\btimm(\.\w+)*\._(?!_)\w+|\b_model_\w+")
+
+
+def test_no_import_hooks_and_no_private_timm_names():
+    found = [
+        f"{p.relative_to(PACKAGE)}:{i}: {line.strip()}"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if HIDDEN.search(line)
+    ]
+    assert not found, "hidden machinery:\n" + "\n".join(found)

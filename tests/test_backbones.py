@@ -3,7 +3,7 @@ import timm
 import torch
 
 import gsg_zoo  # noqa: F401  (registers the CIFAR-stem ResNets)
-from gsg_zoo.backbones import create_backbone, feature_dim
+from gsg_zoo.method.backbones import create_backbone, feature_dim
 
 
 def test_cifar_stem_registered_in_timm():

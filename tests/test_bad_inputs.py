@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from gsg_zoo import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.checkpoint import save_checkpoint
-from gsg_zoo.checksums import ExportIntegrityError, sha256_file
-from gsg_zoo.cli import main
-from gsg_zoo.export import export_checkpoint
-from gsg_zoo.models import load_backbone
-from gsg_zoo.recipes import load_recipe
+from gsg_zoo.app.cli import main
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.core.checkpoint import save_checkpoint
+from gsg_zoo.core.checksums import ExportIntegrityError, sha256_file
+from gsg_zoo.zoo.export import export_checkpoint
+from gsg_zoo.zoo.load import load_backbone
 
 
 def _usage_error(argv: list[str], capsys) -> str:
@@ -81,8 +81,19 @@ def test_missing_monitor_split_is_reported_before_training(tmp_path, capsys):
         (tmp_path / "data" / "train" / cls).mkdir(parents=True)
         for i in range(4):
             Image.new("RGB", (16, 16), (60 * i, 0, 0)).save(tmp_path / "data" / "train" / cls / f"{i}.png")
-    argv = ["pretrain", "demo", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "data"),
-            "--set", "data.dataset=imagefolder", "--set", "train.batch_size=4", "--no-progress"]  # fmt: skip
+    argv = [
+        "pretrain",
+        "demo",
+        "--out",
+        str(tmp_path / "run"),
+        "--data",
+        str(tmp_path / "data"),
+        "--set",
+        "data.dataset=imagefolder",
+        "--set",
+        "train.batch_size=4",
+        "--no-progress",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "monitor.test_split" in err and str(tmp_path / "data" / "test") in err
@@ -94,8 +105,13 @@ def test_missing_monitor_split_is_reported_before_training(tmp_path, capsys):
 def export_dir(tmp_path_factory):
     """A real ``gsg export`` of a tiny checkpoint (without the fresh-process reload check)."""
     root = tmp_path_factory.mktemp("run")
-    cfg = LearnerConfig.for_method("simsiam_gsg", backbone="resnet18_cifar", projector_hidden_dim=16,
-                                   projector_dim=8, predictor_hidden_dim=4)  # fmt: skip
+    cfg = LearnerConfig.for_method(
+        "simsiam_gsg",
+        backbone="resnet18_cifar",
+        projector_hidden_dim=16,
+        projector_dim=8,
+        predictor_hidden_dim=4,
+    )
     config = {"model": cfg.to_dict(), "data": {"image_size": 32, "dataset": "cifar10"}}
     learner = SelfSupervisedLearner(cfg)
     save_checkpoint(root / "last.pt", {"config": config, "model": learner.state_dict(), "epoch": 1})

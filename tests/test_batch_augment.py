@@ -7,6 +7,7 @@ import torch
 import torchvision.transforms.functional as TF
 from test_pretrain import TINY
 
+from gsg_zoo.config.recipes import load_recipe
 from gsg_zoo.data.batch_augment import (
     BatchAugment,
     adjust_brightness,
@@ -15,8 +16,7 @@ from gsg_zoo.data.batch_augment import (
     adjust_saturation,
     crop_flip_theta,
 )
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.trainer import Pretrainer
+from gsg_zoo.train.trainer import Pretrainer
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from gsg_zoo.data.batch_augment import (
     gaussian_blur,
     solarize,
 )
-from gsg_zoo.data.datasets import collate_views
+from gsg_zoo.data.pretraining import collate_views
 
 
 def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -85,8 +85,17 @@ def test_packed_images_travel_as_one_buffer():
 
 
 def test_device_path_is_blur_of_flip_for_fixed_parameters():
-    aug = BatchAugment(32, (0.0,) * 3, (1.0,) * 3, crop=False, jitter_p=0.0, grayscale_p=0.0, flip_p=1.0,
-                       blur_p=1.0, blur_sigma=(1.3, 1.3))  # fmt: skip
+    aug = BatchAugment(
+        32,
+        (0.0,) * 3,
+        (1.0,) * 3,
+        crop=False,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        flip_p=1.0,
+        blur_p=1.0,
+        blur_sigma=(1.3, 1.3),
+    )
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     out = aug(x, torch.Generator().manual_seed(0))
     for i in range(2):
@@ -121,8 +130,8 @@ def test_blur_and_solarize_draws_follow_the_recipe(monkeypatch):
 def test_byol_views_blur_and_solarize_per_view(monkeypatch):
     """BYOL's asymmetric views (Grill et al. Table 6): views 0, 2 blur p=1.0, no solarisation; views 1, 3
     blur p=0.1, solarise p=0.2; saturation jitter 0.2 while brightness/contrast stay 0.4."""
-    from gsg_zoo.recipes import load_recipe
-    from gsg_zoo.train_data import view_transform
+    from gsg_zoo.config.recipes import load_recipe
+    from gsg_zoo.train.inputs import view_transform
 
     recipe = load_recipe("imagenet_byol_gsg_byol_views", ["data.batch_augment=true"])
     assert recipe.paper == {} and recipe.data.min_scale == 0.08
@@ -147,19 +156,25 @@ def test_byol_views_blur_and_solarize_per_view(monkeypatch):
 def test_byol_pil_views_alternate_the_two_pipelines():
     from torchvision import transforms as T
 
+    from gsg_zoo.config.recipes import load_recipe
     from gsg_zoo.data.augment import MultiView, build_augmentation
-    from gsg_zoo.recipes import load_recipe
 
     data = load_recipe("imagenet_byol_gsg_byol_views").data
     first, second = build_augmentation(data.augmentation, 32, data.normalization, **data.augment_options())
     for pipeline, blur_p, solarize_p in ((first, 1.0, None), (second, 0.1, 0.2)):
         kinds = {type(t).__name__: t for t in pipeline.transforms}
         assert kinds["RandomResizedCrop"].scale == (0.08, 1.0)
-        (jitter,) = [t.transforms[0] for t in pipeline.transforms if isinstance(t, T.RandomApply) and
-                     isinstance(t.transforms[0], T.ColorJitter)]  # fmt: skip
+        (jitter,) = [
+            t.transforms[0]
+            for t in pipeline.transforms
+            if isinstance(t, T.RandomApply) and isinstance(t.transforms[0], T.ColorJitter)
+        ]
         assert jitter.saturation == (0.8, 1.2) and jitter.brightness == (0.6, 1.4)
-        blur = [t for t in pipeline.transforms if isinstance(t, T.RandomApply) and
-                isinstance(t.transforms[0], T.GaussianBlur)]  # fmt: skip
+        blur = [
+            t
+            for t in pipeline.transforms
+            if isinstance(t, T.RandomApply) and isinstance(t.transforms[0], T.GaussianBlur)
+        ]
         assert blur[0].p == blur_p and blur[0].transforms[0].kernel_size == (5, 5)  # default_blur_kernel(32)
         assert (kinds["RandomSolarize"].p if "RandomSolarize" in kinds else None) == solarize_p
     views = MultiView([lambda im: "a", lambda im: "b"], 4)(None)
@@ -201,8 +216,8 @@ def test_views_of_worker_crops_take_one_crop_each():
 def test_imagenet_recipe_batch_augment_splits_the_work():
     """mocov2 + data.batch_augment: workers decode and draw 4 boxes, the device resizes them and does
     MoCo-v2's colour and blur."""
-    from gsg_zoo.recipes import load_recipe
-    from gsg_zoo.train_data import view_transform
+    from gsg_zoo.config.recipes import load_recipe
+    from gsg_zoo.train.inputs import view_transform
 
     data = load_recipe("imagenet_simsiam_gsg", ["data.batch_augment=true", "data.image_size=32"]).data
     views, aug = view_transform(data, 4)

@@ -52,9 +52,12 @@ def test_bench_step_tiny(tmp_path, capsys):
 def test_bench_step_ratios_include_source_only():
     rows = [
         {"variant": v, "method": m, "source_only": so, "step_ms": t, "peak_mem_mb": 10.0}
-        for v, m, so, t in [("byol", "byol", False, 1.0), ("byol_gsg", "byol_gsg", False, 2.0),
-                            ("byol_gsg_so", "byol_gsg", True, 1.25)]
-    ]  # fmt: skip
+        for v, m, so, t in [
+            ("byol", "byol", False, 1.0),
+            ("byol_gsg", "byol_gsg", False, 2.0),
+            ("byol_gsg_so", "byol_gsg", True, 1.25),
+        ]
+    ]
     got = {(q["variant"], q["vs"]): q["time_ratio"] for q in load("bench_step").ratios(rows)}
     assert got == {
         ("byol_gsg", "byol"): 2.0,
@@ -72,9 +75,27 @@ def test_bench_step_help():
 
 def test_bench_throughput_tiny(tmp_path):
     out = tmp_path / "tp.json"
-    args = ["--recipes", "cifar", "--workers", "0", "1", "--steps", "2", "--batch", "8", "--warmup", "1",
-            "--threads", "1", "--set", "model.projector_hidden_dim=64", "--set", "model.projector_dim=64",
-            "--out", str(out)]  # fmt: skip
+    args = [
+        "--recipes",
+        "cifar",
+        "--workers",
+        "0",
+        "1",
+        "--steps",
+        "2",
+        "--batch",
+        "8",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--set",
+        "model.projector_hidden_dim=64",
+        "--set",
+        "model.projector_dim=64",
+        "--out",
+        str(out),
+    ]
     load("bench_throughput").main(args)
     result = json.loads(out.read_text())
     assert {"config", "machine", "threads", "results"} <= set(result)
@@ -85,15 +106,30 @@ def test_bench_throughput_tiny(tmp_path):
 
 
 # the demo recipe with small heads and batch, for the learnability benchmark's tests
-SMALL_DEMO = ["model.projector_hidden_dim=32", "model.projector_dim=32", "model.predictor_hidden_dim=8",
-              "train.batch_size=8"]  # fmt: skip
+SMALL_DEMO = [
+    "model.projector_hidden_dim=32",
+    "model.projector_dim=32",
+    "model.predictor_hidden_dim=8",
+    "train.batch_size=8",
+]
 
 
 def test_learnability_tiny(tmp_path, capsys):
     """Both objectives take steps, every score is a percentage and the table lists every variant."""
     module = load("learnability")
-    args = ["--seconds", "0.5", "--num-images", "40", "--bank", "40", "--test", "20", "--out", str(tmp_path / "l"),
-            *(a for kv in SMALL_DEMO for a in ("--set", kv))]  # fmt: skip
+    args = [
+        "--seconds",
+        "0.5",
+        "--num-images",
+        "40",
+        "--bank",
+        "40",
+        "--test",
+        "20",
+        "--out",
+        str(tmp_path / "l"),
+        *(a for kv in SMALL_DEMO for a in ("--set", kv)),
+    ]
     result = module.main([*args, "--variants", "full", "flat_grey"])
     assert json.loads((tmp_path / "l.json").read_text()) == result
     assert [r["variant"] for r in result["rows"]] == ["full", "flat_grey"]
@@ -108,8 +144,8 @@ def test_learnability_tiny(tmp_path, capsys):
 def test_learnability_training_moves_the_backbone():
     import torch
 
-    from gsg_zoo.learner import SelfSupervisedLearner
-    from gsg_zoo.recipes import load_recipe
+    from gsg_zoo.config.recipes import load_recipe
+    from gsg_zoo.method.learner import SelfSupervisedLearner
 
     module = load("learnability")
     recipe = load_recipe("demo", SMALL_DEMO)
@@ -130,8 +166,12 @@ def test_learnability_training_moves_the_backbone():
 
 def test_bench_batch_augment_tiny(tmp_path, capsys):
     out = tmp_path / "ba.json"
-    assert load("bench_batch_augment").main(["--batch", "4", "--views", "2", "--repeats", "1", "--device", "cpu",
-                                             "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        load("bench_batch_augment").main(
+            ["--batch", "4", "--views", "2", "--repeats", "1", "--device", "cpu", "--out", str(out)]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     assert (r["size"], r["batch"], r["views"], r["device"]) == (32, 4, 2, "cpu")
     assert r["pil_views_per_s"] > 0 and r["batch_views_per_s"] > 0
@@ -143,8 +183,22 @@ def test_bench_batch_augment_tiny(tmp_path, capsys):
 
 def test_bench_imagenet_views_tiny(tmp_path):
     out = tmp_path / "views.json"
-    argv = ["--images", "2", "--size", "32", "--batch", "2", "--repeats", "1", "--device", "cpu",
-            "--data", str(tmp_path / "jpegs"), "--out", str(out)]  # fmt: skip
+    argv = [
+        "--images",
+        "2",
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--data",
+        str(tmp_path / "jpegs"),
+        "--out",
+        str(out),
+    ]
     assert load("bench_imagenet_views").main(argv) == 0
     r = json.loads(out.read_text())
     ms = r["loader_cpu_ms_per_image"]
@@ -155,8 +209,20 @@ def test_bench_imagenet_views_tiny(tmp_path):
 
 
 def test_throughput_ab_tiny(tmp_path):
-    bench = ["--recipes", "cifar", "--workers", "0", "--batch", "4", "--steps", "1", "--warmup", "0",
-             "--backbone", "resnet10t"]  # fmt: skip
+    bench = [
+        "--recipes",
+        "cifar",
+        "--workers",
+        "0",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--backbone",
+        "resnet10t",
+    ]
     r = load("throughput_ab").main(["--reps", "2", "--out", str(tmp_path / "ab.json"), "--bench", *bench])
     assert [len(r["images_per_s"][s]) for s in "AB"] == [2, 2]
     assert r["ratio_b_over_a"] == pytest.approx(r["images_per_s_mean"]["B"] / r["images_per_s_mean"]["A"])
@@ -168,8 +234,24 @@ def test_bench_logreg_tiny(tmp_path, monkeypatch):
     """The torch and scikit-learn sweeps cover the same C grid; the best C is the curve's argmax."""
     monkeypatch.setenv("GSG_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "logreg.json"
-    load("bench_logreg").main(["--model", "random:mobilenetv3_small_050", "--subset", "40", "--num-c", "3",
-                               "--max-iter", "20", "--workers", "0", "--threads", "1", "--out", str(out)])  # fmt: skip
+    load("bench_logreg").main(
+        [
+            "--model",
+            "random:mobilenetv3_small_050",
+            "--subset",
+            "40",
+            "--num-c",
+            "3",
+            "--max-iter",
+            "20",
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     r = json.loads(out.read_text())
     assert r["num_c"] == 3 and r["features"][0] == 40 and r["threads"] == 1
     for key in ("torch_lbfgs", "sklearn"):
@@ -185,8 +267,24 @@ def test_bench_probe_tiny(tmp_path, monkeypatch):
     """Both protocols train the same fc for the epochs asked; the speed-up is their wall-time ratio."""
     monkeypatch.setenv("GSG_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "probe.json"
-    load("bench_probe").main(["--model", "random:mobilenetv3_small_050", "--subset", "24", "--epochs", "1",
-                              "--batch-size", "8", "--workers", "0", "--threads", "1", "--out", str(out)])  # fmt: skip
+    load("bench_probe").main(
+        [
+            "--model",
+            "random:mobilenetv3_small_050",
+            "--subset",
+            "24",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     r = json.loads(out.read_text())
     assert r["epochs"] == 1 and r["model"] == "random:mobilenetv3_small_050"
     assert [r[p]["protocol"] for p in ("fast", "reference")] == ["fast", "reference"]
@@ -201,8 +299,21 @@ def test_source_only_parity_tiny(tmp_path):
     from test_pretrain import TINY
 
     out = tmp_path / "parity"
-    args = ["--out", str(out), "--seeds", "0", "--epochs", "1", "--num-images", "64", "--batch", "16",
-            "--workers", "0", *(a for kv in [*TINY, "train.max_steps_per_epoch=2"] for a in ("--set", kv))]  # fmt: skip
+    args = [
+        "--out",
+        str(out),
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--num-images",
+        "64",
+        "--batch",
+        "16",
+        "--workers",
+        "0",
+        *(a for kv in [*TINY, "train.max_steps_per_epoch=2"] for a in ("--set", kv)),
+    ]
     assert load("source_only_parity").main(args) == 0
     r = json.loads((out / "parity.json").read_text())
     for mode, flag in (("reference", False), ("source_only", True)):
@@ -227,8 +338,11 @@ def test_synthetic_data_quick(tmp_path):
     assert [(g["image_size"], g["images"]) for g in r["generation"]] == [(32, 1000), (64, 300), (224, 50)]
     assert all(g["images_per_cpu_s"] > 0 for g in r["generation"])
     assert [(w["format"], w["image_size"], w["images"]) for w in r["writers"]] == [
-        ("imagefolder", 64, 100), ("coco", 64, 100), ("mmseg", 64, 100), ("coco", 224, 20),
-    ]  # fmt: skip
+        ("imagefolder", 64, 100),
+        ("coco", 64, 100),
+        ("mmseg", 64, 100),
+        ("coco", 224, 20),
+    ]
     assert all(w["MiB"] > 0 for w in r["writers"])
     knn = r["pixel_knn"]["top1_by_seed"]
     assert list(knn) == ["0", "1", "2"] and all(r["pixel_knn"]["chance"] < a < 0.9 for a in knn.values())

@@ -14,10 +14,18 @@ import yaml
 from PIL import Image
 from test_export import make_run
 
-from gsg_zoo import card_data
-from gsg_zoo.card_data import PaperRef, Result, comparable, load_paper_refs, normalize_results, parse_paper
-from gsg_zoo.cards import build_model_card, parse_front_matter, write_model_card, write_repo_card
-from gsg_zoo.export import export_checkpoint, verify_export
+from gsg_zoo.core.checksums import verify_export
+from gsg_zoo.zoo import card_data
+from gsg_zoo.zoo.card_data import (
+    PaperRef,
+    Result,
+    comparable,
+    load_paper_refs,
+    normalize_results,
+    parse_paper,
+)
+from gsg_zoo.zoo.cards import build_model_card, parse_front_matter, write_model_card, write_repo_card
+from gsg_zoo.zoo.export import export_checkpoint
 
 PAPER_RECIPES = [
     f"{d}_{m}" for d in ("cifar10", "imagenet") for m in ("simsiam", "simsiam_gsg", "byol", "byol_gsg")
@@ -79,8 +87,13 @@ def test_front_matter_and_model_index_match_results(cifar_export):
 def test_paper_numbers_come_from_the_recipes():
     (ref,) = load_paper_refs("cifar10_simsiam_gsg")
     assert (ref.method, ref.architecture, ref.task, ref.dataset, ref.metric, ref.value) == (
-        "simsiam_gsg", "resnet18_cifar", "knn", "cifar10", "top1", 86.4
-    )  # fmt: skip
+        "simsiam_gsg",
+        "resnet18_cifar",
+        "knn",
+        "cifar10",
+        "top1",
+        86.4,
+    )
     assert {"82.7", "86.4", "88.0", "90.3", "67.9", "69.4", "69.9", "71.1"} <= PAPER_NUMBERS
     assert load_paper_refs("demo") == [] and load_paper_refs("no_such_recipe") == []
     assert load_paper_refs(None) == [] and load_paper_refs("../etc/passwd") == []
@@ -201,8 +214,11 @@ def test_subset_knn_is_labelled_and_not_compared_with_the_paper():
 def test_linear_paper_numbers_need_the_same_protocol_name():
     (ref,) = parse_paper(
         {"linear_top1": {"value": 69.4, "split": "val", "protocol": "reference"}},
-        "simsiam_gsg", "resnet50", "imagenet", 100,
-    )  # fmt: skip
+        "simsiam_gsg",
+        "resnet50",
+        "imagenet",
+        100,
+    )
     assert (
         isinstance(ref, PaperRef) and ref.dataset == "imagenet" and ref.setting.endswith("protocol reference")
     )
@@ -224,12 +240,25 @@ def test_baseline_columns_beside_the_measured_numbers(cifar_export, tmp_path):
     import shutil
 
     d = shutil.copytree(cifar_export, tmp_path / "exp")
-    results = {"results": [
-        {"task": "knn", "dataset": "synthetic", "metric": "top1", "value": 30.0,
-         "baselines": {"random init": 14.0, "raw pixels": 19.5}},
-        {"task": "linear", "dataset": "synthetic", "metric": "top1", "value": 33.0,
-         "baseline": 15.0, "baseline_name": "random init"},  # the single-baseline form still works
-    ]}  # fmt: skip
+    results = {
+        "results": [
+            {
+                "task": "knn",
+                "dataset": "synthetic",
+                "metric": "top1",
+                "value": 30.0,
+                "baselines": {"random init": 14.0, "raw pixels": 19.5},
+            },
+            {
+                "task": "linear",
+                "dataset": "synthetic",
+                "metric": "top1",
+                "value": 33.0,
+                "baseline": 15.0,
+                "baseline_name": "random init",
+            },  # the single-baseline form still works
+        ]
+    }
     (knn, lin) = normalize_results(results)
     assert knn.baselines == {"random init": 14.0, "raw pixels": 19.5} and lin.baselines == {
         "random init": 15.0
@@ -243,7 +272,8 @@ def test_cards_dir_is_the_checkouts_and_written_only_when_asked(cifar_export, tm
     import shutil
     from pathlib import Path
 
-    from gsg_zoo import cards, layout
+    from gsg_zoo.core import layout
+    from gsg_zoo.zoo import cards
 
     repo = Path(__file__).resolve().parents[1]
     assert cards.DEFAULT_CARDS_DIR == layout.checkout_cards_dir() == repo / "model_cards"
@@ -253,7 +283,7 @@ def test_cards_dir_is_the_checkouts_and_written_only_when_asked(cifar_export, tm
     write_model_card(copy, "c")  # the default: the export's README.md only
     assert sorted(p.name for p in (repo / "model_cards").iterdir()) == before
     # Installed (no model_cards/README.md beside the package): no default folder, and none is guessed.
-    monkeypatch.setattr(layout, "__file__", str(tmp_path / "site-packages" / "gsg_zoo" / "layout.py"))
+    monkeypatch.setattr(layout, "__file__", str(tmp_path / "site-packages" / "gsg_zoo" / "core" / "layout.py"))
     assert layout.checkout_cards_dir() is None
     with pytest.raises(ValueError, match="--card-dir"):
         write_repo_card(cifar_export, "x", None)
@@ -261,7 +291,7 @@ def test_cards_dir_is_the_checkouts_and_written_only_when_asked(cifar_export, tm
 
 def test_imagenet_paper_knn_only_beside_the_gsg_protocol():
     """The paper's ImageNet kNN (58.4) is GSG's main_knn.py protocol: k=200, T=0.2 alone does not match."""
-    from gsg_zoo.card_data import Result, comparable, load_paper_refs
+    from gsg_zoo.zoo.card_data import Result, comparable, load_paper_refs
 
     (knn,) = [r for r in load_paper_refs("imagenet_simsiam_gsg") if r.task == "knn"]
     assert (knn.value, knn.k, knn.t, knn.protocol_name) == (58.4, 200, 0.2, "gsg")
@@ -281,7 +311,7 @@ def test_each_result_once_rounded_and_the_model_index_parses_back(tmp_path):
     (not float32 noise) and huggingface_hub reads task, dataset, metric and value of every result."""
     from huggingface_hub import ModelCard
 
-    from gsg_zoo.cards import model_index
+    from gsg_zoo.zoo.cards import model_index
 
     raw = {"knn_top1": 15.700000524520874, "final_knn_top1": 15.700000524520874, "linear_top1": 20.123456}
     results = normalize_results(raw, {"monitor": {"k": 200, "t": 0.1}, "data": {"dataset": "cifar10"}})
@@ -289,5 +319,7 @@ def test_each_result_once_rounded_and_the_model_index_parses_back(tmp_path):
     index = model_index("demo", results)
     card = ModelCard("---\n" + yaml.safe_dump({"model-index": index}) + "---\n# demo\n")
     got = [(e.task_type, e.dataset_type, e.metric_type, e.metric_value) for e in card.data.eval_results]
-    assert got == [("image-classification", "uoft-cs/cifar10", "accuracy", 15.7),
-                   ("image-classification", "uoft-cs/cifar10", "accuracy", 20.12)]  # fmt: skip
+    assert got == [
+        ("image-classification", "uoft-cs/cifar10", "accuracy", 15.7),
+        ("image-classification", "uoft-cs/cifar10", "accuracy", 20.12),
+    ]

@@ -2,10 +2,10 @@
 keeps more of its projections' effective rank.
 
 Each run is ``SelfSupervisedLearner.forward`` (so ``symmetric_negative_cosine`` / ``gsg_loss`` with
-their stop-gradients) stepped by the trainer's :func:`~gsg_zoo.train_step.train_step` and
-:func:`~gsg_zoo.optim.build_optimizer` (SGD 0.1, momentum 0.9, wd 5e-4) on BatchAugment views of 64
+their stop-gradients) stepped by the trainer's :func:`~gsg_zoo.train.step.train_step` and
+:func:`~gsg_zoo.train.optim.build_optimizer` (SGD 0.1, momentum 0.9, wd 5e-4) on BatchAugment views of 64
 built-in 32-px images at 16 px, batch 64, 60 steps, ResNet-18, 64-d projections. The effective rank
-(:func:`~gsg_zoo.monitors.effective_rank`) is that of the projections of 128 held-out images in eval
+(:func:`~gsg_zoo.train.monitor.effective_rank`) is that of the projections of 128 held-out images in eval
 mode, as the pretraining monitor measures it.
 
 Controls, same seed, data, views and steps:
@@ -40,13 +40,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gsg_zoo.config.recipes import OptimConfig
+from gsg_zoo.core.normalization import CIFAR_MEAN, CIFAR_STD
 from gsg_zoo.data.batch_augment import BatchAugment
 from gsg_zoo.data.synthetic import SyntheticShapes
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.monitors import effective_rank
-from gsg_zoo.normalization import CIFAR_MEAN, CIFAR_STD
-from gsg_zoo.optim import OptimConfig, build_optimizer
-from gsg_zoo.train_step import train_step
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.train.monitor import effective_rank
+from gsg_zoo.train.optim import build_optimizer
+from gsg_zoo.train.step import train_step
 
 STEPS, BATCH, SIZE, SEED = 60, 64, 16, 0
 COLLAPSE_RATIO, KEEP_RATIO = 0.5, 1.25
@@ -78,8 +79,11 @@ def final_rank(method: str, predictor: bool, seed: int, train: torch.Tensor, hel
         return effective_rank(learner.encoder(held_out)[1])
 
 
-RUNS = {"simsiam_nopred": ("simsiam", False), "simsiam_gsg_nopred": ("simsiam_gsg", False),
-        "simsiam": ("simsiam", True)}  # fmt: skip
+RUNS = {
+    "simsiam_nopred": ("simsiam", False),
+    "simsiam_gsg_nopred": ("simsiam_gsg", False),
+    "simsiam": ("simsiam", True),
+}
 
 
 def ranks(seed: int) -> dict[str, float]:
@@ -108,6 +112,10 @@ if __name__ == "__main__":  # the measurement behind the margins: python tests/t
 
     for s in map(int, sys.argv[1:]):
         r = ranks(s)
-        print(s, {k: round(v, 2) for k, v in r.items()},
-              f"nopred/pred {r['simsiam_nopred'] / r['simsiam']:.2f}",
-              f"gsg/nopred {r['simsiam_gsg_nopred'] / r['simsiam_nopred']:.2f}", flush=True)  # fmt: skip
+        print(
+            s,
+            {k: round(v, 2) for k, v in r.items()},
+            f"nopred/pred {r['simsiam_nopred'] / r['simsiam']:.2f}",
+            f"gsg/nopred {r['simsiam_gsg_nopred'] / r['simsiam_nopred']:.2f}",
+            flush=True,
+        )

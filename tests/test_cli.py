@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from gsg_zoo.cli import build_parser, main
-from gsg_zoo.commands._common import OPTION_GROUPS
+from gsg_zoo.app.cli import build_parser, main
+from gsg_zoo.app.commands._common import OPTION_GROUPS
 
 
 def _leaf_parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
@@ -52,7 +52,7 @@ def test_every_command_has_debug_and_shared_groups_are_identical():
 
 
 def test_option_groups_are_known():
-    from gsg_zoo.commands._common import parents
+    from gsg_zoo.app.commands._common import parents
 
     assert {"debug", "device", "features"} <= set(OPTION_GROUPS)
     with pytest.raises(ValueError, match="unknown option groups"):
@@ -61,7 +61,7 @@ def test_option_groups_are_known():
 
 def test_help_and_usage_errors_are_fast_and_import_no_torch():
     code = (
-        "import sys, time; t = time.perf_counter(); from gsg_zoo.cli import build_parser; build_parser(); "
+        "import sys, time; t = time.perf_counter(); from gsg_zoo.app.cli import build_parser; build_parser(); "
         "print(time.perf_counter() - t, 'torch' in sys.modules, 'timm' in sys.modules)"
     )
     out = subprocess.run(
@@ -69,8 +69,13 @@ def test_help_and_usage_errors_are_fast_and_import_no_torch():
     ).stdout.split()
     assert out[1:] == ["False", "False"], "building the CLI imported torch or timm"
     start = time.perf_counter()
-    for argv in (["--help"], ["pretrain", "--list"], ["pretrain", "demo"], ["transfer", "segmentation", "recipes"],
-                 ["transfer", "detection", "recipes"]):  # fmt: skip
+    for argv in (
+        ["--help"],
+        ["pretrain", "--list"],
+        ["pretrain", "demo"],
+        ["transfer", "segmentation", "recipes"],
+        ["transfer", "detection", "recipes"],
+    ):
         proc = subprocess.run([sys.executable, "-m", "gsg_zoo", *argv], capture_output=True, text=True)
         assert proc.returncode in (0, 2), (argv, proc.stderr)
     per_call = (time.perf_counter() - start) / 5

@@ -22,12 +22,14 @@ import torch
 from test_pretrain import TINY
 from test_resume import RUN, assert_same_run, last
 
-from gsg_zoo import cli, distributed, train_step
-from gsg_zoo import trainer as trainer_module
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.run_control import EXIT_NONFINITE, EXIT_PREEMPTED, NONFINITE_MARKER, PREEMPTED_MARKER, RunLock
-from gsg_zoo.run_state import load_scaler_state
-from gsg_zoo.trainer import Pretrainer
+from gsg_zoo.app import cli
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.core import distributed
+from gsg_zoo.train import step as train_step
+from gsg_zoo.train import trainer as trainer_module
+from gsg_zoo.train.control import EXIT_NONFINITE, EXIT_PREEMPTED, NONFINITE_MARKER, PREEMPTED_MARKER, RunLock
+from gsg_zoo.train.state import load_scaler_state
+from gsg_zoo.train.trainer import Pretrainer
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +50,7 @@ from pathlib import Path
 import torch
 
 from gsg_zoo import trainer
-from gsg_zoo.cli import main
+from gsg_zoo.app.cli import main
 
 HIT = json.loads(os.environ.get("GSG_TEST_HIT") or "{}")  # {"n": N, "rank": R, "signal": "SIGKILL", "to": ...}
 RANK, DUMP = int(os.environ.get("RANK", "0")), Path(os.environ["GSG_TEST_DUMP"])
@@ -77,9 +79,17 @@ sys.exit(code)
 
 # 64 images, global batch 16, 2 ranks: 4 steps an epoch, 2 epochs; check steps every 2 steps and a
 # step-based save after global step 6 (inside epoch 2); a hang fails the test instead of stalling it
-CLUSTER_RUN = [*RUN, "data.num_images=64", "train.batch_size=16", "train.epochs=2", "method=simsiam_gsg",
-               "train.dist_timeout_minutes=1.5", "train.checkpoint_steps=6", "train.checkpoint_every=1",
-               "train.log_every=2"]  # fmt: skip
+CLUSTER_RUN = [
+    *RUN,
+    "data.num_images=64",
+    "train.batch_size=16",
+    "train.epochs=2",
+    "method=simsiam_gsg",
+    "train.dist_timeout_minutes=1.5",
+    "train.checkpoint_steps=6",
+    "train.checkpoint_every=1",
+    "train.log_every=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +100,16 @@ def uninterrupted(tmp_path_factory):
     return tmp / "full"
 
 
-def launch(tmp: Path, out: str, overrides: list[str], hit: dict | None = None, ranks: int = 2,
-           restarts: int = 0, extra: list[str] = (), launcher: list[str] = ()) -> tuple[int, str]:  # fmt: skip
+def launch(
+    tmp: Path,
+    out: str,
+    overrides: list[str],
+    hit: dict | None = None,
+    ranks: int = 2,
+    restarts: int = 0,
+    extra: list[str] = (),
+    launcher: list[str] = (),
+) -> tuple[int, str]:
     """Run the driver under torchrun; returns (exit code, log)."""
     driver = tmp / "cluster_driver.py"
     driver.write_text(DRIVER)
@@ -102,9 +120,22 @@ def launch(tmp: Path, out: str, overrides: list[str], hit: dict | None = None, r
         "GSG_TEST_HIT": json.dumps(hit or {}),
         "GSG_TEST_DUMP": str(tmp / out),
     }
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}", "--standalone",
-           f"--max-restarts={restarts}", *launcher, str(driver), "pretrain", "demo", "--out", str(tmp / out), "--no-progress",
-           *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={ranks}",
+        "--standalone",
+        f"--max-restarts={restarts}",
+        *launcher,
+        str(driver),
+        "pretrain",
+        "demo",
+        "--out",
+        str(tmp / out),
+        "--no-progress",
+        *extra,
+    ]
     for s in overrides:
         cmd += ["--set", s]
     log = tmp / out / "log.txt"
@@ -122,8 +153,14 @@ def test_torchrun_restart_after_sigkill_resumes_mid_epoch_bit_exactly_despite_re
     OUT/checkpoints/last.pt (2 steps left, not 4) and ends bit-identical to an uninterrupted run."""
     run = CLUSTER_RUN
     seed = str(uninterrupted / "checkpoints" / "epoch_0001.pt")  # the full run after epoch 1
-    code, log = launch(tmp_path, "killed", run, {"n": 7, "rank": 1, "signal": "SIGKILL"}, restarts=1,
-                       extra=["--resume", seed])  # fmt: skip
+    code, log = launch(
+        tmp_path,
+        "killed",
+        run,
+        {"n": 7, "rank": 1, "signal": "SIGKILL"},
+        restarts=1,
+        extra=["--resume", seed],
+    )
     assert code == 0, log[-3000:]
     assert (tmp_path / "killed" / "hit1").exists(), "the kill happened"
     assert "at epoch 1, step 6 (2 into the epoch)" in log
@@ -176,19 +213,40 @@ def test_two_nodes_with_node_local_out_stop_with_the_shared_storage_error(tmp_pa
     nodes = [tmp_path / "node0", tmp_path / "node1"]
     for node in nodes:
         node.mkdir()
-    seed = Pretrainer(load_recipe("demo", [*overrides, "train.epochs=1", "data.num_workers=0"]), nodes[0] / "run",
-                      progress=False)  # fmt: skip
+    seed = Pretrainer(
+        load_recipe("demo", [*overrides, "train.epochs=1", "data.num_workers=0"]),
+        nodes[0] / "run",
+        progress=False,
+    )
     seed.run()
     port, procs = _free_port(), []
     for rank, node in enumerate(nodes):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-               f"--node_rank={rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=t",
-               "-m", "gsg_zoo", "pretrain", "demo", "--out", "run", "--no-progress"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc_per_node=1",
+            f"--node_rank={rank}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{port}",
+            "--rdzv-id=t",
+            "-m",
+            "gsg_zoo",
+            "pretrain",
+            "demo",
+            "--out",
+            "run",
+            "--no-progress",
+        ]
         for s in overrides:
             cmd += ["--set", s]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-        procs.append(subprocess.Popen(cmd, cwd=node, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=node, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     assert all(p.returncode != 0 for p in procs)
     assert all("storage that every node reads" in out for out in outputs), outputs[1][-3000:]
@@ -239,8 +297,16 @@ def crash_and_resume_equals_uninterrupted(recipe, tmp_path, monkeypatch, crash_s
 
 def test_crash_after_a_mid_epoch_checkpoint_resumes_bit_exactly(tmp_path, monkeypatch):
     """In one process: a step-based checkpoint inside epoch 2, a crash two steps later, a rerun."""
-    run = [*TINY, "data.num_images=48", "train.batch_size=8", "train.epochs=2", "monitor.every=-1",
-           "data.num_workers=0", "train.checkpoint_steps=8", "train.log_every=50"]  # fmt: skip
+    run = [
+        *TINY,
+        "data.num_images=48",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "monitor.every=-1",
+        "data.num_workers=0",
+        "train.checkpoint_steps=8",
+        "train.log_every=50",
+    ]
     saved = crash_and_resume_equals_uninterrupted(load_recipe("demo", run), tmp_path, monkeypatch)
     assert (saved["epoch"], saved["step"], saved["epoch_step"]) == (1, 8, 2)
 
@@ -277,10 +343,12 @@ def test_run_lock_refuses_a_live_job_and_takes_over_a_dead_ones(tmp_path):
 
 @pytest.mark.parametrize(
     "override,message",
-    [("train.epochs=-1", r"train\.epochs=-1 is out of range: it must be >= 1"),
-     ("train.batch_size=1", r"train\.batch_size=1 is out of range"),
-     ("data.hue=0.9", r"data\.hue=0\.9 is out of range: it must be in \[0, 0\.5\]")],
-)  # fmt: skip
+    [
+        ("train.epochs=-1", r"train\.epochs=-1 is out of range: it must be >= 1"),
+        ("train.batch_size=1", r"train\.batch_size=1 is out of range"),
+        ("data.hue=0.9", r"data\.hue=0\.9 is out of range: it must be in \[0, 0\.5\]"),
+    ],
+)
 def test_out_of_range_values_are_refused_before_anything_runs(override, message):
     with pytest.raises(ValueError, match=message):
         load_recipe("demo", [override])
@@ -354,8 +422,17 @@ def test_process_group_options_and_init(monkeypatch):
         distributed, "attempt_store", lambda rank, world, timeout: ("store", rank, world, timeout)
     )
     info = distributed.init_distributed("cpu", timeout_minutes=12)
-    assert seen == {"backend": "gloo", "timeout": timedelta(minutes=12), "store": ("store", 1, 2, timedelta(minutes=12)),
-                    "rank": 1, "world_size": 2} and info.owns_group  # fmt: skip
+    assert (
+        seen
+        == {
+            "backend": "gloo",
+            "timeout": timedelta(minutes=12),
+            "store": ("store", 1, 2, timedelta(minutes=12)),
+            "rank": 1,
+            "world_size": 2,
+        }
+        and info.owns_group
+    )
     info.close()
     assert seen["destroyed"]
 
@@ -376,8 +453,15 @@ def test_backend_switches(monkeypatch):
 
 
 def test_sigterm_in_one_process_saves_and_exits_75(tmp_path, monkeypatch):
-    run = [*TINY, "data.num_images=48", "train.batch_size=8", "train.epochs=2", "monitor.every=-1",
-           "data.num_workers=0", "train.log_every=2"]  # fmt: skip
+    run = [
+        *TINY,
+        "data.num_images=48",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "monitor.every=-1",
+        "data.num_workers=0",
+        "train.log_every=2",
+    ]
     real_step = trainer_module.train_step
 
     def term_at_3(*args, **kwargs):
@@ -398,8 +482,15 @@ def test_sigterm_in_one_process_saves_and_exits_75(tmp_path, monkeypatch):
 def test_sigterm_at_the_last_step_of_an_epoch_keeps_the_epoch(tmp_path, monkeypatch):
     """A stop agreed on at the epoch's last step finishes the epoch (its checkpoint and metrics row)
     before exiting, instead of exiting with no checkpoint of the epoch's work."""
-    run = [*TINY, "data.num_images=48", "train.batch_size=8", "train.epochs=2", "monitor.every=-1",
-           "data.num_workers=0", "train.log_every=2"]  # fmt: skip
+    run = [
+        *TINY,
+        "data.num_images=48",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "monitor.every=-1",
+        "data.num_workers=0",
+        "train.log_every=2",
+    ]
     real_step = trainer_module.train_step
 
     def term_at_5(*args, **kwargs):  # step 5 is the last of epoch 1 (6 steps)
@@ -427,8 +518,17 @@ def test_gpu_precision_deterministic_resume(tmp_path):
     native = torch.cuda.is_bf16_supported(including_emulation=False)
     expected = torch.bfloat16 if native else torch.float16
     assert train_step.resolve_precision("auto", torch.device("cuda")) is expected
-    run = [*TINY, "data.num_images=48", "train.batch_size=8", "train.epochs=2", "monitor.every=-1",
-           "data.num_workers=0", "train.checkpoint_steps=8", "train.deterministic=true", "train.device=cuda"]  # fmt: skip
+    run = [
+        *TINY,
+        "data.num_images=48",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "monitor.every=-1",
+        "data.num_workers=0",
+        "train.checkpoint_steps=8",
+        "train.deterministic=true",
+        "train.device=cuda",
+    ]
     Pretrainer(load_recipe("demo", run), tmp_path / "full", progress=False).run()
     real = trainer_module.train_step
     try:

@@ -15,8 +15,8 @@ import torchvision.datasets as tvd
 from eval_fakes import write_cifar, write_imagefolder, write_stl10
 
 from gsg_zoo.data import registry
-from gsg_zoo.data.datasets import build_dataset, collate_images, collate_pairs
-from gsg_zoo.data.loaders import SafeCIFAR10, SafeCIFAR100
+from gsg_zoo.data.pretraining import build_dataset, collate_images, collate_pairs
+from gsg_zoo.data.readers import SafeCIFAR10, SafeCIFAR100
 from gsg_zoo.data.synthetic import SyntheticShapes
 from gsg_zoo.eval.datasets import build_split
 
@@ -163,10 +163,15 @@ def test_unreadable_images_are_skipped_in_pretraining_refused_in_evaluation(tmp_
 def test_a_new_dataset_is_one_registry_entry(tmp_path, monkeypatch):
     """Both sides read a dataset added only to the registry, with its layout in the missing-files error."""
     entry = registry.DatasetInfo(
-        "tiny", "Tiny", "ROOT/tiny/<class>/<image files>", "tiny", ("train", "test"),
+        "tiny",
+        "Tiny",
+        "ROOT/tiny/<class>/<image files>",
+        "tiny",
+        ("train", "test"),
         lambda r, s, dl, **_: SyntheticShapes(6 if s == "train" else 4, 32, split=s),
-        pretrain=True, num_classes=10,
-    )  # fmt: skip
+        pretrain=True,
+        num_classes=10,
+    )
     monkeypatch.setitem(registry.DATASETS, "tiny", entry)
     assert "tiny" in registry.dataset_names(pretrain=True)
     with pytest.raises(FileNotFoundError, match="Tiny not found.*ROOT/tiny/<class>"):

@@ -13,8 +13,8 @@ import yaml
 from test_mnist import write_split_files
 from test_pretrain import TINY
 
-from gsg_zoo import demo
-from gsg_zoo.demo import DemoData, choose_data, knn_top1, run_demo, summary_table
+from gsg_zoo.app import demo
+from gsg_zoo.app.demo import DemoData, choose_data, knn_top1, run_demo, summary_table
 
 SYNTHETIC = choose_data(synthetic=True)
 AS_SHIPPED = ["model.backbone=resnet10t", "data.image_size=32", "data.batch_augment=true"]
@@ -96,8 +96,9 @@ def test_demo_runs_every_stage(tmp_path, capsys):
 def test_fashion_mnist_demo_scores_all_backbones_alike_and_prints_its_results(tmp_path, capsys):
     write_split_files(tmp_path / "fm", n_train=200, n_test=40)
     out = tmp_path / "demo"
-    summary = run_demo(out, None, [*TINY, "train.epochs=1", "train.max_steps_per_epoch=2"],
-                       choose_data(str(tmp_path / "fm")))  # fmt: skip
+    summary = run_demo(
+        out, None, [*TINY, "train.epochs=1", "train.max_steps_per_epoch=2"], choose_data(str(tmp_path / "fm"))
+    )
     printed = capsys.readouterr().out
     assert f"data: fashion_mnist (Fashion-MNIST found in {tmp_path / 'fm'})" in printed
 
@@ -130,7 +131,15 @@ def test_backbones_scored_differently_are_refused():
         "num_classes": 2,
         "protocol_settings": {},
     }
-    lin = {"dataset": "d", "image_size": 32, "num_train": 5, "num_test": 3, "num_classes": 2, "config": {}, "protocol": "fast"}  # fmt: skip
+    lin = {
+        "dataset": "d",
+        "image_size": 32,
+        "num_train": 5,
+        "num_test": 3,
+        "num_classes": 2,
+        "config": {},
+        "protocol": "fast",
+    }
     evals = {label: {"knn": dict(same), "linear_fast": dict(lin)} for label in demo.LABELS}
     demo.check_same_protocol(evals)
     evals["pixels"]["knn"]["num_test"] = 4
@@ -141,7 +150,13 @@ def test_backbones_scored_differently_are_refused():
 @pytest.mark.slow
 def test_demo_is_deterministic(tmp_path):
     """Issue 20: the same seed gives the same digits."""
-    tiny = [*TINY, "data.image_size=32", "train.epochs=1", "train.max_steps_per_epoch=2", "data.num_images=32"]  # fmt: skip
+    tiny = [
+        *TINY,
+        "data.image_size=32",
+        "train.epochs=1",
+        "train.max_steps_per_epoch=2",
+        "data.num_images=32",
+    ]
     first, second = (run_demo(tmp_path / name, "demo", tiny, SYNTHETIC) for name in ("a", "b"))
     digits = [k for k in first if k.startswith(("knn_top1_", "linear_fast_top1_"))]
     assert len(digits) == 6 and {k: first[k] for k in digits} == {k: second[k] for k in digits}

@@ -16,7 +16,7 @@ import pytest
 import timm
 import torch
 
-from gsg_zoo.cli import main as gsg_main
+from gsg_zoo.app.cli import main as gsg_main
 from gsg_zoo.transfer import detection as det
 
 HAS_D2 = importlib.util.find_spec("detectron2") is not None

@@ -22,12 +22,12 @@ import torchvision.io
 from PIL import Image
 from test_pretrain import TINY
 
+from gsg_zoo.config.recipes import CROP_BOX_AUGMENTATIONS, DataConfig, load_recipe
+from gsg_zoo.core.distributed import DistInfo
 from gsg_zoo.data.batch_augment import CropBoxes, PackedImages, decode_jpegs
-from gsg_zoo.data.datasets import collate_views
 from gsg_zoo.data.images import EncodedImage, open_image
-from gsg_zoo.distributed import DistInfo
-from gsg_zoo.recipes import CROP_BOX_AUGMENTATIONS, DataConfig, load_recipe
-from gsg_zoo.train_data import CROP_BOX_VIEWS, build_train_data, step_views, view_transform
+from gsg_zoo.data.pretraining import collate_views
+from gsg_zoo.train.inputs import CROP_BOX_VIEWS, build_train_data, step_views, view_transform
 
 
 def _encode(pixels: np.ndarray | Image.Image, fmt: str = "JPEG", **options) -> bytes:
@@ -191,7 +191,7 @@ def test_recipe_validation_names_the_keys():
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     """The same images as an ImageFolder, WebDataset shards and a Hugging Face dataset (JPEG bytes kept)."""
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
 
     root = tmp_path_factory.mktemp("decode")
     names, blobs = [], []
@@ -201,8 +201,23 @@ def sources(tmp_path_factory):
             (root / "folder" / "train" / f"c{i % 2}" / f"{i}{name}").write_bytes(blob)
             names.append(f"{i}{name}")
             blobs.append((blob, i % 2))
-    assert main(["data", "shard", "imagefolder", "--data", str(root / "folder"), "--out",
-                 str(root / "shards" / "train"), "--max-count", "5", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "shard",
+                "imagefolder",
+                "--data",
+                str(root / "folder"),
+                "--out",
+                str(root / "shards" / "train"),
+                "--max-count",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     datasets = pytest.importorskip("datasets")
     table = datasets.Dataset.from_dict(
         {"image": [{"bytes": b, "path": None} for b, _ in blobs], "label": [y for _, y in blobs]}
@@ -224,10 +239,20 @@ def test_training_views_equal_the_worker_decode_views(sources, reader):
     dataset, folder, *extra = READERS[reader]
 
     def epoch(decode: str, workers: int = 0) -> list[tuple[PackedImages, list[torch.Tensor]]]:
-        recipe = load_recipe("imagenet_simsiam_gsg", [*TINY, dataset, f"data.root={sources / folder}",
-                                                      "data.batch_augment=true", f"data.decode={decode}",
-                                                      f"data.num_workers={workers}", "train.batch_size=6",
-                                                      "data.persistent_workers=false", *extra])  # fmt: skip
+        recipe = load_recipe(
+            "imagenet_simsiam_gsg",
+            [
+                *TINY,
+                dataset,
+                f"data.root={sources / folder}",
+                "data.batch_augment=true",
+                f"data.decode={decode}",
+                f"data.num_workers={workers}",
+                "train.batch_size=6",
+                "data.persistent_workers=false",
+                *extra,
+            ],
+        )
         data = build_train_data(recipe, DistInfo(), torch.device("cpu"), 6, 2)
         data.set_epoch(1)
         out = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gsg_zoo import cli
+from gsg_zoo.app import cli
 
 DRIVER = r'''
 """MODE OUT: the checks of tests/test_dist_eval.py on this rank; rank 0 writes OUT/MODE.json."""
@@ -27,14 +27,14 @@ import torch
 from torch import nn
 
 from gsg_zoo import cli
-from gsg_zoo.distributed import DistInfo, init_distributed
+from gsg_zoo.core.distributed import DistInfo, init_distributed
 from gsg_zoo.eval import linear
 from gsg_zoo.eval.features import ExtractOptions, extract_features
 from gsg_zoo.eval.knn import knn_evaluate
-from gsg_zoo.learner import SelfSupervisedLearner
-from gsg_zoo.monitors import KnnMonitor
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.telemetry import StepTelemetry
+from gsg_zoo.method.learner import SelfSupervisedLearner
+from gsg_zoo.train.monitor import KnnMonitor
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.train.log import StepTelemetry
 
 MODE, OUT = sys.argv[1], Path(sys.argv[2])
 if MODE == "cli":  # the command creates (and leaves) its own process group
@@ -104,8 +104,17 @@ def torchrun(tmp: Path, mode: str, restarts: int = 0) -> dict | None:
     driver = tmp / "dist_eval_driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GSG_CACHE": str(tmp / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           f"--max-restarts={restarts}", str(driver), mode, str(tmp)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        f"--max-restarts={restarts}",
+        str(driver),
+        mode,
+        str(tmp),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     return json.loads((tmp / f"{mode}.json").read_text()) if mode != "cli" else None
@@ -141,9 +150,33 @@ def test_torchrun_eval_knn_equals_one_process(tmp_path, monkeypatch):
     tmp.mkdir()
     torchrun(tmp, "cli")
     monkeypatch.setenv("GSG_CACHE", str(tmp_path / "cache"))
-    assert cli.main(["eval", "knn", "--model", "pixels", "--dataset", "synthetic", "--subset", "48",
-                     "--image-size", "32", "--knn", "10:0.1", "--out", str(tmp_path), "--no-cache", "--no-progress",
-                     "--workers", "0", "--batch-size-extract", "32"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "eval",
+                "knn",
+                "--model",
+                "pixels",
+                "--dataset",
+                "synthetic",
+                "--subset",
+                "48",
+                "--image-size",
+                "32",
+                "--knn",
+                "10:0.1",
+                "--out",
+                str(tmp_path),
+                "--no-cache",
+                "--no-progress",
+                "--workers",
+                "0",
+                "--batch-size-extract",
+                "32",
+            ]
+        )
+        == 0
+    )
     one = json.loads((tmp_path / "knn_synthetic.json").read_text())
     two = json.loads((tmp / "cli" / "knn_synthetic.json").read_text())
     assert two["results"] == one["results"] and two["num_train"] == one["num_train"] == 48

@@ -9,6 +9,7 @@ export of a random ResNet-10-T, the architecture of ``make demo``), run with tha
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -138,7 +139,7 @@ def python_block_runs(tmp_path_factory) -> dict[str, tuple[int, str]]:
     for ``make demo``'s export (a random ResNet-10-T run, exported as the demo does)."""
     from test_export import make_run
 
-    from gsg_zoo.export import export_checkpoint
+    from gsg_zoo.zoo.export import export_checkpoint
 
     root = tmp_path_factory.mktemp("blocks")
     ckpt, _ = make_run(root / "run", backbone="resnet10t", dataset="fashion_mnist")
@@ -153,10 +154,20 @@ def python_block_runs(tmp_path_factory) -> dict[str, tuple[int, str]]:
         (cwd / DEMO_EXPORT).symlink_to(export)
         jobs.append({"where": where, "code": code, "cwd": str(cwd), "log": str(root / f"block{i}.log")})
     (root / "jobs.json").write_text(json.dumps(jobs))
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(root), "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1"}  # fmt: skip
-    run = subprocess.run([sys.executable, "-c", RUNNER, str(root / "jobs.json")], env=env, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(root),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(root / "jobs.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return {j["where"]: (int(Path(j["log"] + ".rc").read_text()), Path(j["log"]).read_text()) for j in jobs}
 
@@ -173,7 +184,7 @@ def test_python_blocks_run(where, code, python_block_runs):
 
 
 def test_every_gsg_command_line_parses():
-    from gsg_zoo.cli import build_parser
+    from gsg_zoo.app.cli import build_parser
 
     lines = gsg_command_lines(code_blocks("bash"))
     assert len(lines) >= 20  # the guides' commands are found at all
@@ -188,7 +199,7 @@ def test_every_gsg_command_line_parses():
 
 
 def test_the_command_check_catches_a_wrong_flag():
-    from gsg_zoo.cli import build_parser
+    from gsg_zoo.app.cli import build_parser
 
     ((where, argv),) = gsg_command_lines([("x", "gsg experiment claims --no-such-flag ROOT")])
     with pytest.raises(SystemExit):
@@ -197,8 +208,8 @@ def test_the_command_check_catches_a_wrong_flag():
 
 def test_the_documented_claims_data_option_reaches_the_recipe(monkeypatch):
     """``gsg experiment claims --data ROOT`` (the documented form) = ``--set data.root=ROOT``."""
-    import gsg_zoo.experiments as experiments
-    from gsg_zoo.cli import main
+    import gsg_zoo.app.experiments as experiments
+    from gsg_zoo.app.cli import main
 
     seen = {}
     monkeypatch.setattr(experiments, "run_claims", lambda *a, **k: seen.setdefault("args", a) and {})
@@ -208,7 +219,7 @@ def test_the_documented_claims_data_option_reaches_the_recipe(monkeypatch):
 
 
 def test_every_model_spec_prefix_is_documented():
-    source = (ROOT / "gsg_zoo" / "models.py").read_text()
+    source = (ROOT / "gsg_zoo" / "zoo" / "load.py").read_text()
     build = source[source.index("def _build(") :]
     prefixes = set(re.findall(r'"([\w-]+:)"', build)) | set(re.findall(r'spec == "(\w+)"', build))
     suffixes = re.search(r"CHECKPOINT_SUFFIXES = \(([^)]*)\)", source).group(1)
@@ -230,8 +241,11 @@ def test_every_extra_is_documented():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for page in (ROOT / "README.md", DOCS / "install.md"):
         text = page.read_text()
-        missing = [e for e in extras if f"`{e}`" not in text and f"[{e}]" not in text and f",{e}]" not in text
-                   and f"[{e}," not in text]  # fmt: skip
+        missing = [
+            e
+            for e in extras
+            if f"`{e}`" not in text and f"[{e}]" not in text and f",{e}]" not in text and f"[{e}," not in text
+        ]
         assert not missing, f"{page.relative_to(ROOT)} does not name the extras {missing}"
 
 
@@ -277,20 +291,35 @@ def test_docs_build_strictly(sphinx_build):
     proc, out = sphinx_build
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-6000:]
-    html = {page: (out / f"{page}.html").read_text() for page in ("reference/cli", "reference/api",
-            "reference/recipes", "reference/datasets", "development")}  # fmt: skip
+    html = {
+        page: (out / f"{page}.html").read_text()
+        for page in (
+            "reference/cli",
+            "reference/api",
+            "reference/recipes",
+            "reference/datasets",
+            "development",
+        )
+    }
     cli = re.sub(r"<[^>]+>", "", html["reference/cli"])
     assert "gsg experiment claims [-h]" in cli and "[--data ROOT]" in cli  # the parser, rendered
     import gsg_zoo
+    from gsg_zoo.config.recipes import list_recipes
     from gsg_zoo.data.registry import DATASETS
-    from gsg_zoo.recipes import list_recipes
+
+    init = ast.parse((ROOT / "gsg_zoo" / "__init__.py").read_text())
+    homes = {a.name: n.module for n in init.body if isinstance(n, ast.ImportFrom) for a in n.names}
+
+    def public_home(name: str) -> str:
+        return homes[name].lstrip(".")
 
     documented = {
-        "reference/api": [f'id="gsg_zoo.{gsg_zoo._PUBLIC[n].lstrip(".")}.{n}"' for n in gsg_zoo.__all__],
-        "reference/recipes": [f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{r}</span>"
-                              for r in list_recipes()],
+        "reference/api": [f'id="gsg_zoo.{public_home(n)}.{n}"' for n in gsg_zoo.__all__],
+        "reference/recipes": [
+            f'<code class="docutils literal notranslate"><span class="pre">{r}</span>' for r in list_recipes()
+        ],
         "reference/datasets": [f'<span class="pre">{d}</span>' for d in DATASETS],
         "development": [f'<span class="pre">{m}</span>' for m in package_modules()],
-    }  # fmt: skip
+    }
     missing = [f"{page}: {m}" for page, marks in documented.items() for m in marks if m not in html[page]]
     assert not missing, "not documented:\n" + "\n".join(missing)

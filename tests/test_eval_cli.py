@@ -7,8 +7,8 @@ import torch
 from eval_fakes import SUITE_WRITERS, write_cifar, write_imagefolder, write_stl10
 from safetensors.torch import load_file
 
-from gsg_zoo.cli import main
-from gsg_zoo.eval.ssl_transfer import c_values
+from gsg_zoo.app.cli import main
+from gsg_zoo.eval.many_shot import c_values
 
 MODEL = ["--model", "random:mobilenetv3_small_050", "--image-size", "32", "--workers", "0", "--quiet"]
 # For the tests that assert accuracy levels: random:resnet10t's pooled features of the colour fakes are O(1)
@@ -44,18 +44,38 @@ def _brute_force_knn(
 
 def test_knn_cli_reports_pairs_and_reuses_cache(tmp_path, capsys):
     write_cifar(tmp_path / "data", n_train=60, n_test=40, k=10)  # 10 classes: top-5 can miss
-    args = ["eval", "knn", *MODEL, "--dataset", "cifar10", "--data", str(tmp_path / "data"),
-            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "eval",
+        "knn",
+        *MODEL,
+        "--dataset",
+        "cifar10",
+        "--data",
+        str(tmp_path / "data"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert _run(args) == 0
     res = json.loads((tmp_path / "out" / "knn_cifar10.json").read_text())
     assert [(r["k"], r["T"]) for r in res["results"]] == [(200, 0.1), (20, 0.07), (200, 0.2)]
     assert res["num_train"] == 60 and res["num_test"] == 40 and not res["features_cached"]
     # every reported number equals an independent kNN on the cached features
-    (train, test) = sorted((load_file(str(p)) for p in (tmp_path / "cache").glob("*.safetensors")),
-                           key=lambda d: -len(d["labels"]))  # fmt: skip
+    (train, test) = sorted(
+        (load_file(str(p)) for p in (tmp_path / "cache").glob("*.safetensors")),
+        key=lambda d: -len(d["labels"]),
+    )
     for r in res["results"]:
-        top1, top5 = _brute_force_knn(train["features"], train["labels"], test["features"], test["labels"],
-                                      r["k"], r["T"], num_classes=10)  # fmt: skip
+        top1, top5 = _brute_force_knn(
+            train["features"],
+            train["labels"],
+            test["features"],
+            test["labels"],
+            r["k"],
+            r["T"],
+            num_classes=10,
+        )
         assert r["top1"] == pytest.approx(top1) and r["top5"] == pytest.approx(top5), (r, top1, top5)
     assert "| 20 | 0.07 |" in (tmp_path / "out" / "knn_cifar10.md").read_text()
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
@@ -66,19 +86,64 @@ def test_knn_cli_reports_pairs_and_reuses_cache(tmp_path, capsys):
 
 def test_linear_cli_both_protocols(tmp_path):
     write_imagefolder(tmp_path / "data", n_train=12, n_test=6)
-    where = ["--dataset", "imagefolder", "--data", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"),
-             "--out", str(tmp_path / "out")]  # fmt: skip
+    where = [
+        "--dataset",
+        "imagefolder",
+        "--data",
+        str(tmp_path / "data"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     common = [*MODEL, *where]
-    assert _run(["eval", "linear", *SEPARABLE, *where, "--protocol", "reference", "--optimizer", "sgd",
-                 "--epochs", "10", "--batch-size", "16", "--lr", "4.0"]) == 0  # fmt: skip
+    assert (
+        _run(
+            [
+                "eval",
+                "linear",
+                *SEPARABLE,
+                *where,
+                "--protocol",
+                "reference",
+                "--optimizer",
+                "sgd",
+                "--epochs",
+                "10",
+                "--batch-size",
+                "16",
+                "--lr",
+                "4.0",
+            ]
+        )
+        == 0
+    )
     ref = json.loads((tmp_path / "out" / "linear_reference_imagefolder.json").read_text())
     assert ref["protocol"] == "reference" and ref["solver"] == "sgd" and ref["num_train"] == 36
     assert ref["config"]["epochs"] == 10 and ref["num_test"] == 18 and ref["wall_seconds"] > 0
     # 3 colour classes, 18 test images: chance 33.3, one miss 94.4. Measured 100.0 in all 24 runs (model seeds
     # 0-7 x --seed 0-2); the former setting (mobilenet, 2 epochs, lr 1.0) gave 33.3 (one class) in every run.
     assert ref["top1"] > 90
-    assert _run(["eval", "linear", *common, "--protocol", "fast", "--epochs", "30", "--batch-size", "16",
-                 "--optimizer", "sgd", "--lr", "2.0"]) == 0  # fmt: skip
+    assert (
+        _run(
+            [
+                "eval",
+                "linear",
+                *common,
+                "--protocol",
+                "fast",
+                "--epochs",
+                "30",
+                "--batch-size",
+                "16",
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "2.0",
+            ]
+        )
+        == 0
+    )
     fast = json.loads((tmp_path / "out" / "linear_fast_imagefolder.json").read_text())
     assert fast["protocol"] == "fast" and fast["top1"] > 60  # 3 colour classes, chance 33
     assert _run(["eval", "linear", *common, "--protocol", "fast", "--solver", "lbfgs"]) == 0
@@ -89,13 +154,45 @@ def test_linear_cli_both_protocols(tmp_path):
 
 def test_knn_on_builtin_synthetic_and_stl10(tmp_path):
     out = tmp_path / "out"
-    assert _run(["eval", "knn", *MODEL, "--dataset", "synthetic", "--subset", "40", "--no-cache",
-                 "--out", str(out), "--knn", "10:0.1"]) == 0  # fmt: skip
+    assert (
+        _run(
+            [
+                "eval",
+                "knn",
+                *MODEL,
+                "--dataset",
+                "synthetic",
+                "--subset",
+                "40",
+                "--no-cache",
+                "--out",
+                str(out),
+                "--knn",
+                "10:0.1",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "knn_synthetic.json").read_text())
     assert res["num_train"] == 40 and res["num_test"] == 40 and len(res["results"]) == 1
     write_stl10(tmp_path / "data")
-    assert _run(["eval", "knn", *MODEL, "--dataset", "stl10", "--data", str(tmp_path / "data"), "--no-cache",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        _run(
+            [
+                "eval",
+                "knn",
+                *MODEL,
+                "--dataset",
+                "stl10",
+                "--data",
+                str(tmp_path / "data"),
+                "--no-cache",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "knn_stl10.json").read_text())["results"][0]["top1"] > 40
 
 
@@ -117,8 +214,20 @@ def test_transfer_suite_end_to_end(tmp_path, capsys):
     for name in names:
         SUITE_WRITERS[name](data)
     out = tmp_path / "out"
-    args = ["transfer", "classification", *SEPARABLE, "--datasets", ",".join(names), "--data", str(data),
-            "--out", str(out), "--num-c", "3", "--no-cache"]  # fmt: skip
+    args = [
+        "transfer",
+        "classification",
+        *SEPARABLE,
+        "--datasets",
+        ",".join(names),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--num-c",
+        "3",
+        "--no-cache",
+    ]
     assert _run(args) == 0
     res = json.loads((out / "transfer_classification.json").read_text())
     assert list(res["datasets"]) == names
@@ -147,9 +256,24 @@ def test_transfer_suite_end_to_end(tmp_path, capsys):
 
 def test_transfer_skips_missing_datasets(tmp_path, capsys):
     SUITE_WRITERS["dtd"](tmp_path)
-    args = ["transfer", "classification", *SEPARABLE, "--datasets", "dtd,food101", "--data", str(tmp_path),
-            "--out", str(tmp_path / "out"), "--num-c", "2", "--max-iter", "20", "--no-cache",
-            "--solver", "torch"]  # fmt: skip
+    args = [
+        "transfer",
+        "classification",
+        *SEPARABLE,
+        "--datasets",
+        "dtd,food101",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "out"),
+        "--num-c",
+        "2",
+        "--max-iter",
+        "20",
+        "--no-cache",
+        "--solver",
+        "torch",
+    ]
     assert _run(args) == 0
     captured = capsys.readouterr().out
     assert "food101: skipped: Food-101 not found" in captured
@@ -175,6 +299,27 @@ def test_pixels_spec_is_the_normalised_image(tmp_path):
     expected = torch.stack([normalize(to_tensor(images[i][0]), mean, std).flatten() for i in range(3)])
     assert feats.feats.shape[1] == 3 * 32 * 32
     torch.testing.assert_close(feats.feats[:3], expected, atol=1e-5, rtol=0)
-    assert _run(["eval", "knn", "--model", "pixels", "--image-size", "32", "--workers", "0", "--quiet",
-                 "--dataset", "synthetic", "--subset", "40", "--no-cache", "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        _run(
+            [
+                "eval",
+                "knn",
+                "--model",
+                "pixels",
+                "--image-size",
+                "32",
+                "--workers",
+                "0",
+                "--quiet",
+                "--dataset",
+                "synthetic",
+                "--subset",
+                "40",
+                "--no-cache",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "knn_synthetic.json").read_text())["model"] == "pixels"

@@ -14,7 +14,7 @@ from eval_fakes import (
     write_sun397,
 )
 
-from gsg_zoo.data.loaders import caltech101_generated_split
+from gsg_zoo.data.readers import caltech101_generated_split
 from gsg_zoo.eval.datasets import TRANSFER_SUITE, build_split, eval_transform, get_info, protocol_indices
 
 TF = eval_transform(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

@@ -44,8 +44,11 @@ def test_binary_multilabel_matches_sklearn_per_class():
         sk = sklearn_lm.LogisticRegression(C=C, max_iter=10000, tol=1e-12).fit(
             x.numpy(), targets[:, c].numpy()
         )
-        np.testing.assert_allclose(torch.sigmoid(ours.decision_function(x)[:, c]).numpy(),
-                                   sk.predict_proba(x.numpy())[:, 1], atol=1e-4)  # fmt: skip
+        np.testing.assert_allclose(
+            torch.sigmoid(ours.decision_function(x)[:, c]).numpy(),
+            sk.predict_proba(x.numpy())[:, 1],
+            atol=1e-4,
+        )
 
 
 def test_c_grid_is_the_protocols():
@@ -66,8 +69,15 @@ def test_sweep_warm_start_picks_sensible_c_and_protocol_scores_test():
     # warm start changes the path, not the optimum
     cold = fit_logreg(std(xtr), ytr, c_grid(9)[4])
     assert sweep.models[c_grid(9)[4]].objective == pytest.approx(cold.objective, rel=1e-4)
-    res = transfer_protocol((xtr, ytr), (xval, yval), (x[:300], y[:300]), (x[300:], y[300:]), "mean_per_class",
-                            cs=c_grid(9), dtype=torch.float64)  # fmt: skip
+    res = transfer_protocol(
+        (xtr, ytr),
+        (xval, yval),
+        (x[:300], y[:300]),
+        (x[300:], y[300:]),
+        "mean_per_class",
+        cs=c_grid(9),
+        dtype=torch.float64,
+    )
     assert res["best_C"] == sweep.best_C
     assert res["sizes"] == {"train": 200, "val": 100, "trainval": 300, "test": 100}
     assert 50.0 < res["test"] <= 100.0

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from eval_fakes import write_imagefolder
 
-from gsg_zoo.cli import main
+from gsg_zoo.app.cli import main
 from gsg_zoo.data.augment import square_resize_transform
 from gsg_zoo.eval.features import ExtractOptions
 from gsg_zoo.eval.linear import LinearConfig, make_optimizer
@@ -106,8 +106,23 @@ def test_knn_protocol_gsg_end_to_end(tmp_path):
     write_imagefolder(root, n_train=60, n_test=8, k=4)  # 240 training images: k = 200 neighbours
     out, cache = tmp_path / "out", tmp_path / "cache"
     torch.manual_seed(0)
-    args = ["eval", "knn", *MODEL, "--image-size", "32", "--dataset", "imagefolder", "--data", str(root),
-            "--protocol", "gsg", "--out", str(out), "--cache-dir", str(cache)]  # fmt: skip
+    args = [
+        "eval",
+        "knn",
+        *MODEL,
+        "--image-size",
+        "32",
+        "--dataset",
+        "imagefolder",
+        "--data",
+        str(root),
+        "--protocol",
+        "gsg",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+    ]
     assert main(args) == 0
     res = json.loads((out / "knn_gsg_imagefolder.json").read_text())
     settings = res["protocol_settings"]
@@ -128,7 +143,7 @@ def test_knn_protocol_gsg_end_to_end(tmp_path):
 
 
 def test_reference_protocols_run_in_fp32_unless_amp_is_asked():
-    from gsg_zoo.cli import build_parser
+    from gsg_zoo.app.cli import build_parser
 
     assert ExtractOptions().amp is False
     parser = build_parser()

@@ -3,7 +3,7 @@
 ``Reference`` below transcribes github.com/linusericsson/ssl-transfer ``linear.py`` (``LogisticRegression``,
 ``LinearTester.validate`` / ``evaluate``, ``get_train_valid_loader``'s split, ``voc_ap``) with the same
 scikit-learn calls in the same order. Two translations to today's scikit-learn, both documented in
-:mod:`gsg_zoo.eval.ssl_transfer`: features are fitted in float64 (0.24 cast lbfgs input to float64), and
+:mod:`gsg_zoo.eval.many_shot`: features are fitted in float64 (0.24 cast lbfgs input to float64), and
 where ``multi_class`` is gone a binary fit gets ``2 C`` (the reference's symmetric-softmax minimiser,
 checked in ``test_binary_c_scale_gives_the_multinomial_binary_minimiser``).
 """
@@ -25,8 +25,8 @@ from sklearn.utils._testing import ignore_warnings  # noqa: E402
 
 from gsg_zoo.data.registry import get_info  # noqa: E402
 from gsg_zoo.eval.features import Features  # noqa: E402
+from gsg_zoo.eval.many_shot import as_arrays, run_reference  # noqa: E402
 from gsg_zoo.eval.runner import _fit_transfer, transfer_splits  # noqa: E402
-from gsg_zoo.eval.ssl_transfer import as_arrays, run_reference  # noqa: E402
 
 MULTI_CLASS = "multi_class" in inspect.signature(LogReg).parameters
 
@@ -167,15 +167,21 @@ def _with_metric(info, metric):
 def test_binary_c_scale_gives_the_multinomial_binary_minimiser():
     """The reference's binary "multinomial" fit, softmax(-z, z) with penalty ||c||^2 / C, has the minimiser
     of a plain binary logistic regression at 2 C (decision halved): what BINARY_C_SCALE relies on."""
-    from gsg_zoo.eval.ssl_transfer import BINARY_C_SCALE
+    from gsg_zoo.eval.many_shot import BINARY_C_SCALE
 
     x, y = _blobs(80, 5, 2, seed=7, scale=1.0)
     x, y = x.double(), y
     C = 0.3
     c = torch.zeros(5, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([c, b], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
-                            line_search_fn="strong_wolfe")  # fmt: skip
+    opt = torch.optim.LBFGS(
+        [c, b],
+        lr=1,
+        max_iter=500,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()

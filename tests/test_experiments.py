@@ -9,8 +9,8 @@ import json
 import pytest
 from test_pretrain import TINY
 
-from gsg_zoo.commands.experiment_compare import parse_arm
-from gsg_zoo.experiments import run_arms, run_claims
+from gsg_zoo.app.commands.experiment_compare import parse_arm
+from gsg_zoo.app.experiments import run_arms, run_claims
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +41,15 @@ def test_compare_runs_each_arm_with_its_overrides_and_reports_per_arm(tmp_path):
         "min": ["model.gsg_selection=min"],
         "rand": ["model.gsg_selection=random", "train.max_steps_per_epoch=2"],
     }
-    report = run_arms(tmp_path, "knobs", arms, seeds=[0], epochs=1, base_recipe="demo",
-                      overrides=[*TINY, "train.batch_size=16"])  # fmt: skip
+    report = run_arms(
+        tmp_path,
+        "knobs",
+        arms,
+        seeds=[0],
+        epochs=1,
+        base_recipe="demo",
+        overrides=[*TINY, "train.batch_size=16"],
+    )
     assert [r["arm"] for r in report["table"]] == ["min", "rand"]
     assert [r["steps"] for r in report["table"]] == [4, 2]  # 64 images / 16; the arm's own step cap
     config = (tmp_path / "rand_seed0" / "config.yaml").read_text()
@@ -52,7 +59,9 @@ def test_compare_runs_each_arm_with_its_overrides_and_reports_per_arm(tmp_path):
 
 def test_arm_syntax():
     assert parse_arm("vit=model.backbone=vit_small_patch16_224 'model.backbone_kwargs={depth: 2}'") == (
-        "vit", ["model.backbone=vit_small_patch16_224", "model.backbone_kwargs={depth: 2}"])  # fmt: skip
+        "vit",
+        ["model.backbone=vit_small_patch16_224", "model.backbone_kwargs={depth: 2}"],
+    )
     assert parse_arm("base=") == ("base", [])
     for bad in ("noequals", "two words=a=1", "x=novalue"):
         with pytest.raises(argparse.ArgumentTypeError, match="NAME=KEY=VALUE"):

@@ -20,15 +20,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from gsg_zoo import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.checkpoint import CheckpointError, save_checkpoint
-from gsg_zoo.export import (
-    CHECKSUMS_FILE,
-    ExportIntegrityError,
-    check_reload,
-    export_checkpoint,
-    read_checksums,
-    verify_export,
-)
+from gsg_zoo.core.checkpoint import CheckpointError, save_checkpoint
+from gsg_zoo.core.checksums import ExportIntegrityError, read_checksums, verify_export
+from gsg_zoo.core.layout import CHECKSUMS_FILE
+from gsg_zoo.zoo.export import check_reload, export_checkpoint
 
 SUMMARY = {"knn_top1": 41.25, "images_per_s": 812.5, "wall_time_s": 12.0, "device": "cpu"}
 
@@ -128,7 +123,7 @@ def test_cifar_export_contents(cifar_export):
 def test_local_dir_and_load_backbone_match_training_backbone(cifar_export):
     import timm
 
-    from gsg_zoo.models import load_backbone
+    from gsg_zoo.zoo.load import load_backbone
 
     out, learner = cifar_export
     x = _batch(32)
@@ -165,8 +160,8 @@ with torch.no_grad():
     out["in_hub"] = m(x64)
     assert "gsg_zoo" not in sys.modules, "stock timm load pulled in gsg_zoo"
     import gsg_zoo
-    from gsg_zoo.models import load_backbone
-    from gsg_zoo.zoo import load
+    from gsg_zoo.zoo.load import load_backbone
+    from gsg_zoo.zoo.manifest import load
     out["cifar_hub"] = timm.create_model("hf-hub:gsg-test/tiny-simsiam-gsg", pretrained=True).eval()(x32)
     out["cifar_zoo"] = load("tiny-simsiam-gsg")(x32)
     out["cifar_spec"] = load_backbone("zoo:tiny-simsiam-gsg")[0](x32)
@@ -180,8 +175,8 @@ save_file({k: v.contiguous() for k, v in out.items()}, sys.argv[2])
 
 
 def test_offline_hub_cache_and_zoo_load(cifar_export, imagenet_export, tmp_path):
-    from gsg_zoo.hub import install_to_cache
-    from gsg_zoo.zoo import add_entry, load_manifest
+    from gsg_zoo.zoo.hub import install_to_cache
+    from gsg_zoo.zoo.manifest import add_entry, load_manifest
 
     (cifar, cifar_learner), (inet, inet_learner) = cifar_export, imagenet_export
     cache, manifest = tmp_path / "hub", tmp_path / "manifest.json"
@@ -269,7 +264,7 @@ def test_wrong_checkpoint_kinds(cifar_export, tmp_path):
 
 
 def test_refuses_to_overwrite_and_cli(cifar_export, tmp_path, capsys):
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
 
     ckpt = cifar_export[0].parent / "checkpoints" / "last.pt"
     (tmp_path / "busy").mkdir()

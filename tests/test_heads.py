@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gsg_zoo.heads import prediction_mlp, projection_mlp
+from gsg_zoo.method.heads import prediction_mlp, projection_mlp
 
 
 def simsiam_predictor(dim: int, pred_dim: int) -> nn.Sequential:

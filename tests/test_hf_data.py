@@ -11,10 +11,10 @@ from PIL import Image
 from test_pretrain import TINY
 from test_resume import sigkill_resume_equals_uninterrupted
 
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.core.distributed import DistInfo
 from gsg_zoo.data.registry import get_info, open_split
-from gsg_zoo.distributed import DistInfo
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.train_data import build_train_data
+from gsg_zoo.train.inputs import build_train_data
 
 datasets = pytest.importorskip("datasets")
 
@@ -45,8 +45,18 @@ def hf_root(tmp_path_factory):
 
 
 def recipe(root, *extra):
-    return load_recipe("demo", [*TINY, "data.dataset=hf", f"data.root={root}", "train.batch_size=8",
-                                "monitor.every=-1", "data.num_workers=0", *extra])  # fmt: skip
+    return load_recipe(
+        "demo",
+        [
+            *TINY,
+            "data.dataset=hf",
+            f"data.root={root}",
+            "train.batch_size=8",
+            "monitor.every=-1",
+            "data.num_workers=0",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("layout", ["saved", "parquet"])
@@ -78,8 +88,15 @@ def test_sigkilled_pretrain_resumes_exactly_with_2_persistent_workers(hf_root, t
     """``gsg pretrain`` on parquet files, SIGKILLed inside epoch 2 after its step checkpoint and rerun:
     equal to an uninterrupted run, bit for bit (the recipes' 2 persistent loader workers)."""
     loader = [s for s in TINY if not s.startswith("data.num_workers")]
-    run = [*loader, "data.dataset=hf", f"data.root={hf_root / 'parquet'}", "train.batch_size=8", "train.epochs=2",
-           "train.checkpoint_steps=8", "monitor.every=-1"]  # fmt: skip
+    run = [
+        *loader,
+        "data.dataset=hf",
+        f"data.root={hf_root / 'parquet'}",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "train.checkpoint_steps=8",
+        "monitor.every=-1",
+    ]
     sigkill_resume_equals_uninterrupted(
         tmp_path, run, step=10, epoch_step=2
     )  # 6 steps an epoch: epoch 2's 5th
@@ -93,20 +110,50 @@ def test_missing_columns_and_splits_are_clear_errors(hf_root):
 
 
 def test_gsg_eval_knn_reads_a_hugging_face_dataset(hf_root, tmp_path, capsys):
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
 
-    code = main(["eval", "knn", "--model", "random:resnet10t", "--dataset", "hf", "--data", str(hf_root / "saved"),
-                 "--no-cache", "--workers", "0", "--image-size", "32"])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "knn",
+            "--model",
+            "random:resnet10t",
+            "--dataset",
+            "hf",
+            "--data",
+            str(hf_root / "saved"),
+            "--no-cache",
+            "--workers",
+            "0",
+            "--image-size",
+            "32",
+        ]
+    )
     assert code == 0 and "top-1" in capsys.readouterr().out.lower()
 
 
 def test_gsg_data_shard_writes_a_hugging_face_dataset_as_shards_with_its_bytes_that_stream(hf_root, tmp_path):
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
     from gsg_zoo.data.stream import ShardStream
 
     out = tmp_path / "shards"
-    assert main(["data", "shard", "hf", "--data", str(hf_root / "saved"), "--out", str(out), "--max-count", "10",
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "shard",
+                "hf",
+                "--data",
+                str(hf_root / "saved"),
+                "--out",
+                str(out),
+                "--max-count",
+                "10",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     ref = open_split(get_info("hf", pretrain=True), hf_root / "saved", "train")
     stream = ShardStream(out, lambda image: image.tobytes(), batch=8, buffer=5)
     items = list(stream)

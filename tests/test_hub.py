@@ -11,10 +11,19 @@ import socket
 import pytest
 from test_export import make_run
 
-from gsg_zoo.cli import main
-from gsg_zoo.export import CHECKSUMS_FILE, ExportIntegrityError, export_checkpoint, sha256_file
-from gsg_zoo.hub import plan_push, push_export
-from gsg_zoo.zoo import MANIFEST_PATH, add_entry, format_table, get_entry, load_manifest, resolve_zoo_name
+from gsg_zoo.app.cli import main
+from gsg_zoo.core.checksums import ExportIntegrityError, sha256_file
+from gsg_zoo.core.layout import CHECKSUMS_FILE
+from gsg_zoo.zoo.export import export_checkpoint
+from gsg_zoo.zoo.hub import plan_push, push_export
+from gsg_zoo.zoo.manifest import (
+    MANIFEST_PATH,
+    add_entry,
+    format_table,
+    get_entry,
+    load_manifest,
+    resolve_zoo_name,
+)
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +155,18 @@ def test_shipped_manifest_is_valid_and_real():
     doc = json.loads(MANIFEST_PATH.read_text())
     assert doc["format_version"] == 1 and isinstance(doc["models"], list)
     assert load_manifest(MANIFEST_PATH) == doc["models"]  # the validator (tests/test_zoo_tags.py) passes
-    required = {"name", "hub_id", "revision", "architecture", "timm_tag", "pretrained_cfg", "method",
-                "pretrain_data", "results", "sha256"}  # fmt: skip
+    required = {
+        "name",
+        "hub_id",
+        "revision",
+        "architecture",
+        "timm_tag",
+        "pretrained_cfg",
+        "method",
+        "pretrain_data",
+        "results",
+        "sha256",
+    }
     for e in doc["models"]:
         assert required <= set(e), e
         assert len(e["sha256"]) == 64
@@ -178,9 +197,9 @@ def test_hub_failures_become_clear_errors(export_dir, monkeypatch):
 
 def test_zoo_add_without_a_card_folder_fails_before_writing(export_dir, tmp_path, monkeypatch, capsys):
     """Installed (no model_cards/ beside the package): the entry is not added unless the card has a home."""
-    import gsg_zoo.cards
+    import gsg_zoo.zoo.cards
 
-    monkeypatch.setattr(gsg_zoo.cards, "DEFAULT_CARDS_DIR", None)
+    monkeypatch.setattr(gsg_zoo.zoo.cards, "DEFAULT_CARDS_DIR", None)
     manifest = tmp_path / "zoo.json"
     argv = [
         "zoo",

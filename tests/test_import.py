@@ -1,7 +1,7 @@
 """``gsg import``: every foreign layout, built the way its code base builds and saves it, gives a timm
 model whose pooled features equal the original backbone's; unsafe, partial and unknown files are refused.
 
-Each builder follows the cited file of the original project (see :data:`gsg_zoo.importers.FORMATS`).
+Each builder follows the cited file of the original project (see :data:`gsg_zoo.zoo.importers.FORMATS`).
 Budget: ~40 s on 2 CPU cores (one export with its fresh-process reload check; the rest in process).
 """
 
@@ -16,10 +16,15 @@ import torch
 import torchvision
 from torch import nn
 
-from gsg_zoo.cli import main
-from gsg_zoo.export import sha256_file
-from gsg_zoo.importers import ForeignCheckpointError, UnsafeCheckpointError, read_checkpoint, timm_backbone
-from gsg_zoo.models import load_backbone
+from gsg_zoo.app.cli import main
+from gsg_zoo.core.checksums import sha256_file
+from gsg_zoo.zoo.importers import (
+    ForeignCheckpointError,
+    UnsafeCheckpointError,
+    read_checkpoint,
+    timm_backbone,
+)
+from gsg_zoo.zoo.load import load_backbone
 
 ATOL = 1e-5
 
@@ -56,9 +61,16 @@ def _simsiam_encoder(arch: str, dim: int) -> nn.Module:
     """bych-lee/gsg gsg/builder.py (= facebookresearch/simsiam simsiam/builder.py): fc -> 3-layer projector."""
     enc = torchvision.models.__dict__[arch](num_classes=dim, zero_init_residual=True)
     prev = enc.fc.weight.shape[1]
-    enc.fc = nn.Sequential(nn.Linear(prev, prev, bias=False), nn.BatchNorm1d(prev), nn.ReLU(inplace=True),
-                           nn.Linear(prev, prev, bias=False), nn.BatchNorm1d(prev), nn.ReLU(inplace=True),
-                           enc.fc, nn.BatchNorm1d(dim, affine=False))  # fmt: skip
+    enc.fc = nn.Sequential(
+        nn.Linear(prev, prev, bias=False),
+        nn.BatchNorm1d(prev),
+        nn.ReLU(inplace=True),
+        nn.Linear(prev, prev, bias=False),
+        nn.BatchNorm1d(prev),
+        nn.ReLU(inplace=True),
+        enc.fc,
+        nn.BatchNorm1d(dim, affine=False),
+    )
     return _scramble(enc)
 
 
@@ -137,8 +149,14 @@ def solo_byol():
     model.classifier = nn.Linear(512, 10)
     model.projector = _mlp(512, 64, 32)
     model.momentum_backbone = _scramble(copy.deepcopy(model.backbone), seed=4)
-    ckpt = {"epoch": 9, "global_step": 900, "pytorch-lightning_version": "2.0.0", "state_dict": model.state_dict(),
-            "optimizer_states": [{"state": {}}], "lr_schedulers": [{"last_epoch": 9}]}  # fmt: skip
+    ckpt = {
+        "epoch": 9,
+        "global_step": 900,
+        "pytorch-lightning_version": "2.0.0",
+        "state_dict": model.state_dict(),
+        "optimizer_states": [{"state": {}}],
+        "lr_schedulers": [{"last_epoch": 9}],
+    }
     return ckpt, model.backbone.eval(), "solo", "resnet18"
 
 
@@ -163,8 +181,11 @@ def mm_v1b():
     model.target_net = nn.Module()
     model.target_net.module = nn.Sequential(copy.deepcopy(backbone), copy.deepcopy(model.neck))
     model.target_net.register_buffer("steps", torch.tensor(5))
-    ckpt = {"meta": {"epoch": 200, "mmengine_version": "0.10.0"}, "state_dict": model.state_dict(),
-            "optimizer": {"state": {}}}  # fmt: skip
+    ckpt = {
+        "meta": {"epoch": 200, "mmengine_version": "0.10.0"},
+        "state_dict": model.state_dict(),
+        "optimizer": {"state": {}},
+    }
     return ckpt, backbone.eval(), "mmselfsup", "resnet34"
 
 
@@ -222,16 +243,28 @@ def vissl_resnet50():
     tv = torchvision.models.resnet.ResNet(
         torchvision.models.resnet.Bottleneck, (3, 4, 6, 3), zero_init_residual=True
     )
-    blocks = nn.ModuleDict([("conv1", tv.conv1), ("bn1", tv.bn1), ("conv1_relu", tv.relu), ("maxpool", tv.maxpool),
-                            *[(f"layer{i}", getattr(tv, f"layer{i}")) for i in range(1, 5)],
-                            ("avgpool", tv.avgpool), ("flatten", nn.Flatten(1))])  # fmt: skip
+    blocks = nn.ModuleDict(
+        [
+            ("conv1", tv.conv1),
+            ("bn1", tv.bn1),
+            ("conv1_relu", tv.relu),
+            ("maxpool", tv.maxpool),
+            *[(f"layer{i}", getattr(tv, f"layer{i}")) for i in range(1, 5)],
+            ("avgpool", tv.avgpool),
+            ("flatten", nn.Flatten(1)),
+        ]
+    )
     trunk = nn.Module()
     trunk._feature_blocks = blocks
     _scramble(trunk)
     heads = _mlp(2048, 128)
     model = {"trunk": trunk.state_dict(), "heads": {f"0.clf.{k}": v for k, v in heads.state_dict().items()}}
-    ckpt = {"phase_idx": 99, "iteration": 1000, "type": "vissl",
-            "classy_state_dict": {"base_model": {"model": model}, "optimizer": {"state": {}}}}  # fmt: skip
+    ckpt = {
+        "phase_idx": 99,
+        "iteration": 1000,
+        "type": "vissl",
+        "classy_state_dict": {"base_model": {"model": model}, "optimizer": {"state": {}}},
+    }
     return ckpt, nn.Sequential(*blocks.values()), "vissl", "resnet50"
 
 
@@ -277,7 +310,7 @@ def _max_diff(model: nn.Module, reference: nn.Module, size: int = 48) -> float:
 
 
 def _count(ckpt) -> int:
-    from gsg_zoo.importers import flatten
+    from gsg_zoo.zoo.importers import flatten
 
     return len(flatten(ckpt)[0])
 
@@ -353,8 +386,13 @@ def test_import_command_writes_a_verified_export_and_specs_load_the_file(tmp_pat
 
 def _online_encoder(ckpt) -> nn.Module:
     enc = _simsiam_encoder("resnet18", 64)
-    enc.load_state_dict({k[len("module.encoder.") :]: v for k, v in ckpt["state_dict"].items()
-                         if k.startswith("module.encoder.")})  # fmt: skip
+    enc.load_state_dict(
+        {
+            k[len("module.encoder.") :]: v
+            for k, v in ckpt["state_dict"].items()
+            if k.startswith("module.encoder.")
+        }
+    )
     return enc.eval()
 
 
@@ -412,7 +450,7 @@ def test_layouts_with_no_exact_timm_architecture_are_refused(tmp_path):
 
 
 def test_the_command_offers_every_format():
-    from gsg_zoo.commands import import_checkpoint
-    from gsg_zoo.importers import FORMAT_NAMES
+    from gsg_zoo.app.commands import import_checkpoint
+    from gsg_zoo.zoo.importers import FORMAT_NAMES
 
     assert set(import_checkpoint.FORMATS) == {"auto", *FORMAT_NAMES}

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from test_losses import reference_loss
 
-from gsg_zoo.ema import ema_momentum, ema_update
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.pairing import pair_indices, random_derangement
+from gsg_zoo.method.ema import ema_momentum, ema_update
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.method.pairing import pair_indices, random_derangement
 
 TINY = dict(backbone="resnet18_cifar", projector_hidden_dim=32, projector_dim=16, predictor_hidden_dim=8)
 

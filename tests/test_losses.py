@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gsg_zoo.losses import (
+from gsg_zoo.method.losses import (
     gsg_loss,
     gsg_select,
     negative_cosine,

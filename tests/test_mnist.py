@@ -11,7 +11,7 @@ import pytest
 import torchvision.datasets as tvd
 
 from gsg_zoo.data import mnist, registry
-from gsg_zoo.data.datasets import build_dataset
+from gsg_zoo.data.pretraining import build_dataset
 from gsg_zoo.eval.datasets import build_split
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")

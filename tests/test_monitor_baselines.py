@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from gsg_zoo.models import canonical_spec, load_backbone, parse_random_spec
-from gsg_zoo.monitors import KnnMonitor, stratified_subset
-from gsg_zoo.recipes import load_recipe
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.train.monitor import KnnMonitor, stratified_subset
+from gsg_zoo.zoo.load import canonical_spec, load_backbone, parse_random_spec
 
 
 def class_ordered_folder(root, classes: int = 10, per_class: int = 12) -> None:
@@ -23,8 +23,16 @@ def class_ordered_folder(root, classes: int = 10, per_class: int = 12) -> None:
 
 def test_monitor_subsets_cover_every_class_of_a_class_ordered_folder(tmp_path):
     class_ordered_folder(tmp_path)
-    recipe = load_recipe("demo", ["data.dataset=imagefolder", f"data.root={tmp_path}", "data.num_workers=0",
-                                  "monitor.train_limit=30", "monitor.test_limit=20"])  # fmt: skip
+    recipe = load_recipe(
+        "demo",
+        [
+            "data.dataset=imagefolder",
+            f"data.root={tmp_path}",
+            "data.num_workers=0",
+            "monitor.train_limit=30",
+            "monitor.test_limit=20",
+        ],
+    )
     bank, queries = KnnMonitor(recipe.data, recipe.monitor).loaders()
     bank_labels = torch.cat([y for _, y, _ in bank])
     query_labels = torch.cat([y for _, y, _ in queries])

@@ -9,12 +9,12 @@ import torch
 from test_pretrain import TINY
 from test_selection_knobs import grads_of, leaves, make, ref_loss, ref_select, twin_terms, views
 
+from gsg_zoo.config.recipes import load_recipe
 from gsg_zoo.data.batch_augment import crop_flip_theta
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.losses import gsg_loss, gsg_select, negative_cosine
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.train_data import local_view_augment
-from gsg_zoo.trainer import Pretrainer
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.method.losses import gsg_loss, gsg_select, negative_cosine
+from gsg_zoo.train.inputs import local_view_augment
+from gsg_zoo.train.trainer import Pretrainer
 
 
 @pytest.mark.parametrize("num_local", [1, 3])
@@ -54,8 +54,14 @@ def test_no_local_crops_is_the_paper_loss_bit_for_bit():
 
 def test_pretrain_with_local_crops_on_the_device_path(tmp_path):
     seen = []
-    over = [*TINY, "data.batch_augment=true", "model.local_crops=2", "train.epochs=1",
-            "train.max_steps_per_epoch=2", "monitor.every=-1"]  # fmt: skip
+    over = [
+        *TINY,
+        "data.batch_augment=true",
+        "model.local_crops=2",
+        "train.epochs=1",
+        "train.max_steps_per_epoch=2",
+        "monitor.every=-1",
+    ]
     trainer = Pretrainer(load_recipe("demo", over), tmp_path, progress=False)
     trainer.learner.register_forward_pre_hook(lambda m, args: seen.append([tuple(v.shape) for v in args[0]]))
     summary = trainer.run()
@@ -114,5 +120,7 @@ def test_local_crop_device_views_sizes_and_areas():
     assert area.min() >= 0.05 - 1e-6 and area.max() <= 0.4 + 1e-6 and area.max() > 0.3
     # the global crops' stream is unchanged by the new bound's default
     g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
-    assert torch.equal(crop_flip_theta(9, 0.2, 0.5, g1, torch.device("cpu")),
-                       crop_flip_theta(9, 0.2, 0.5, g2, torch.device("cpu"), max_scale=1.0))  # fmt: skip
+    assert torch.equal(
+        crop_flip_theta(9, 0.2, 0.5, g1, torch.device("cpu")),
+        crop_flip_theta(9, 0.2, 0.5, g2, torch.device("cpu"), max_scale=1.0),
+    )

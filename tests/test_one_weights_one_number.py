@@ -9,8 +9,8 @@ from test_export import make_run
 
 from gsg_zoo.eval.features import ExtractOptions
 from gsg_zoo.eval.runner import EvalContext, run_knn
-from gsg_zoo.export import export_checkpoint
-from gsg_zoo.models import load_backbone
+from gsg_zoo.zoo.export import export_checkpoint
+from gsg_zoo.zoo.load import load_backbone
 
 CFG_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 

@@ -1,9 +1,9 @@
-"""gsg_zoo.optim against transcriptions of the reference code it follows.
+"""gsg_zoo.train.optim against transcriptions of the reference code it follows.
 
 References (read with the repository search tools; quoted in the transcriptions below):
 
 - LARS: MoCo v3, ``moco/optimizer.py`` (github.com/facebookresearch/moco-v3), the class the
-  docstring of :class:`gsg_zoo.optim.LARS` names: parameters with ``ndim <= 1`` get neither weight
+  docstring of :class:`gsg_zoo.train.optim.LARS` names: parameters with ``ndim <= 1`` get neither weight
   decay nor the trust ratio.
 - lr x batch / 256, per-epoch cosine and the fixed predictor lr: the GSG authors' ``main_pretrain.py``
   (github.com/bych-lee/gsg, from SimSiam's ``main_simsiam.py``): ``init_lr = args.lr *
@@ -23,9 +23,9 @@ import torch
 from test_pretrain import TINY
 from torch import nn
 
-from gsg_zoo.optim import LARS, OptimConfig, build_optimizer, effective_lr, lr_at, param_groups, set_lr
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.trainer import Pretrainer
+from gsg_zoo.config.recipes import OptimConfig, load_recipe
+from gsg_zoo.train.optim import LARS, build_optimizer, effective_lr, lr_at, param_groups, set_lr
+from gsg_zoo.train.trainer import Pretrainer
 
 
 # ---------------------------------------------------------------- transcriptions of the references
@@ -165,8 +165,11 @@ def test_build_optimizer_lars_uses_the_effective_lr_and_group_weight_decay():
     assert isinstance(opt, LARS)
     assert {g["lr"] for g in opt.param_groups} == {0.1 * 1024 / 256}
     assert {g["name"]: g["weight_decay"] for g in opt.param_groups} == {
-        "encoder": 1e-6, "encoder_no_wd": 0.0, "predictor": 1e-6, "predictor_no_wd": 0.0,
-    }  # fmt: skip
+        "encoder": 1e-6,
+        "encoder_no_wd": 0.0,
+        "predictor": 1e-6,
+        "predictor_no_wd": 0.0,
+    }
     assert all(g["momentum"] == 0.8 and g["trust_coefficient"] == 0.001 for g in opt.param_groups)
 
 
@@ -189,10 +192,12 @@ def test_per_epoch_cosine_and_fixed_predictor_lr_match_simsiam(fix_predictor_lr)
     ours = build_optimizer(mods, cfg, batch)
     init_lr = 0.05 * batch / 256
     ref = torch.optim.SGD(
-        [{"params": mods["encoder"].parameters(), "fix_lr": False},
-         {"params": mods["predictor"].parameters(), "fix_lr": fix_predictor_lr}],
+        [
+            {"params": mods["encoder"].parameters(), "fix_lr": False},
+            {"params": mods["predictor"].parameters(), "fix_lr": fix_predictor_lr},
+        ],
         init_lr,
-    )  # fmt: skip
+    )
     ref_lr = {"encoder": 0, "predictor": 1}
     base_lr = effective_lr(cfg, batch)
     for epoch in range(epochs):
@@ -252,8 +257,9 @@ def test_wd_exclusion_puts_exactly_bn_and_biases_in_no_wd_groups():
     assert [g["weight_decay"] for g in groups.values()] == [5e-4, 0.0, 5e-4, 0.0]
     without = param_groups(mods, OptimConfig(weight_decay=5e-4))
     assert [(g["name"], len(g["params"]), g["weight_decay"]) for g in without] == [
-        ("encoder", 6, 5e-4), ("predictor", 4, 5e-4),
-    ]  # fmt: skip
+        ("encoder", 6, 5e-4),
+        ("predictor", 4, 5e-4),
+    ]
 
 
 def test_wd_exclusion_takes_effect_in_an_sgd_step():
@@ -278,9 +284,17 @@ def test_trainer_applies_imagenet_simsiam_gsg_schedule_per_group(tmp_path):
     epochs, steps, batch = 2, 2, 8
     recipe = load_recipe(
         "imagenet_simsiam_gsg",
-        [*TINY, "data.dataset=synthetic", "data.root=null", f"train.batch_size={batch}", f"train.epochs={epochs}",
-         f"train.max_steps_per_epoch={steps}", "monitor.every=-1", "train.sync_bn=off"],
-    )  # fmt: skip
+        [
+            *TINY,
+            "data.dataset=synthetic",
+            "data.root=null",
+            f"train.batch_size={batch}",
+            f"train.epochs={epochs}",
+            f"train.max_steps_per_epoch={steps}",
+            "monitor.every=-1",
+            "train.sync_bn=off",
+        ],
+    )
     assert recipe.optim == load_recipe("imagenet_simsiam_gsg").optim  # the recipe's own optimiser settings
     trainer = Pretrainer(recipe, tmp_path / "run", progress=False)
     applied: list[dict[str, float]] = []

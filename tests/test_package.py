@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import gsg_zoo
-from gsg_zoo import resources
-from gsg_zoo.learner import LearnerConfig
+from gsg_zoo.core import resources
+from gsg_zoo.method.learner import LearnerConfig
 
 
 def _python(code: str) -> str:
@@ -23,7 +23,7 @@ def test_import_is_light_and_api_loads_on_use():
         "import sys, gsg_zoo; light = 'torch' not in sys.modules and 'timm' not in sys.modules; "
         "f = gsg_zoo.gsg_loss; print(light, 'torch' in sys.modules, f.__module__)"
     )
-    assert out == "True True gsg_zoo.losses"
+    assert out == "True True gsg_zoo.method.losses"
     assert sorted(gsg_zoo.__all__) == sorted(gsg_zoo._PUBLIC)
     with pytest.raises(AttributeError):
         gsg_zoo.no_such_name  # noqa: B018
@@ -47,10 +47,8 @@ def test_timm_without_gsg_zoo_is_untouched():
 
 def test_config_dirs_are_found():
     assert (resources.config_dir("pretrain") / "demo.yaml").is_file()
-    assert (resources.config_dir("transfer/mmseg") / "_base_" / "synthetic.py").is_file()
-    assert "voc_R_50_C4_24k" in resources.list_configs(
-        "transfer/detectron2", ".yaml", hidden_prefixes=("Base-",)
-    )
+    assert (resources.config_dir("mmseg") / "_base_" / "synthetic.py").is_file()
+    assert "voc_R_50_C4_24k" in resources.list_configs("detectron2", ".yaml", hidden_prefixes=("Base-",))
     with pytest.raises(ValueError, match="unknown config folder"):
         resources.config_dir("elsewhere")
 

@@ -11,16 +11,45 @@ from test_mnist import write_split_files
 pytestmark = pytest.mark.slow
 pytest.importorskip("lightly", reason="lightly is a benchmark-only extra: pip install -e .[bench]")
 
-TINY = ["--set", "batch=8", "--set", "workers=0", "--set", "knn_k=5", "--set", "proj_hidden=32",
-        "--set", "proj_dim=16", "--set", "pred_hidden=8", "--set", "image_size=16"]  # fmt: skip
+TINY = [
+    "--set",
+    "batch=8",
+    "--set",
+    "workers=0",
+    "--set",
+    "knn_k=5",
+    "--set",
+    "proj_hidden=32",
+    "--set",
+    "proj_dim=16",
+    "--set",
+    "pred_hidden=8",
+    "--set",
+    "image_size=16",
+]
 
 
 def test_peer_parity_tiny(tmp_path):
     write_split_files(tmp_path / "fm", n_train=40, n_test=20)
     report = load("peer_parity").main(
-        ["--data", str(tmp_path / "fm"), "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"),
-         "--steps", "2", "--seeds", "0", "--eval-subset", "30", "--warmup-steps", "1", *TINY]
-    )  # fmt: skip
+        [
+            "--data",
+            str(tmp_path / "fm"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--results",
+            str(tmp_path / "res"),
+            "--steps",
+            "2",
+            "--seeds",
+            "0",
+            "--eval-subset",
+            "30",
+            "--warmup-steps",
+            "1",
+            *TINY,
+        ]
+    )
     assert json.loads((tmp_path / "res" / "peer_parity.json").read_text()) == json.loads(json.dumps(report))
     md = (tmp_path / "res" / "peer_parity.md").read_text()
     assert "| simsiam | lightly |" in md and "| byol | gsg_zoo |" in md and "Stays different" in md

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from gsg_zoo import trainer as trainer_module
-from gsg_zoo.checkpoint import CheckpointError, load_checkpoint
-from gsg_zoo.monitors import collapse_metrics, effective_rank, normalized_std
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.run_control import NONFINITE_MARKER
-from gsg_zoo.trainer import NonFiniteLossError, Pretrainer
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.core.checkpoint import CheckpointError, load_checkpoint
+from gsg_zoo.train import trainer as trainer_module
+from gsg_zoo.train.control import NONFINITE_MARKER
+from gsg_zoo.train.monitor import collapse_metrics, effective_rank, normalized_std
+from gsg_zoo.train.trainer import NonFiniteLossError, Pretrainer
 
 TINY = [
     "model.backbone=resnet18",
@@ -56,7 +56,7 @@ def test_recipes_load_and_overrides():
 
 
 def test_epoch_sampler_shards_are_disjoint_and_deterministic():
-    from gsg_zoo.data.datasets import EpochShardSampler
+    from gsg_zoo.data.pretraining import EpochShardSampler
 
     a = [list(EpochShardSampler(10, r, 2, seed=3)) for r in range(2)]
     assert not {i for i, _ in a[0]} & {i for i, _ in a[1]} and len(a[0]) == 5
@@ -77,8 +77,17 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path, caplog):
             )
     bad = root / "train" / "a" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
-    recipe = load_recipe("demo", [*TINY, "data.dataset=imagefolder", f"data.root={root}", "train.epochs=1",
-                                  "monitor.every=-1", "train.batch_size=25"])  # fmt: skip
+    recipe = load_recipe(
+        "demo",
+        [
+            *TINY,
+            "data.dataset=imagefolder",
+            f"data.root={root}",
+            "train.epochs=1",
+            "monitor.every=-1",
+            "train.batch_size=25",
+        ],
+    )
     with caplog.at_level("WARNING"):
         summary = Pretrainer(recipe, tmp_path / "run", progress=False).run()
     assert summary["skipped_images"] == 1 and summary["steps"] == 1

@@ -22,9 +22,9 @@ import pytest
 import torch
 from test_pretrain import TINY
 
-from gsg_zoo.checkpoint import load_checkpoint, save_checkpoint
-from gsg_zoo.recipes import DataConfig, load_recipe
-from gsg_zoo.trainer import Pretrainer
+from gsg_zoo.config.recipes import DataConfig, load_recipe
+from gsg_zoo.core.checkpoint import load_checkpoint, save_checkpoint
+from gsg_zoo.train.trainer import Pretrainer
 
 DRIVER = r'''
 """`gsg pretrain ARGS` that SIGKILLs itself where GSG_TEST_KILL says, then dumps this rank's state."""
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from gsg_zoo import trainer
-from gsg_zoo.cli import main
+from gsg_zoo.app.cli import main
 
 KILL = json.loads(os.environ.get("GSG_TEST_KILL") or "{}")  # {"at": step|write|after, "n": N, "rank": R}
 RANK = int(os.environ.get("RANK", "0"))
@@ -93,8 +93,12 @@ def pretrain(tmp: Path, out: str, overrides: list[str], kill: dict | None = None
     driver = tmp / "driver.py"
     driver.write_text(DRIVER)
     (tmp / out).mkdir(exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GSG_TEST_KILL": json.dumps(kill or {}),
-           "GSG_TEST_DUMP": str(tmp / out)}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GSG_TEST_KILL": json.dumps(kill or {}),
+        "GSG_TEST_DUMP": str(tmp / out),
+    }
     launch = [sys.executable]
     if ranks > 1:
         launch += ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={free_port()}"]
@@ -161,11 +165,20 @@ EVERY_KILL = (MID_EPOCH, IN_WRITE, AFTER_SAVE)
         ("byol_gsg", "batch_augment", EVERY_KILL),
         ("simsiam_gsg", "batch_augment", (MID_EPOCH,)),
         ("byol_gsg", "pil", (MID_EPOCH,)),
-        ("simsiam_gsg", "mocov2_batch_augment", (MID_EPOCH,)),  # worker crop boxes + device resize and blur (issue 17)
+        (
+            "simsiam_gsg",
+            "mocov2_batch_augment",
+            (MID_EPOCH,),
+        ),  # worker crop boxes + device resize and blur (issue 17)
     ],
-    ids=["simsiam_gsg-pil-every_kill", "byol_gsg-batch_augment-every_kill", "simsiam_gsg-batch_augment-mid",
-         "byol_gsg-pil-mid", "simsiam_gsg-mocov2_batch_augment-mid"],
-)  # fmt: skip
+    ids=[
+        "simsiam_gsg-pil-every_kill",
+        "byol_gsg-batch_augment-every_kill",
+        "simsiam_gsg-batch_augment-mid",
+        "byol_gsg-pil-mid",
+        "simsiam_gsg-mocov2_batch_augment-mid",
+    ],
+)
 def test_kill_and_resume_is_exact(tmp_path, method, views, kills):
     """Killed (in turn) mid-epoch 2, during epoch 2's checkpoint write, right after it, and resumed
     each time: the end state equals an uninterrupted run's. Each method and each view path meets every
@@ -217,8 +230,19 @@ def test_checkpoint_from_before_the_streams_change_resumes_with_a_warning(tmp_pa
     Pretrainer(load_recipe("demo", base), tmp_path / "run", progress=False).run()
     path = tmp_path / "run" / "checkpoints" / "last.pt"
     state = load_checkpoint(path)
-    before = {"kind", "format_version", "config", "model", "optimizer", "scaler", "epoch", "step",
-              "history", "skipped_images", "rng"}  # fmt: skip  # what gsg-zoo wrote before
+    before = {
+        "kind",
+        "format_version",
+        "config",
+        "model",
+        "optimizer",
+        "scaler",
+        "epoch",
+        "step",
+        "history",
+        "skipped_images",
+        "rng",
+    }  # what gsg-zoo wrote before
     added = {
         "rng_streams",
         "epoch_step",
@@ -242,8 +266,14 @@ def test_ddp_gradients_match_a_single_process(tmp_path):
     driver = tmp_path / "grads.py"
     driver.write_text(GRAD_DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GSG_TEST_DUMP": str(tmp_path / "grads.json")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={free_port()}", str(driver)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        str(driver),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     for method, r in json.loads((tmp_path / "grads.json").read_text()).items():
@@ -269,7 +299,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
 
 dist.init_process_group("gloo")
 RANK, WORLD, N = dist.get_rank(), dist.get_world_size(), 6

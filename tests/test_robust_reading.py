@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from gsg_zoo.data import loaders
-from gsg_zoo.data.datasets import EpochSeeded, build_dataset
-from gsg_zoo.distributed import DistInfo
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.train_data import build_train_data
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.core.distributed import DistInfo
+from gsg_zoo.data import readers as loaders
+from gsg_zoo.data.pretraining import EpochSeeded, build_dataset
+from gsg_zoo.train.inputs import build_train_data
 
 BATCH = 4
 
@@ -45,8 +45,11 @@ def damaged(tmp_path_factory):
     JPEG, bytes that are no image, an empty file."""
     root = tmp_path_factory.mktemp("damaged")
     jpeg = _jpeg_bytes(root)
-    bad = {"a/00_truncated.jpg": jpeg[: len(jpeg) // 2], "b/00_garbage.jpg": b"not an image" * 9,
-           "b/05_empty.jpg": b""}  # fmt: skip
+    bad = {
+        "a/00_truncated.jpg": jpeg[: len(jpeg) // 2],
+        "b/00_garbage.jpg": b"not an image" * 9,
+        "b/05_empty.jpg": b"",
+    }
     _folder(root, bad, good_per_class=9)
     (root / "train" / "b" / "09.png").unlink()  # 17 readable + 3 = 20 images: 5 full batches
     return root
@@ -54,10 +57,17 @@ def damaged(tmp_path_factory):
 
 def _epoch(root, workers: int, epoch: int = 0) -> tuple[list[list[torch.Tensor]], int]:
     """One epoch of the real training loader: its batches' views and the replaced-image count."""
-    recipe = load_recipe("demo", [
-        "data.dataset=imagefolder", f"data.root={root}", "data.image_size=16", "data.batch_augment=false",
-        f"data.num_workers={workers}", f"train.batch_size={BATCH}",
-    ])  # fmt: skip
+    recipe = load_recipe(
+        "demo",
+        [
+            "data.dataset=imagefolder",
+            f"data.root={root}",
+            "data.image_size=16",
+            "data.batch_augment=false",
+            f"data.num_workers={workers}",
+            f"train.batch_size={BATCH}",
+        ],
+    )
     data = build_train_data(recipe, DistInfo(), torch.device("cpu"), BATCH, 2)
     data.set_epoch(epoch)
     batches, skipped = [], 0
@@ -76,7 +86,7 @@ def _fresh_warning_budget(monkeypatch):
 
 
 def test_unreadable_images_are_replaced_deterministically_and_counted(damaged, caplog):
-    with caplog.at_level(logging.WARNING, logger="gsg_zoo.data.loaders"):
+    with caplog.at_level(logging.WARNING, logger="gsg_zoo.data.readers"):
         first, skipped = _epoch(damaged, workers=0)
     assert len(first) == 5 and skipped == 3  # every key trained on; each unreadable image counted once
     logged = caplog.text
@@ -114,7 +124,7 @@ class FlakyStorage(torch.utils.data.Dataset):
 
 def test_any_oserror_of_a_dataset_is_replaced(caplog):
     ds = EpochSeeded(FlakyStorage(), seed=0)
-    with caplog.at_level(logging.WARNING, logger="gsg_zoo.data.loaders"):
+    with caplog.at_level(logging.WARNING, logger="gsg_zoo.data.readers"):
         views, label, failures = ds[(1, 0)]
     assert (label, failures) == (3, 2) and "item 1" in caplog.text and "item 2" in caplog.text
     assert torch.equal(ds[(1, 0)][0][0], views[0])  # the substitute's views: a function of the key
@@ -124,7 +134,7 @@ def test_unreadable_warnings_are_rate_limited(monkeypatch, caplog):
     monkeypatch.setattr(loaders, "WARN_FIRST", 2)
     monkeypatch.setattr(loaders, "WARN_EVERY", 5)
     monkeypatch.setattr(loaders, "_unreadable_seen", 0)
-    with caplog.at_level(logging.WARNING, logger="gsg_zoo.data.loaders"):
+    with caplog.at_level(logging.WARNING, logger="gsg_zoo.data.readers"):
         for i in range(1, 11):
             loaders.warn_unreadable(f"img{i}.jpg", OSError(errno.EIO, "I/O error"))
     assert [r.getMessage().split()[2].rstrip(":") for r in caplog.records] == [

@@ -35,9 +35,9 @@ def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
 @pytest.fixture(scope="module")
 def r50_export(tmp_path_factory):
     """A ResNet-50 SimSiam checkpoint with non-trivial BN statistics, exported by ``gsg export``."""
-    from gsg_zoo.checkpoint import save_checkpoint
-    from gsg_zoo.export import export_checkpoint
-    from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
+    from gsg_zoo.core.checkpoint import save_checkpoint
+    from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
+    from gsg_zoo.zoo.export import export_checkpoint
 
     root = tmp_path_factory.mktemp("r50")
     cfg = LearnerConfig.for_method(
@@ -176,7 +176,7 @@ def test_mmcv_ops_shim():
 
 @pytest.mark.slow  # ~35 s: R50 FCN, 2 iterations + evaluation on the CPU
 def test_cli_train_two_iterations_and_evaluate(r50_export, seg_data, tmp_path, capsys):
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
 
     export_dir, _ = r50_export
     out = tmp_path / "run"
@@ -207,7 +207,7 @@ def test_cli_train_two_iterations_and_evaluate(r50_export, seg_data, tmp_path, c
 
 
 def test_cli_rejects_cifar_stem_clearly(seg_data, tmp_path, capsys):
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
 
     argv = ["transfer", "segmentation", "train", "--model", "random:resnet18_cifar", "--recipe", "synthetic"]
     assert main([*argv, "--data", str(seg_data), "--out", str(tmp_path)]) == 1

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.losses import gsg_loss, gsg_select
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.method.losses import gsg_loss, gsg_select
 
 # View order 11, 12, 21, 22 = indices 0..3. Candidate pairs, and per pair the two (source, target) terms
 # of the per-sample loss, literally the table of GSG.md.
@@ -45,8 +45,10 @@ def ref_loss(p, z, selection, local_p=()):
     n = p[0].shape[0]
     for i in range(n):
         (s1, t1), (s2, t2) = TERMS[int(selection[i])]
-        terms = [F.cosine_similarity(p[s1][i], z[t1][i].detach(), dim=0),
-                 F.cosine_similarity(p[s2][i], z[t2][i].detach(), dim=0)]  # fmt: skip
+        terms = [
+            F.cosine_similarity(p[s1][i], z[t1][i].detach(), dim=0),
+            F.cosine_similarity(p[s2][i], z[t2][i].detach(), dim=0),
+        ]
         terms += [F.cosine_similarity(q[i], z[t1][i].detach(), dim=0) for q in local_p]
         total = total - sum(terms) / len(terms)
     return total / n
@@ -168,9 +170,15 @@ def check_grads(learner, twin):
 # every rule with and without source_only; each method three times (6 cases, not 12: test time)
 @pytest.mark.parametrize(
     "rule, source_only, method",
-    [("min", False, "byol_gsg"), ("min", True, "simsiam_gsg"), ("max", False, "simsiam_gsg"),
-     ("max", True, "byol_gsg"), ("random", False, "byol_gsg"), ("random", True, "simsiam_gsg")],
-)  # fmt: skip
+    [
+        ("min", False, "byol_gsg"),
+        ("min", True, "simsiam_gsg"),
+        ("max", False, "simsiam_gsg"),
+        ("max", True, "byol_gsg"),
+        ("random", False, "byol_gsg"),
+        ("random", True, "simsiam_gsg"),
+    ],
+)
 def test_learner_selection_value_and_gradient(rule, source_only, method):
     distance = "cosine" if method == "byol_gsg" else "euclidean"
     learner = make(method, gsg_selection=rule, source_only=source_only, distance=distance)
@@ -181,7 +189,7 @@ def test_learner_selection_value_and_gradient(rule, source_only, method):
     p4, z4 = twin_terms(twin, vs, out.pairing)
     if rule == "random":  # drawn from the step's generator after the pairing: the same stream
         g = torch.Generator().manual_seed(3)
-        from gsg_zoo.pairing import pair_indices
+        from gsg_zoo.method.pairing import pair_indices
 
         assert torch.equal(out.pairing, pair_indices(6, "derangement", g))
         sel = torch.randint(0, 4, (6,), generator=g)
@@ -197,6 +205,8 @@ def test_learner_selection_value_and_gradient(rule, source_only, method):
 def test_random_rule_keeps_the_pairing_stream():
     """The random selection draws after the pairing: same step generator, same pairing as ``min``."""
     vs = views(4)
-    outs = [make("simsiam_gsg", gsg_selection=rule)(vs, generator=torch.Generator().manual_seed(4))
-            for rule in ("min", "random")]  # fmt: skip
+    outs = [
+        make("simsiam_gsg", gsg_selection=rule)(vs, generator=torch.Generator().manual_seed(4))
+        for rule in ("min", "random")
+    ]
     assert torch.equal(outs[0].pairing, outs[1].pairing)

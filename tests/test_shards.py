@@ -15,12 +15,12 @@ from PIL import Image
 from test_cluster import crash_and_resume_equals_uninterrupted
 from test_pretrain import TINY
 
-from gsg_zoo.cli import main
+from gsg_zoo.app.cli import main
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.core.distributed import DistInfo
 from gsg_zoo.data.registry import get_info, open_split
 from gsg_zoo.data.shards import ShardImages, write_shards
-from gsg_zoo.distributed import DistInfo
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.train_data import build_train_data
+from gsg_zoo.train.inputs import build_train_data
 
 wds = pytest.importorskip("webdataset")
 
@@ -40,11 +40,39 @@ def jpeg_folder(root, classes: int = 3, per_class: int = 16) -> None:
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("wds")
     jpeg_folder(root / "folder")
-    code = main(["data", "shard", "imagefolder", "--data", str(root / "folder"), "--out", str(root / "shards" / "train"),
-                 "--max-count", "10", "--no-shuffle", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "data",
+            "shard",
+            "imagefolder",
+            "--data",
+            str(root / "folder"),
+            "--out",
+            str(root / "shards" / "train"),
+            "--max-count",
+            "10",
+            "--no-shuffle",
+            "--no-progress",
+        ]
+    )
     assert code == 0
-    assert main(["data", "shard", "imagefolder", "--data", str(root / "folder"), "--split", "test", "--out",
-                 str(root / "shards" / "test"), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "shard",
+                "imagefolder",
+                "--data",
+                str(root / "folder"),
+                "--split",
+                "test",
+                "--out",
+                str(root / "shards" / "test"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -73,8 +101,18 @@ class OneOfTwo(DistInfo):
 
 
 def recipe(root, *extra):
-    return load_recipe("demo", [*TINY, "data.dataset=webdataset", f"data.root={root}", "train.batch_size=8",
-                                "monitor.every=-1", "data.num_workers=0", *extra])  # fmt: skip
+    return load_recipe(
+        "demo",
+        [
+            *TINY,
+            "data.dataset=webdataset",
+            f"data.root={root}",
+            "train.batch_size=8",
+            "monitor.every=-1",
+            "data.num_workers=0",
+            *extra,
+        ],
+    )
 
 
 def test_every_image_once_per_epoch_same_batches_with_0_or_2_workers(shards):
@@ -126,6 +164,21 @@ def test_truncated_shard_is_named_and_writing_resumes(shards, tmp_path):
 
 
 def test_gsg_eval_knn_reads_shards(shards, capsys):
-    code = main(["eval", "knn", "--model", "random:resnet10t", "--dataset", "webdataset", "--data",
-                 str(shards / "shards"), "--no-cache", "--workers", "0", "--image-size", "32"])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "knn",
+            "--model",
+            "random:resnet10t",
+            "--dataset",
+            "webdataset",
+            "--data",
+            str(shards / "shards"),
+            "--no-cache",
+            "--workers",
+            "0",
+            "--image-size",
+            "32",
+        ]
+    )
     assert code == 0, capsys.readouterr().err

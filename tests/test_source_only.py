@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
 
 NARROW = {"channels": (16, 16, 32, 32)}  # a narrow CIFAR ResNet-18 keeps float64 steps fast
 TINY = dict(

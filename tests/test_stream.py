@@ -18,9 +18,9 @@ from test_pretrain import TINY
 from test_resume import sigkill_resume_equals_uninterrupted
 from torch.utils.data import DataLoader
 
-from gsg_zoo.cli import main
+from gsg_zoo.app.cli import main
 from gsg_zoo.data import stream
-from gsg_zoo.data.datasets import EpochSeeded, Transformed
+from gsg_zoo.data.pretraining import EpochSeeded, Transformed
 from gsg_zoo.data.shards import ShardImages
 from gsg_zoo.data.stream import EpochPlan, ShardStream, buffer_order
 
@@ -36,8 +36,23 @@ def shards(tmp_path_factory):
         folder = root / "folder" / "train" / f"c{i % 3}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
-    assert main(["data", "shard", "imagefolder", "--data", str(root / "folder"), "--out", str(root / "shards"),
-                 "--max-count", "10", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "shard",
+                "imagefolder",
+                "--data",
+                str(root / "folder"),
+                "--out",
+                str(root / "shards"),
+                "--max-count",
+                "10",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return root / "shards"
 
 
@@ -112,8 +127,9 @@ def test_persistent_workers_follow_set_epoch(shards):
     loader = DataLoader(data, batch_size=4, num_workers=2, persistent_workers=True, collate_fn=list)
     for e, start in ((0, 0), (1, 3), (2, 0)):
         data.set_epoch(e, start)
-        assert [[tuple(it) for it in b] for b in loader] == [[tuple(it) for it in b] for b in
-                                                             epoch(shards, 2, start, e=e)]  # fmt: skip
+        assert [[tuple(it) for it in b] for b in loader] == [
+            [tuple(it) for it in b] for b in epoch(shards, 2, start, e=e)
+        ]
 
 
 def test_ranks_get_equal_disjoint_steps(shards):
@@ -151,8 +167,23 @@ def test_a_damaged_shard_is_named_and_an_undecodable_image_is_dropped_and_logged
 
 def test_shard_by_size_and_bad_sizes(shards, tmp_path, capsys):
     out = tmp_path / "by_size"
-    assert main(["data", "shard", "imagefolder", "--data", str(shards.parent / "folder"), "--out", str(out),
-                 "--max-size", "30K", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "shard",
+                "imagefolder",
+                "--data",
+                str(shards.parent / "folder"),
+                "--out",
+                str(out),
+                "--max-size",
+                "30K",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     listed = json.loads((out / "manifest.json").read_text())["shards"]
     assert len(listed) > 3 and sum(s["samples"] for s in listed) == 63
     assert all(
@@ -167,8 +198,17 @@ def test_shard_by_size_and_bad_sizes(shards, tmp_path, capsys):
 def test_sigkilled_streaming_pretrain_resumes_exactly_with_2_persistent_workers(shards, tmp_path):
     """Killed inside epoch 2 after its step checkpoint, resumed: equal to an uninterrupted run, bit for bit."""
     loader = [s for s in TINY if not s.startswith("data.num_workers")]  # the recipes' 2 persistent workers
-    run = [*loader, "data.dataset=webdataset", f"data.root={shards}", "data.streaming=true", "data.shuffle_buffer=9",
-           "train.batch_size=8", "train.epochs=2", "train.checkpoint_steps=9", "monitor.every=-1"]  # fmt: skip
+    run = [
+        *loader,
+        "data.dataset=webdataset",
+        f"data.root={shards}",
+        "data.streaming=true",
+        "data.shuffle_buffer=9",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "train.checkpoint_steps=9",
+        "monitor.every=-1",
+    ]
     sigkill_resume_equals_uninterrupted(
         tmp_path, run, step=11, epoch_step=2
     )  # 7 steps per epoch: epoch 2's 5th
@@ -184,14 +224,24 @@ def test_the_plan_predicts_the_stream(shards):
 
 def test_streaming_train_data_composes_with_batch_augment(shards):
     """Workers decode and draw crop boxes (uint8, PackedImages); the views are drawn from them after."""
+    from gsg_zoo.config.recipes import load_recipe
+    from gsg_zoo.core.distributed import DistInfo
     from gsg_zoo.data.batch_augment import PackedImages
-    from gsg_zoo.distributed import DistInfo
-    from gsg_zoo.recipes import load_recipe
-    from gsg_zoo.train_data import build_train_data, step_views
+    from gsg_zoo.train.inputs import build_train_data, step_views
 
     def recipe(*extra):
-        return load_recipe("demo", [*TINY, "data.dataset=webdataset", f"data.root={shards}", "data.streaming=true",
-                                    "data.batch_augment=true", "data.augmentation=mocov2", *extra])  # fmt: skip
+        return load_recipe(
+            "demo",
+            [
+                *TINY,
+                "data.dataset=webdataset",
+                f"data.root={shards}",
+                "data.streaming=true",
+                "data.batch_augment=true",
+                "data.augmentation=mocov2",
+                *extra,
+            ],
+        )
 
     data = build_train_data(recipe(), DistInfo(), torch.device("cpu"), 8, 2)
     data.set_epoch(0, start_step=2)
@@ -208,7 +258,7 @@ def test_streaming_train_data_composes_with_batch_augment(shards):
 def test_a_streamed_epoch_resumes_only_with_its_worker_count():
     """Inside a streamed epoch the plan depends on the worker count; at an epoch boundary, or by index,
     it may change."""
-    from gsg_zoo.resume_point import check_recipe_unchanged
+    from gsg_zoo.train.state import check_recipe_unchanged
 
     saved = {"data": {"streaming": True, "num_workers": 2}}
     now = {"data": {"streaming": True, "num_workers": 4}}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gsg_zoo.cli import main as gsg
+from gsg_zoo.app.cli import main as gsg
 from gsg_zoo.data.synthetic import CLASSES, SyntheticShapes, sample_grid
 from gsg_zoo.data.writers import (
     mask_to_polygons,

@@ -13,20 +13,30 @@ import pytest
 import torch
 from test_pretrain import TINY
 
-from gsg_zoo.distributed import DistInfo
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.telemetry import SELECTION_KEYS, configure_rank_logging
-from gsg_zoo.trainer import Pretrainer
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.core.distributed import DistInfo
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.train.log import SELECTION_KEYS, configure_rank_logging
+from gsg_zoo.train.trainer import Pretrainer
 
-RUN = [*TINY, "method=byol_gsg", "data.num_images=32", "train.batch_size=8", "train.epochs=1", "train.log_every=2",
-       "monitor.every=-1", "monitor.wandb=true", "monitor.tensorboard=false"]  # fmt: skip
+RUN = [
+    *TINY,
+    "method=byol_gsg",
+    "data.num_images=32",
+    "train.batch_size=8",
+    "train.epochs=1",
+    "train.log_every=2",
+    "monitor.every=-1",
+    "monitor.wandb=true",
+    "monitor.tensorboard=false",
+]
 
 
 def test_selection_counts_sum_to_the_batch():
     torch.manual_seed(0)
-    cfg = LearnerConfig.for_method("simsiam_gsg", backbone="resnet18", projector_hidden_dim=32, projector_dim=16,
-                                   predictor_hidden_dim=8)  # fmt: skip
+    cfg = LearnerConfig.for_method(
+        "simsiam_gsg", backbone="resnet18", projector_hidden_dim=32, projector_dim=16, predictor_hidden_dim=8
+    )
     out = SelfSupervisedLearner(cfg)(torch.randn(4, 6, 3, 16, 16).unbind(0))
     assert out.selection_counts.sum() == 6 and out.selection_counts.shape == (4,)
     assert out.selection_counts.tolist() == torch.bincount(out.selection, minlength=4).tolist()
@@ -157,8 +167,7 @@ def test_without_tensorboard_installed_runs_log_without_it(tmp_path, monkeypatch
     written anyway, with one note, and no TensorBoard directory."""
     import sys
 
-    from gsg_zoo.run_log import RunLog
-    from gsg_zoo.telemetry import StepSinks
+    from gsg_zoo.train.log import RunLog, StepSinks
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were absent
     caplog.set_level(logging.INFO, logger="gsg_zoo.pretrain")

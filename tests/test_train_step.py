@@ -13,15 +13,15 @@ import torch
 from test_benchmarks import load
 from test_pretrain import TINY as PRETRAIN_TINY
 
-import gsg_zoo.train_step as ts
-from gsg_zoo import trainer
-from gsg_zoo.data.datasets import EpochSeeded
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.monitors import monitor_due
-from gsg_zoo.pairing import pair_indices
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.run_state import restore_rng, rng_state
-from gsg_zoo.train_data import seed_global_rngs, stream_seed
+import gsg_zoo.train.step as ts
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.data.pretraining import EpochSeeded
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.method.pairing import pair_indices
+from gsg_zoo.train import trainer
+from gsg_zoo.train.inputs import seed_global_rngs, stream_seed
+from gsg_zoo.train.monitor import monitor_due
+from gsg_zoo.train.state import restore_rng, rng_state
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 TINY = [*PRETRAIN_TINY, "monitor.every=-1"]
@@ -91,8 +91,10 @@ def test_precision_and_autocast():
 
 def test_restore_rng_sets_cuda_states_per_device(monkeypatch):
     """Mocked CUDA (this test runs on CPU-only machines too): one state per device that exists."""
-    saved = {"torch": torch.get_rng_state(), "cuda": [torch.tensor([1], dtype=torch.uint8),
-                                                        torch.tensor([2], dtype=torch.uint8)]}  # fmt: skip
+    saved = {
+        "torch": torch.get_rng_state(),
+        "cuda": [torch.tensor([1], dtype=torch.uint8), torch.tensor([2], dtype=torch.uint8)],
+    }
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # resumed on fewer GPUs than saved
@@ -133,8 +135,18 @@ def test_every_image_unreadable_stops_with_a_clear_error(tmp_path):
         (root / "train" / c).mkdir(parents=True)
         for i in range(8):
             (root / "train" / c / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
-    recipe = load_recipe("demo", [*TINY, "data.dataset=imagefolder", f"data.root={root}", "train.epochs=1",
-                                  "train.batch_size=8", "data.num_workers=0", "monitor.every=-1"])  # fmt: skip
+    recipe = load_recipe(
+        "demo",
+        [
+            *TINY,
+            "data.dataset=imagefolder",
+            f"data.root={root}",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "data.num_workers=0",
+            "monitor.every=-1",
+        ],
+    )
     with pytest.raises(RuntimeError, match="16 unreadable images in a row"):
         trainer.Pretrainer(recipe, tmp_path / "run", progress=False).run()
 
@@ -146,8 +158,14 @@ def test_monitor_due_schedule():
 
 
 def test_stream_seeds_are_keyed_and_distinct():
-    keys = [(s, stream, e, r, k) for s in (0, 1) for stream in ("pairing", "views", "loader", "global")
-            for e in range(3) for r in range(2) for k in range(3)]  # fmt: skip
+    keys = [
+        (s, stream, e, r, k)
+        for s in (0, 1)
+        for stream in ("pairing", "views", "loader", "global")
+        for e in range(3)
+        for r in range(2)
+        for k in range(3)
+    ]
     seeds = [stream_seed(*key) for key in keys]
     assert seeds == [stream_seed(*key) for key in keys] and len(set(seeds)) == len(keys)
     assert all(0 <= s < 2**63 for s in seeds)

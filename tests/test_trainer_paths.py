@@ -14,8 +14,8 @@ import pytest
 import torch
 from test_pretrain import TINY
 
-from gsg_zoo.recipes import TrainConfig, load_recipe
-from gsg_zoo.trainer import Pretrainer
+from gsg_zoo.config.recipes import TrainConfig, load_recipe
+from gsg_zoo.train.trainer import Pretrainer
 
 CL = torch.channels_last
 # three epochs of two steps; the monitor at epochs 2 and 3 only

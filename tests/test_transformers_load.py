@@ -18,8 +18,8 @@ import pytest
 import torch
 from test_export import make_run
 
-from gsg_zoo.checksums import verify_export
-from gsg_zoo.export import export_checkpoint
+from gsg_zoo.core.checksums import verify_export
+from gsg_zoo.zoo.export import export_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -87,8 +87,14 @@ def _card_transformers_code(export: Path, name: str) -> str:
 @pytest.mark.slow
 def test_exports_load_through_every_transformers_entry_point(tmp_path):
     """Stock timm (resnet10t) without gsg_zoo; CIFAR stem (resnet18_cifar) through its card's snippet."""
-    ckpt, _ = make_run(tmp_path / "run", method="byol", backbone="resnet10t", image_size=64,
-                       dataset="synthetic", summary=None)  # fmt: skip
+    ckpt, _ = make_run(
+        tmp_path / "run",
+        method="byol",
+        backbone="resnet10t",
+        image_size=64,
+        dataset="synthetic",
+        summary=None,
+    )
     export = export_checkpoint(ckpt, tmp_path / "export")
     config = json.loads((export / "config.json").read_text())
     assert config["num_classes"] == 0 and "num_classes" not in config.get("model_args", {})
@@ -97,8 +103,13 @@ def test_exports_load_through_every_transformers_entry_point(tmp_path):
     card = (cifar / "README.md").read_text()
     assert "`pip install gsg-zoo`, then run `import gsg_zoo`" in card
     # gsg_zoo is importable, but only the card's snippet imports it (after the stock checks and the refusal)
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     argv = [sys.executable, "-c", CHECK, str(export), str(cifar), _card_transformers_code(cifar, "c")]
     run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -114,7 +125,7 @@ def test_exports_load_through_every_transformers_entry_point(tmp_path):
 
 
 def test_gsg_zoo_does_not_import_transformers():
-    code = "import sys, gsg_zoo.export, gsg_zoo.models; print('transformers' in sys.modules)"
+    code = "import sys, gsg_zoo.zoo.export, gsg_zoo.zoo.load; print('transformers' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     )

@@ -11,19 +11,28 @@ import timm
 import torch
 from test_pretrain import TINY
 
-from gsg_zoo.export import export_checkpoint
-from gsg_zoo.learner import LearnerConfig, SelfSupervisedLearner
-from gsg_zoo.models import load_backbone
-from gsg_zoo.recipes import load_recipe
-from gsg_zoo.trainer import Pretrainer
+from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.method.learner import LearnerConfig, SelfSupervisedLearner
+from gsg_zoo.train.trainer import Pretrainer
+from gsg_zoo.zoo.export import export_checkpoint
+from gsg_zoo.zoo.load import load_backbone
 
 VIT = "{img_size: 16, patch_size: 8, depth: 2, embed_dim: 64, num_heads: 2, global_pool: avg}"
 VIT_OVERRIDES = [
-    *TINY, "model.backbone=vit_small_patch16_224", f"model.backbone_kwargs={VIT}", "model.heads=mocov3",
-    "model.freeze_patch_embed=true", "optim.optimizer=adamw", "optim.lr=1.5e-4", "optim.weight_decay=0.1",
-    "optim.warmup_epochs=1", "optim.per_step=true", "train.epochs=2", "train.max_steps_per_epoch=2",
+    *TINY,
+    "model.backbone=vit_small_patch16_224",
+    f"model.backbone_kwargs={VIT}",
+    "model.heads=mocov3",
+    "model.freeze_patch_embed=true",
+    "optim.optimizer=adamw",
+    "optim.lr=1.5e-4",
+    "optim.weight_decay=0.1",
+    "optim.warmup_epochs=1",
+    "optim.per_step=true",
+    "train.epochs=2",
+    "train.max_steps_per_epoch=2",
     "monitor.every=-1",
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +85,12 @@ def test_frozen_patch_embedding_and_mocov3_heads(trained):
 
 
 def test_vit_recipes_resolve():
-    for name in ("imagenet_simsiam_vit_s16", "imagenet_simsiam_gsg_vit_s16", "imagenet_byol_vit_s16",
-                 "imagenet_byol_gsg_vit_s16"):  # fmt: skip
+    for name in (
+        "imagenet_simsiam_vit_s16",
+        "imagenet_simsiam_gsg_vit_s16",
+        "imagenet_byol_vit_s16",
+        "imagenet_byol_gsg_vit_s16",
+    ):
         recipe = load_recipe(name)
         cfg = recipe.learner_config()
         assert cfg.backbone == "vit_small_patch16_224" and cfg.backbone_kwargs["global_pool"] == "token"
@@ -90,8 +103,9 @@ def test_dense_adapters_refuse_vit():
     from gsg_zoo.transfer.detection import convert_resnet
     from gsg_zoo.transfer.segmentation import resnet_depth
 
-    vit = timm.create_model("vit_small_patch16_224", num_classes=0, img_size=16, patch_size=8, depth=1, embed_dim=32,
-                            num_heads=2)  # fmt: skip
+    vit = timm.create_model(
+        "vit_small_patch16_224", num_classes=0, img_size=16, patch_size=8, depth=1, embed_dim=32, num_heads=2
+    )
     with pytest.raises(ValueError, match="detection transfer supports ResNet backbones only"):
         convert_resnet(vit)
     with pytest.raises(ValueError, match="segmentation transfer supports ResNet backbones only"):

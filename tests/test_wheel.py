@@ -40,8 +40,21 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*SKIP))
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src), "-w",
-          str(tmp / "dist")], cwd=tmp)  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(src),
+            "-w",
+            str(tmp / "dist"),
+        ],
+        cwd=tmp,
+    )
     (wheel,) = (tmp / "dist").glob("gsg_zoo-*.whl")
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp)
@@ -50,8 +63,21 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp
     ).strip()
     Path(purelib, "cached_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
-          str(wheel)], cwd=tmp)  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            str(wheel),
+        ],
+        cwd=tmp,
+    )
     empty = tmp / "empty"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -80,11 +106,37 @@ def test_wheel_lists_recipes_from_package_data(installed):
 @pytest.mark.slow
 def test_wheel_pretrains_and_evaluates(installed):
     venv, env, empty = installed
-    small = ["--set", "train.epochs=1", "--set", "data.num_images=128", "--set", "train.batch_size=32",
-             "--set", "train.max_steps_per_epoch=2", "--set", "monitor.every=-1", "--set", "data.num_workers=0"]  # fmt: skip
+    small = [
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.num_images=128",
+        "--set",
+        "train.batch_size=32",
+        "--set",
+        "train.max_steps_per_epoch=2",
+        "--set",
+        "monitor.every=-1",
+        "--set",
+        "data.num_workers=0",
+    ]
     out = _run(["gsg", "pretrain", "demo", "--out", "run", "--no-progress", *small], empty, env)
     assert "done:" in out and (empty / "run" / "checkpoints" / "last.pt").is_file()
-    knn = ["gsg", "eval", "knn", "--model", "random:resnet18", "--dataset", "synthetic", "--subset", "200",
-           "--workers", "0", "--no-progress", "--image-size", "64"]  # fmt: skip
+    knn = [
+        "gsg",
+        "eval",
+        "knn",
+        "--model",
+        "random:resnet18",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "200",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--image-size",
+        "64",
+    ]
     report = _run(knn, empty, env)
     assert "(200 train / 200 test)" in report and "| 200 | 0.1 |" in report

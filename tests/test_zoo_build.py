@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gsg_zoo.zoo_build import Build, card_results, planned_entries
+from gsg_zoo.app.zoo_build import Build, card_results, planned_entries
 
 
 def card_text(out: Path) -> str:
@@ -27,7 +27,7 @@ def test_build_killed_in_every_stage_continues_and_equals_an_uninterrupted_build
     tmp_path, monkeypatch, capsys
 ):
     """The crash comes right after each stage's work, before it is recorded (where a SIGKILL hurts most)."""
-    import gsg_zoo.zoo_build as zb
+    import gsg_zoo.app.zoo_build as zb
 
     entry = planned_entries()["demo-tiny"]
     Build(entry, tmp_path / "once").run()
@@ -59,7 +59,7 @@ def test_build_killed_in_every_stage_continues_and_equals_an_uninterrupted_build
     }
     assert "kNN classification" in card_text(tmp_path / "once")
     capsys.readouterr()
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
 
     assert main(["zoo", "build", "demo-tiny", "--out", str(tmp_path / "once"), "--push-dry-run"]) == 0
     out = capsys.readouterr().out  # every stage done: only the upload is planned
@@ -67,10 +67,22 @@ def test_build_killed_in_every_stage_continues_and_equals_an_uninterrupted_build
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
-    from gsg_zoo.cli import main
+    from gsg_zoo.app.cli import main
 
-    assert main(["zoo", "build", "simsiam-gsg-resnet50-in1k-100ep", "--out", str(tmp_path / "b"), "--dry-run",
-                 "--push"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "zoo",
+                "build",
+                "simsiam-gsg-resnet50-in1k-100ep",
+                "--out",
+                str(tmp_path / "b"),
+                "--dry-run",
+                "--push",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "recipe imagenet_simsiam_gsg" in out and "todo  manifest" in out and "todo  eval:1" in out
     assert not (tmp_path / "b").exists()
@@ -89,7 +101,12 @@ def test_paper_entries_are_declared_with_their_protocols():
 
 
 def test_card_results_carry_the_protocol():
-    report = {"evaluator": "knn", "protocol": "gsg", "dataset": "imagefolder",
-              "protocol_settings": {"description": "GSG main_knn.py"}, "results": [{"k": 200, "T": 0.2, "top1": 58.4}]}  # fmt: skip
+    report = {
+        "evaluator": "knn",
+        "protocol": "gsg",
+        "dataset": "imagefolder",
+        "protocol_settings": {"description": "GSG main_knn.py"},
+        "results": [{"k": 200, "T": 0.2, "top1": 58.4}],
+    }
     (r,) = card_results(report)
     assert (r["task"], r["protocol_name"], r["k"], r["t"], r["value"]) == ("knn", "gsg", 200, 0.2, 58.4)

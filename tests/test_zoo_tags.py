@@ -14,7 +14,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from gsg_zoo import zoo
+from gsg_zoo.zoo import manifest as zoo
 
 ARCH, HUB_ID, NAME = "resnet10t", "gsg-test/tiny-resnet10t", "tiny-simsiam-in1k"
 TAG = f"{ARCH}.gsg_tiny_simsiam_in1k"
@@ -35,10 +35,18 @@ def _entry(**over) -> dict:
         "results": [],
         "license": "apache-2.0",
         "sha256": "0" * 64,
-        "pretrained_cfg": {"input_size": [3, 64, 64], "interpolation": "bilinear", "crop_pct": 1.0,
-                           "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "num_classes": 0,
-                           "classifier": "fc", "first_conv": "conv1.0", "license": "apache-2.0"},
-    }  # fmt: skip
+        "pretrained_cfg": {
+            "input_size": [3, 64, 64],
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+            "num_classes": 0,
+            "classifier": "fc",
+            "first_conv": "conv1.0",
+            "license": "apache-2.0",
+        },
+    }
     return {**entry, **over}
 
 
@@ -151,8 +159,12 @@ def test_import_gsg_zoo_registers_the_manifest(offline_hub, tmp_path):
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     proc = subprocess.run(
         [sys.executable, "-c", _AFTER_IMPORT, TAG, str(snap / "model.safetensors")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

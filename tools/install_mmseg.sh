@@ -8,7 +8,7 @@
 # pull in is pinned below (resolved on 2026-11-22 with torch 2.14.1 and numpy 2.4), so the install is
 # reproducible. gsg-zoo's `gsg transfer segmentation` applies a small mmcv.ops shim
 # (gsg_zoo/transfer/mmseg_compat.py) because mmcv-lite lacks mmcv._ext; what that excludes is listed in
-# transfer/mmseg/README.md. If full mmcv (with compiled ops) is already installed, the script leaves
+# configs/mmseg/README.md. If full mmcv (with compiled ops) is already installed, the script leaves
 # it alone and installs only mmengine/mmsegmentation and the rest.
 set -euo pipefail
 if [ $# -ne 1 ]; then

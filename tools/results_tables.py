@@ -43,8 +43,11 @@ def demo() -> str:
     """The `make demo` 3-row table: Fashion-MNIST, 600 steps, seeds 0-2."""
     ms = _load("demo_seeds.json")["fashion_mnist_600_steps"]["mean_std"]
     rows = []
-    for label, key in [("ResNet-10-T, SimSiam+GSG, 600 steps", "pretrained"), ("ResNet-10-T, random init", "random_init"),
-                       ("raw pixels", "pixels")]:  # fmt: skip
+    for label, key in [
+        ("ResNet-10-T, SimSiam+GSG, 600 steps", "pretrained"),
+        ("ResNet-10-T, random init", "random_init"),
+        ("raw pixels", "pixels"),
+    ]:
         knn, lin = ms[f"knn_top1_{key}"], ms[f"linear_fast_top1_{key}"]
         if key == "pixels":  # deterministic: no seed spread
             rows.append([label, f"{knn['mean']:.1f}", f"{lin['mean']:.1f}"])
@@ -70,8 +73,16 @@ def demo_builtin() -> str:
 def learnability() -> str:
     """kNN after a fixed wall-clock budget: with labels vs the recipe's SSL method, per nuisance variant."""
     d = _load("learnability_demo_150s.json")
-    rows = [[r["variant"], f"{r['pixels']:.1f}", f"{r['random_init']:.1f}", f"{r['supervised']:.1f} ({r['supervised_steps']})",
-             f"{r['ssl']:.1f} ({r['ssl_steps']})"] for r in d["rows"]]  # fmt: skip
+    rows = [
+        [
+            r["variant"],
+            f"{r['pixels']:.1f}",
+            f"{r['random_init']:.1f}",
+            f"{r['supervised']:.1f} ({r['supervised_steps']})",
+            f"{r['ssl']:.1f} ({r['ssl_steps']})",
+        ]
+        for r in d["rows"]
+    ]
     header = ["variant", "raw pixels", "random init", "with labels (steps)", f"{d['method']} (steps)"]
     return f"kNN top-1 (%) after {d['seconds']:.0f} s of training per run, {d['backbone']}:\n\n" + _rows(
         header, rows
@@ -84,12 +95,15 @@ def peer_parity() -> str:
     rows = []
     for method in ("simsiam", "byol"):
         ours, peer = table[(method, "gsg_zoo")], table[(method, "lightly")]
-        rows.append([
-            {"simsiam": "SimSiam", "byol": "BYOL"}[method],
-            _pm(ours["knn_top1_mean"], ours["knn_top1_std"], 2), _pm(peer["knn_top1_mean"], peer["knn_top1_std"], 2),
-            _pm(ours["images_per_s_mean"], ours["images_per_s_std"]),
-            _pm(peer["images_per_s_mean"], peer["images_per_s_std"]),
-        ])  # fmt: skip
+        rows.append(
+            [
+                {"simsiam": "SimSiam", "byol": "BYOL"}[method],
+                _pm(ours["knn_top1_mean"], ours["knn_top1_std"], 2),
+                _pm(peer["knn_top1_mean"], peer["knn_top1_std"], 2),
+                _pm(ours["images_per_s_mean"], ours["images_per_s_std"]),
+                _pm(peer["images_per_s_mean"], peer["images_per_s_std"]),
+            ]
+        )
     header = ["method", "kNN gsg-zoo", "kNN lightly", "images/s gsg-zoo", "images/s lightly"]
     return _rows(header, rows)
 
@@ -97,10 +111,17 @@ def peer_parity() -> str:
 def _claims(path: str) -> str:
     d = _load(path)
     rows = [
-        [r["run"], str(r["epochs"]), f"{r['encoder_passes']:,}", _pm(r["knn_top1"], r["knn_top1_std"]),
-         _pm(r["z_rank"], r["z_rank_std"]), _pm(r["h_rank"], r["h_rank_std"]), _pm(r["z_std"], r["z_std_std"], 2)]
+        [
+            r["run"],
+            str(r["epochs"]),
+            f"{r['encoder_passes']:,}",
+            _pm(r["knn_top1"], r["knn_top1_std"]),
+            _pm(r["z_rank"], r["z_rank_std"]),
+            _pm(r["h_rank"], r["h_rank_std"]),
+            _pm(r["z_std"], r["z_std_std"], 2),
+        ]
         for r in d["table"]
-    ]  # fmt: skip
+    ]
     header = ["run", "epochs", "encoder passes", "kNN top-1 (%)", "eff. rank z", "eff. rank h", "std(z̄)·√d"]
     runs = sum(r["n"] for r in d["table"]) if "n" in d["table"][0] else len(d["records"])
     train_min = (
@@ -136,25 +157,47 @@ def imagenet_views() -> str:
     ms = d["loader_cpu_ms_per_image"]
     rows = [
         ["decode alone (the floor)", f"{ms['decode']:.2f}", "1.00"],
-        ["PIL MoCo-v2 views (`data.batch_augment=false`, the reference)", f"{ms['pil']:.2f}",
-         f"{ms['pil'] / ms['decode']:.2f}"],
-        ["decode + 4 crop boxes + packing (`data.batch_augment=true`)", f"{ms['boxes']:.2f}",
-         f"{ms['boxes'] / ms['decode']:.2f}"],
-    ]  # fmt: skip
+        [
+            "PIL MoCo-v2 views (`data.batch_augment=false`, the reference)",
+            f"{ms['pil']:.2f}",
+            f"{ms['pil'] / ms['decode']:.2f}",
+        ],
+        [
+            "decode + 4 crop boxes + packing (`data.batch_augment=true`)",
+            f"{ms['boxes']:.2f}",
+            f"{ms['boxes'] / ms['decode']:.2f}",
+        ],
+    ]
     return _rows(["loader path", "CPU ms / image", "x decode"], rows)
 
 
 def throughput() -> str:
     """End-to-end images/s, PIL views (A) vs batch augmentation (B), interleaved in one process."""
     rows = []
-    for name, where in [("throughput_mocov2_batch_augment_cpu.json", "2-core CPU, resnet10t, batch 16, fp32"),
-                        ("throughput_ab_h200.json", "1x H200, resnet50, batch 128, bf16")]:  # fmt: skip
+    for name, where in [
+        ("throughput_mocov2_batch_augment_cpu.json", "2-core CPU, resnet10t, batch 16, fp32"),
+        ("throughput_ab_h200.json", "1x H200, resnet50, batch 128, bf16"),
+    ]:
         d = _load(name)
         a, b = d["images_per_s"]["A"], d["images_per_s"]["B"]
-        rows.append([where, str(len(a)), _pm(statistics.mean(a), _sd(a)), _pm(statistics.mean(b), _sd(b)),
-                     f"{d['ratio_b_over_a']:.2f}", f"`benchmarks/results/{name}`"])  # fmt: skip
-    header = ["machine (ImageNet recipe, SimSiam+GSG, 224 px)", "runs", "PIL views images/s",
-              "batch_augment images/s", "ratio", "file"]  # fmt: skip
+        rows.append(
+            [
+                where,
+                str(len(a)),
+                _pm(statistics.mean(a), _sd(a)),
+                _pm(statistics.mean(b), _sd(b)),
+                f"{d['ratio_b_over_a']:.2f}",
+                f"`benchmarks/results/{name}`",
+            ]
+        )
+    header = [
+        "machine (ImageNet recipe, SimSiam+GSG, 224 px)",
+        "runs",
+        "PIL views images/s",
+        "batch_augment images/s",
+        "ratio",
+        "file",
+    ]
     return _rows(header, rows)
 
 
@@ -167,8 +210,14 @@ def probe() -> str:
     rows = []
     for d in (ten, thirty):
         f, r = d["fast"], d["reference"]
-        rows.append([str(d["epochs"]), f"{f['top1']:.1f} / {f['wall_seconds']:.1f} s",
-                     f"{r['top1']:.1f} / {r['wall_seconds']:.1f} s", f"{d['speedup']:.1f}x"])  # fmt: skip
+        rows.append(
+            [
+                str(d["epochs"]),
+                f"{f['top1']:.1f} / {f['wall_seconds']:.1f} s",
+                f"{r['top1']:.1f} / {r['wall_seconds']:.1f} s",
+                f"{d['speedup']:.1f}x",
+            ]
+        )
     header = ["epochs", "fast: top-1 / wall", "re-encoding: top-1 / wall", "speed-up"]
     return _rows(header, rows) + (
         f"\nAt equal accuracy the cached probe is {probe_equal_accuracy_speedup():.1f}x faster: its 10-epoch "
@@ -190,8 +239,16 @@ def shards() -> str:
     """The same JPEGs as an ImageFolder, as WebDataset shards read by index and streamed; coverage over
     2 ranks x 2 workers; the shuffle buffer against a global permutation (issue 26)."""
     d = _load("shards_cpu.json")
-    rows = [[side, f"{m['images_per_s']:.0f}", f"{d['ratio_images_per_s'][side]:.2f}", f"{m['start_s']:.2f}",
-             f"{m['worker_rss_mb']:.0f} / {m['worker_pss_mb']:.0f}"] for side, m in d["mean"].items()]  # fmt: skip
+    rows = [
+        [
+            side,
+            f"{m['images_per_s']:.0f}",
+            f"{d['ratio_images_per_s'][side]:.2f}",
+            f"{m['start_s']:.2f}",
+            f"{m['worker_rss_mb']:.0f} / {m['worker_pss_mb']:.0f}",
+        ]
+        for side, m in d["mean"].items()
+    ]
     header = [
         "input",
         "loader images/s",
@@ -207,10 +264,21 @@ def shards() -> str:
     )
     q = d["shuffle"]
     setup = q.pop("setup")
-    header = ["order (rank 0 of " + str(setup["world"]) + ")", "shards per batch", "adjacent pairs from one shard",
-              "batch pairs together again next epoch"]  # fmt: skip
-    rows = [[name.replace("_", " "), f"{m['shards_per_batch']:.1f}", f"{m['adjacent_same_shard']:.2%}",
-             f"{m['batch_pairs_repeated_next_epoch']:.3%}"] for name, m in q.items()]  # fmt: skip
+    header = [
+        "order (rank 0 of " + str(setup["world"]) + ")",
+        "shards per batch",
+        "adjacent pairs from one shard",
+        "batch pairs together again next epoch",
+    ]
+    rows = [
+        [
+            name.replace("_", " "),
+            f"{m['shards_per_batch']:.1f}",
+            f"{m['adjacent_same_shard']:.2%}",
+            f"{m['batch_pairs_repeated_next_epoch']:.3%}",
+        ]
+        for name, m in q.items()
+    ]
     text += _rows(header, rows) + (
         f"\nPlan only: {setup['samples']} samples in shards of {setup['shard']}, {setup['workers']} workers per rank, "
         f"batch {setup['batch']}.\n"
@@ -224,12 +292,23 @@ def _shards_pretrain(d: dict) -> str:
         return ""
     ips, startup = d["pretrain_images_per_s"], d["startup_s_by_size"]
     sizes = list(next(iter(startup.values())))
-    header = ["input", "gsg pretrain images/s", "vs folder",
-              *(f"start-up, {int(n):,} images (s)" for n in sizes),
-              *(f"worker PSS, {int(n):,} images (MB)" for n in sizes)]  # fmt: skip
-    rows = [[side, f"{ips[side]:.1f}", f"{ips[side] / ips['folder']:.2f}",
-             *(f"{startup[side][n]['start_s']:.2f}" for n in sizes),
-             *(f"{startup[side][n]['worker_pss_mb']:.0f}" for n in sizes)] for side in ips]  # fmt: skip
+    header = [
+        "input",
+        "gsg pretrain images/s",
+        "vs folder",
+        *(f"start-up, {int(n):,} images (s)" for n in sizes),
+        *(f"worker PSS, {int(n):,} images (MB)" for n in sizes),
+    ]
+    rows = [
+        [
+            side,
+            f"{ips[side]:.1f}",
+            f"{ips[side] / ips['folder']:.2f}",
+            *(f"{startup[side][n]['start_s']:.2f}" for n in sizes),
+            *(f"{startup[side][n]['worker_pss_mb']:.0f}" for n in sizes),
+        ]
+        for side in ips
+    ]
     return (
         "\n"
         + _rows(header, rows)
@@ -268,8 +347,16 @@ def step() -> str:
     """Training-step cost of GSG over its baseline, and the guided logic's share of a GSG step."""
     d = _load("step_cpu_default.json")
     flops = {r["variant"]: r["gflop_per_step"] for r in d["results"]}
-    rows = [[f"`{r['variant']}` / `{r['vs']}`", r["kind"], f"{r['time_ratio']:.2f}",
-             f"{flops[r['variant']] / flops[r['vs']]:.2f}", f"{r['memory_ratio']:.2f}"] for r in d["ratios"]]  # fmt: skip
+    rows = [
+        [
+            f"`{r['variant']}` / `{r['vs']}`",
+            r["kind"],
+            f"{r['time_ratio']:.2f}",
+            f"{flops[r['variant']] / flops[r['vs']]:.2f}",
+            f"{r['memory_ratio']:.2f}",
+        ]
+        for r in d["ratios"]
+    ]
     fracs = [r["guided_frac"] for r in d["results"] if "guided_frac" in r]
     header = ["variant / compared with", "kind", "step time ratio", "FLOP ratio", "peak memory ratio"]
     return _rows(header, rows) + (
@@ -291,16 +378,32 @@ def batch_augment() -> str:
 def source_only() -> str:
     """BYOL+GSG with the reference backward vs ``model.source_only=true``: kNN and images/s."""
     rows = []
-    for views, name in [("PIL", "parity_byol_gsg_demo_b64.json"),
-                        ("batch_augment", "parity_byol_gsg_demo_b64_batch_augment.json")]:  # fmt: skip
+    for views, name in [
+        ("PIL", "parity_byol_gsg_demo_b64.json"),
+        ("batch_augment", "parity_byol_gsg_demo_b64_batch_augment.json"),
+    ]:
         d = _load(name)
         ref, so = d["stats"]["reference"], d["stats"]["source_only"]
-        rows.append([views, _pm(ref["knn_top1_mean"], ref["knn_top1_std"], 2),
-                     _pm(so["knn_top1_mean"], so["knn_top1_std"], 2), _pm(ref["images_per_s_mean"], ref["images_per_s_std"]),
-                     _pm(so["images_per_s_mean"], so["images_per_s_std"]),
-                     f"{d['speedup']:.2f}x", f"`benchmarks/results/{name}`"])  # fmt: skip
-    header = ["views", "kNN reference", "kNN source-only", "images/s reference", "images/s source-only",
-              "speed-up (mean of per-seed ratios)", "file"]  # fmt: skip
+        rows.append(
+            [
+                views,
+                _pm(ref["knn_top1_mean"], ref["knn_top1_std"], 2),
+                _pm(so["knn_top1_mean"], so["knn_top1_std"], 2),
+                _pm(ref["images_per_s_mean"], ref["images_per_s_std"]),
+                _pm(so["images_per_s_mean"], so["images_per_s_std"]),
+                f"{d['speedup']:.2f}x",
+                f"`benchmarks/results/{name}`",
+            ]
+        )
+    header = [
+        "views",
+        "kNN reference",
+        "kNN source-only",
+        "images/s reference",
+        "images/s source-only",
+        "speed-up (mean of per-seed ratios)",
+        "file",
+    ]
     return _rows(header, rows)
 
 
@@ -363,8 +466,11 @@ def monitor() -> str:
     d = _load("monitor_cpu.json")
     s, res = d["settings"], d["results"]
     rows = []
-    for key, label in (("old_1_process", "old: first N, rank 0 only"), ("new_1_process", "new: stratified, 1 process"),
-                       ("new_2_ranks", "new: stratified, 2 ranks (gloo)")):  # fmt: skip
+    for key, label in (
+        ("old_1_process", "old: first N, rank 0 only"),
+        ("new_1_process", "new: stratified, 1 process"),
+        ("new_2_ranks", "new: stratified, 2 ranks (gloo)"),
+    ):
         m = res[key]["metrics"]
         rows.append(
             [
@@ -407,8 +513,11 @@ def _paired_knn(records: list[dict], pair: str, bases: tuple[str, ...], group: s
     for g in dict.fromkeys(r.get(group) for r in records):
         for n, base in enumerate(bases):
             for v in dict.fromkeys(r[pair] for r in records):
-                diffs = [knn[(g, v, s)] - knn[(g, base, s)]
-                         for (g2, v2, s) in knn if (g2, v2) == (g, v) and (g, base, s) in knn]  # fmt: skip
+                diffs = [
+                    knn[(g, v, s)] - knn[(g, base, s)]
+                    for (g2, v2, s) in knn
+                    if (g2, v2) == (g, v) and (g, base, s) in knn
+                ]
                 if v not in bases[: n + 1] and diffs:
                     parts.append(f"{v} − {base}{f' ({group} {g})' if group else ''}: {_diff(diffs)}")
     return "kNN top-1 differences paired by seed (mean ± std): " + "; ".join(parts) + ".\n"
@@ -416,7 +525,7 @@ def _paired_knn(records: list[dict], pair: str, bases: tuple[str, ...], group: s
 
 def _knobs(name: str, keys: tuple[str, ...], pair: str, bases: tuple[str, ...]) -> Callable[[], str]:
     def render() -> str:
-        from gsg_zoo.experiments import grid_markdown
+        from gsg_zoo.app.experiments import grid_markdown
 
         d = _load(f"knobs/{name}.json")
         group = next((k for k in keys if k != pair), None)
@@ -448,9 +557,12 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "decode": decode,
 }
 #: experiment -> (table keys, the key whose values are compared, the values compared against)
-KNOB_TABLES = {"selection": (("selection",), "selection", ("min",)),
-               "batch_size": (("method", "batch"), "method", ("simsiam",)),
-               "multicrop": (("arm",), "arm", ("gsg", "gsg_steps_matched")), "vit": (("arm",), "arm", ("simsiam",))}  # fmt: skip
+KNOB_TABLES = {
+    "selection": (("selection",), "selection", ("min",)),
+    "batch_size": (("method", "batch"), "method", ("simsiam",)),
+    "multicrop": (("arm",), "arm", ("gsg", "gsg_steps_matched")),
+    "vit": (("arm",), "arm", ("simsiam",)),
+}
 RENDERERS.update({f"knobs_{n}": _knobs(n, *spec) for n, spec in KNOB_TABLES.items()})
 
 
@@ -467,21 +579,25 @@ def readme_with(readme: str, table: str, name: str) -> str:
     return head + start + table + end + rest.split(end, 1)[1]
 
 
-PAPER_PAIRS = [("cifar10_simsiam", "cifar10_simsiam_gsg"), ("cifar10_byol", "cifar10_byol_gsg"),
-               ("imagenet_simsiam", "imagenet_simsiam_gsg"), ("imagenet_byol", "imagenet_byol_gsg")]  # fmt: skip
+PAPER_PAIRS = [
+    ("cifar10_simsiam", "cifar10_simsiam_gsg"),
+    ("cifar10_byol", "cifar10_byol_gsg"),
+    ("imagenet_simsiam", "imagenet_simsiam_gsg"),
+    ("imagenet_byol", "imagenet_byol_gsg"),
+]
 
 
 def paper() -> str:
     """The paper's numbers as the recipe files state them (``paper:``), baseline / GSG, beside ours."""
     sys.path.insert(0, str(ROOT))
-    from gsg_zoo.recipes import load_recipe
+    from gsg_zoo.config.recipes import load_recipe
 
     rows = []
     for base, gsg in PAPER_PAIRS:
         a, b = load_recipe(base).paper, load_recipe(gsg).paper
         metric = next(m for m in ("linear_top1", "knn_top1") if m in a)
         label = {"linear_top1": "linear", "knn_top1": "kNN"}[metric]
-        links = f"[`{base}`](pretrain/{base}.yaml) / [`{gsg}`](pretrain/{gsg}.yaml)"
+        links = f"[`{base}`](configs/pretrain/{base}.yaml) / [`{gsg}`](configs/pretrain/{gsg}.yaml)"
         rows.append([links, f"{label} {a[metric]['value']} / {b[metric]['value']}", "not run yet"])
     return _rows(["recipe (baseline / GSG)", "paper, top-1 (%)", "gsg-zoo"], rows)
 

@@ -1,6 +1,6 @@
 """Reference tables generated from the code when the documentation build starts (``_generated/*.md``).
 
-Each table is a pure function of the package: the recipes (``pretrain/*.yaml``), the keys ``--set``
+Each table is a pure function of the package: the recipes (``configs/pretrain/*.yaml``), the keys ``--set``
 accepts (the recipe dataclasses), the dataset registry and the module layers that
 ``tests/test_architecture.py`` enforces. Pages include them with ``{include}``.
 """
@@ -28,7 +28,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def recipes() -> str:
-    from gsg_zoo.recipes import list_recipes, load_recipe
+    from gsg_zoo.config.recipes import list_recipes, load_recipe
 
     rows = []
     for name in list_recipes():
@@ -36,14 +36,24 @@ def recipes() -> str:
         paper = (
             ", ".join(f"{k} {v['value'] if isinstance(v, dict) else v}" for k, v in r.paper.items()) or "-"
         )
-        rows.append([f"`{name}`", r.method, r.data.dataset, r.learner_config().backbone,
-                     str(r.train.epochs), str(r.train.batch_size), r.data.augmentation, paper])  # fmt: skip
+        rows.append(
+            [
+                f"`{name}`",
+                r.method,
+                r.data.dataset,
+                r.learner_config().backbone,
+                str(r.train.epochs),
+                str(r.train.batch_size),
+                r.data.augmentation,
+                paper,
+            ]
+        )
     return _table(["recipe", "method", "data", "backbone", "epochs", "batch", "views", "paper"], rows)
 
 
 def recipe_keys() -> str:
-    from gsg_zoo.learner import LearnerConfig
-    from gsg_zoo.recipes import Recipe
+    from gsg_zoo.config.recipes import Recipe
+    from gsg_zoo.method.learner import LearnerConfig
 
     rows = []
     sections = {f.name: f.type for f in dataclasses.fields(Recipe)}
@@ -60,8 +70,17 @@ def recipe_keys() -> str:
 def datasets() -> str:
     from gsg_zoo.data.registry import DATASETS
 
-    rows = [[f"`{d.name}`", d.title, ", ".join(d.splits + d.more_splits) or "any folder",
-             "yes" if d.pretrain else "", d.metric, d.layout] for d in DATASETS.values()]  # fmt: skip
+    rows = [
+        [
+            f"`{d.name}`",
+            d.title,
+            ", ".join(d.splits + d.more_splits) or "any folder",
+            "yes" if d.pretrain else "",
+            d.metric,
+            d.layout,
+        ]
+        for d in DATASETS.values()
+    ]
     return _table(["name", "dataset", "splits", "pretraining", "metric", "expected under ROOT"], rows)
 
 
@@ -107,10 +126,12 @@ def api() -> str:
 
     import gsg_zoo
 
+    tree = ast.parse((ROOT / "gsg_zoo" / "__init__.py").read_text())
+    home = {a.asname or a.name: n.module for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
     rows = []
     for name in gsg_zoo.__all__:
         obj = getattr(gsg_zoo, name)
-        module = gsg_zoo._PUBLIC[name].lstrip(".")
+        module = home[name].lstrip(".")
         if callable(obj):
             kind = "class" if inspect.isclass(obj) else "function"
             summary = _markdown((inspect.getdoc(obj) or "").split("\n\n")[0].replace("\n", " "))

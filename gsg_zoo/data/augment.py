@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-from ..normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, mean_std
+from ..core.normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, mean_std
 
 
 class GaussianBlur:
@@ -87,16 +87,20 @@ def byol_transforms(
     views = []
     for blur_p, solarize_p in zip(BYOL_BLUR_P, BYOL_SOLARIZE_P):
         blur = T.GaussianBlur(default_blur_kernel(size), sigma=(0.1, 2.0))
-        views.append(T.Compose([
-            T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
-            T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(jitter, jitter, saturation, hue)], p=0.8),
-            T.RandomGrayscale(p=grayscale_p),
-            *([T.RandomApply([blur], p=blur_p)] if blur_p > 0 else []),
-            *([T.RandomSolarize(128, p=solarize_p)] if solarize_p > 0 else []),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]))  # fmt: skip
+        views.append(
+            T.Compose(
+                [
+                    T.RandomResizedCrop(size, scale=(min_scale, 1.0)),
+                    T.RandomHorizontalFlip(),
+                    T.RandomApply([T.ColorJitter(jitter, jitter, saturation, hue)], p=0.8),
+                    T.RandomGrayscale(p=grayscale_p),
+                    *([T.RandomApply([blur], p=blur_p)] if blur_p > 0 else []),
+                    *([T.RandomSolarize(128, p=solarize_p)] if solarize_p > 0 else []),
+                    T.ToTensor(),
+                    T.Normalize(mean, std),
+                ]
+            )
+        )
     return views
 
 

@@ -306,8 +306,12 @@ def decode_jpegs(data: Sequence[Tensor], device: torch.device) -> list[Tensor]:
             warnings.simplefilter("ignore", DeprecationWarning)
             return list(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device))
     except Exception as err:  # any failure of the batched call (a damaged JPEG, nvjpeg): image by image
-        log.warning("batched decode_jpeg of %d JPEGs on %s failed (%s): decoding them one by one with PIL "
-                    "on the CPU", len(data), device, err)  # fmt: skip
+        log.warning(
+            "batched decode_jpeg of %d JPEGs on %s failed (%s): decoding them one by one with PIL on the CPU",
+            len(data),
+            device,
+            err,
+        )
         return [_pil_decode(jpeg, i, len(data)).to(device) for i, jpeg in enumerate(data)]
 
 
@@ -436,8 +440,13 @@ class CropBoxes:
         if isinstance(image, EncodedImage):
             shape = torch.zeros(()).expand(3, image.height, image.width)  # the header's size, no pixels
             jpeg = torch.frombuffer(bytearray(image.data), dtype=torch.uint8)
-            return PackedImages(torch.zeros(0, dtype=torch.uint8), torch.tensor([[image.height, image.width]]),
-                                self.boxes(shape), jpeg, torch.tensor([jpeg.numel()]))  # fmt: skip
+            return PackedImages(
+                torch.zeros(0, dtype=torch.uint8),
+                torch.tensor([[image.height, image.width]]),
+                self.boxes(shape),
+                jpeg,
+                torch.tensor([jpeg.numel()]),
+            )
         image = image.convert("RGB") if image.mode != "RGB" else image
         boxes = self.boxes(image)
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)

@@ -41,8 +41,10 @@ def load_split(root: str | os.PathLike, split: str) -> Any:
     if path.is_dir():
         files = sorted(path.glob(f"{split}/*.parquet")) or sorted(path.glob(f"{split}-*.parquet"))
         if not files:
-            raise FileNotFoundError(f"no parquet files for split {split!r} under {path} "
-                                    f"(expected {path}/{split}/*.parquet or {path}/{split}-*.parquet)")  # fmt: skip
+            raise FileNotFoundError(
+                f"no parquet files for split {split!r} under {path} "
+                f"(expected {path}/{split}/*.parquet or {path}/{split}-*.parquet)"
+            )
         return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split)
     return datasets.load_dataset(str(root), split=split)  # a Hub id; offline: the cache
 
@@ -51,12 +53,15 @@ class HFImages(Dataset):
     """``(PIL RGB image, label)`` items of a ``datasets.Dataset``; ``None`` for an undecodable image. With
     ``encoded`` JPEGs are left encoded (:func:`.images.open_image`)."""
 
-    def __init__(self, table: Any, image_column: str = "image", label_column: str = "label",
-                 encoded: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, table: Any, image_column: str = "image", label_column: str = "label", encoded: bool = False
+    ) -> None:
         missing = {image_column, label_column} - set(table.column_names)
         if missing:
-            raise ValueError(f"the dataset has columns {table.column_names}, not {sorted(missing)}: set "
-                             "data.image_column / data.label_column")  # fmt: skip
+            raise ValueError(
+                f"the dataset has columns {table.column_names}, not {sorted(missing)}: set "
+                "data.image_column / data.label_column"
+            )
         from datasets import Image as ImageFeature
 
         self.table = table.cast_column(image_column, ImageFeature(decode=False))  # bytes: decoded here
@@ -93,6 +98,12 @@ def _bytes(cell: dict[str, Any]) -> bytes:
     return cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
 
 
-def open_hf(root: str | os.PathLike, split: str, image_column: str = "image", label_column: str = "label",
-            encoded: bool = False, **_: Any) -> HFImages:  # fmt: skip
+def open_hf(
+    root: str | os.PathLike,
+    split: str,
+    image_column: str = "image",
+    label_column: str = "label",
+    encoded: bool = False,
+    **_: Any,
+) -> HFImages:
     return HFImages(load_split(root, split), image_column, label_column, encoded)

@@ -85,8 +85,10 @@ class PaddedIdx:
             files = find_split(Path(self.root), self.folder, train)
         if files is None:
             split = "train" if train else "t10k"
-            raise FileNotFoundError(f"no {split}-images-idx3-ubyte[.gz] + {split}-labels-idx1-ubyte[.gz] "
-                                    f"in {Path(self.root) / self.folder / 'raw'} or {self.root}")  # fmt: skip
+            raise FileNotFoundError(
+                f"no {split}-images-idx3-ubyte[.gz] + {split}-labels-idx1-ubyte[.gz] "
+                f"in {Path(self.root) / self.folder / 'raw'} or {self.root}"
+            )
         images, labels = (read_idx(f) for f in files)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(f"{files}: {images.shape} images for {labels.shape} labels")

@@ -4,7 +4,7 @@ A dataset is added here, in one :class:`DatasetInfo` entry of :data:`DATASETS`: 
 (the text every "not found" error names), the path whose presence means "present", its splits, a
 builder ``(root, split, download, **options) -> dataset of (PIL image, label)`` and, for evaluation,
 its metric and class count. ``pretrain=True`` also offers it to ``gsg pretrain``
-(:func:`gsg_zoo.data.datasets.build_dataset`); evaluation reads every entry
+(:func:`gsg_zoo.data.pretraining.build_dataset`); evaluation reads every entry
 (:func:`gsg_zoo.eval.datasets.build_split`). The readers themselves live in :mod:`.loaders`.
 
 This module imports no torch, torchvision or numpy (builders import :mod:`.loaders` on first use),
@@ -29,7 +29,7 @@ layouts do not collide, so one ROOT can hold the whole transfer suite). Nothing 
 * MNIST, Fashion-MNIST, KMNIST (:mod:`.mnist`): torchvision's layout or a folder of the four idx
   files (Debian's); the 28 px grey images zero-padded to 32 px (then resized) in 3 channels.
 * A validation split, where none is official: for the transfer suite, ssl-transfer's (a seed-0 shuffle,
-  the first 20%: :func:`gsg_zoo.eval.ssl_transfer.reference_val_split`); for the fast linear probe's
+  the first 20%: :func:`gsg_zoo.eval.many_shot.reference_val_split`); for the fast linear probe's
   own C/epoch choice, a seeded 20% of the training split (:func:`gsg_zoo.eval.datasets.protocol_indices`).
 """
 
@@ -88,8 +88,8 @@ def _tv() -> ModuleType:
 
 
 def _ld() -> ModuleType:
-    """:mod:`gsg_zoo.data.loaders`, imported on first use."""
-    from . import loaders
+    """:mod:`gsg_zoo.data.readers`, imported on first use."""
+    from . import readers as loaders
 
     return loaders
 
@@ -116,106 +116,236 @@ def _mn() -> ModuleType:
 def _mnist_layout(folder: str, flat_example: str) -> str:
     """The two layouts of the MNIST family (named by every "not found" error)."""
     example = f" (e.g. {flat_example})" if flat_example else ""
-    return (f"ROOT/{folder}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] (torchvision's layout), "
-            f"or ROOT/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] (a folder of the four files{example})")  # fmt: skip
+    return (
+        f"ROOT/{folder}/raw/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] (torchvision's layout), "
+        f"or ROOT/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte[.gz] (a folder of the four files{example})"
+    )
 
 
 #: (name, title, torchvision folder, an example of the flat layout): :mod:`.mnist` reads them
-_MNIST_FAMILY = (("fashion_mnist", "Fashion-MNIST", "FashionMNIST", "/usr/share/datasets/fashion-mnist"),
-                 ("mnist", "MNIST", "MNIST", ""), ("kmnist", "KMNIST", "KMNIST", ""))  # fmt: skip
+_MNIST_FAMILY = (
+    ("fashion_mnist", "Fashion-MNIST", "FashionMNIST", "/usr/share/datasets/fashion-mnist"),
+    ("mnist", "MNIST", "MNIST", ""),
+    ("kmnist", "KMNIST", "KMNIST", ""),
+)
 
 SYNTHETIC_SIZES = {"train": 2000, "test": 1000}  # the evaluation protocol's synthetic splits
 
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
-        DatasetInfo("synthetic", "Synthetic shapes", "nothing on disk (built in)", "", ("train", "test"),
+        DatasetInfo(
+            "synthetic",
+            "Synthetic shapes",
+            "nothing on disk (built in)",
+            "",
+            ("train", "test"),
             lambda r, s, dl, **o: _ld().synthetic(s, **o),
-            any_split=True, pretrain=True, on_disk=False, downloadable=False,
+            any_split=True,
+            pretrain=True,
+            on_disk=False,
+            downloadable=False,
             protocol={s: {"num_images": n} for s, n in SYNTHETIC_SIZES.items()},
-            notes="gsg_zoo.data.synthetic.SyntheticShapes, 2000 train / 1000 test"),
-        DatasetInfo("cifar10", "CIFAR-10",
+            notes="gsg_zoo.data.synthetic.SyntheticShapes, 2000 train / 1000 test",
+        ),
+        DatasetInfo(
+            "cifar10",
+            "CIFAR-10",
             "ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",
-            "cifar-10-batches-py", ("train", "test"),
+            "cifar-10-batches-py",
+            ("train", "test"),
             lambda r, s, dl, **_: _ld().SafeCIFAR10(r, train=s == "train", download=dl),
-            pretrain=True, num_classes=10),
-        DatasetInfo("cifar100", "CIFAR-100", "ROOT/cifar-100-python/{train,test,meta}",
-            "cifar-100-python", ("train", "test"),
+            pretrain=True,
+            num_classes=10,
+        ),
+        DatasetInfo(
+            "cifar100",
+            "CIFAR-100",
+            "ROOT/cifar-100-python/{train,test,meta}",
+            "cifar-100-python",
+            ("train", "test"),
             lambda r, s, dl, **_: _ld().SafeCIFAR100(r, train=s == "train", download=dl),
-            pretrain=True, num_classes=100),
-        DatasetInfo("stl10", "STL-10",
+            pretrain=True,
+            num_classes=100,
+        ),
+        DatasetInfo(
+            "stl10",
+            "STL-10",
             "ROOT/stl10_binary/{train_X.bin,train_y.bin,test_X.bin,test_y.bin,unlabeled_X.bin}",
-            "stl10_binary", ("train", "test"),
+            "stl10_binary",
+            ("train", "test"),
             lambda r, s, dl, **_: _ld().PresentSTL10(str(r), split=s, download=dl),
-            more_splits=("unlabeled", "train+unlabeled"), pretrain=True, num_classes=10),
-        DatasetInfo("hf", "Hugging Face dataset",
-            "ROOT: a save_to_disk folder, parquet files (ROOT/<split>/*.parquet) or a Hub id ORG/NAME", "",
-            ("train", "test"), lambda r, s, dl, **o: _hf().open_hf(r, s, **o),
-            any_split=True, pretrain=True, downloadable=False, on_disk=False,
-            notes="columns data.image_column / data.label_column (image, label); needs the data extra"),
-        DatasetInfo("webdataset", "WebDataset shards",
+            more_splits=("unlabeled", "train+unlabeled"),
+            pretrain=True,
+            num_classes=10,
+        ),
+        DatasetInfo(
+            "hf",
+            "Hugging Face dataset",
+            "ROOT: a save_to_disk folder, parquet files (ROOT/<split>/*.parquet) or a Hub id ORG/NAME",
+            "",
+            ("train", "test"),
+            lambda r, s, dl, **o: _hf().open_hf(r, s, **o),
+            any_split=True,
+            pretrain=True,
+            downloadable=False,
+            on_disk=False,
+            notes="columns data.image_column / data.label_column (image, label); needs the data extra",
+        ),
+        DatasetInfo(
+            "webdataset",
+            "WebDataset shards",
             "ROOT/<split>/{manifest.json,shard-NNNNNN.tar,shard-NNNNNN.idx.json} or ROOT/manifest.json "
-            "(gsg data shard)", "", ("train", "test"), lambda r, s, dl, **o: _shards().open_shards(r, s, **o),
-            any_split=True, pretrain=True, downloadable=False, notes="written by gsg data shard; needs the data extra"),
-        DatasetInfo("imagefolder", "ImageFolder",
-            "ROOT/<split>/<class>/<image files> (ImageNet: ROOT/train, ROOT/val)", "", ("train", "test"),
+            "(gsg data shard)",
+            "",
+            ("train", "test"),
+            lambda r, s, dl, **o: _shards().open_shards(r, s, **o),
+            any_split=True,
+            pretrain=True,
+            downloadable=False,
+            notes="written by gsg data shard; needs the data extra",
+        ),
+        DatasetInfo(
+            "imagefolder",
+            "ImageFolder",
+            "ROOT/<split>/<class>/<image files> (ImageNet: ROOT/train, ROOT/val)",
+            "",
+            ("train", "test"),
             lambda r, s, dl, folder=None, encoded=False, **_: _ld().image_folder(r, s, folder, encoded),
-            any_split=True, pretrain=True, downloadable=False, protocol={"test": {"folder": "val"}},
-            notes="ROOT/train and ROOT/val (the test split)"),
-        *(DatasetInfo(name, title, _mnist_layout(folder, flat), "", ("train", "test"),
-            lambda r, s, dl, _n=name, **o: _mn().open_mnist(_n, r, s, dl, **o),
-            pretrain=True, num_classes=10, notes="28 px zero-padded to 32 (then resized), grey in 3 channels")
-          for name, title, folder, flat in _MNIST_FAMILY),
-        DatasetInfo("aircraft", "FGVC-Aircraft", "ROOT/fgvc-aircraft-2013b/data/...",
-            "fgvc-aircraft-2013b", ("train", "val", "test"),
+            any_split=True,
+            pretrain=True,
+            downloadable=False,
+            protocol={"test": {"folder": "val"}},
+            notes="ROOT/train and ROOT/val (the test split)",
+        ),
+        *(
+            DatasetInfo(
+                name,
+                title,
+                _mnist_layout(folder, flat),
+                "",
+                ("train", "test"),
+                lambda r, s, dl, _n=name, **o: _mn().open_mnist(_n, r, s, dl, **o),
+                pretrain=True,
+                num_classes=10,
+                notes="28 px zero-padded to 32 (then resized), grey in 3 channels",
+            )
+            for name, title, folder, flat in _MNIST_FAMILY
+        ),
+        DatasetInfo(
+            "aircraft",
+            "FGVC-Aircraft",
+            "ROOT/fgvc-aircraft-2013b/data/...",
+            "fgvc-aircraft-2013b",
+            ("train", "val", "test"),
             lambda r, s, dl, **_: _tv().FGVCAircraft(str(r), split=s, download=dl),
-            metric="mean_per_class", num_classes=100),
-        DatasetInfo("caltech101", "Caltech-101",
+            metric="mean_per_class",
+            num_classes=100,
+        ),
+        DatasetInfo(
+            "caltech101",
+            "Caltech-101",
             "ROOT/caltech101/101_ObjectCategories/<class>/image_NNNN.jpg",
-            "caltech101/101_ObjectCategories", ("train", "test"),
+            "caltech101/101_ObjectCategories",
+            ("train", "test"),
             lambda r, s, dl, **_: _ld().caltech101(r, s, dl),
-            metric="mean_per_class", num_classes=102, identity=lambda r: _ld().caltech101_identity(r),
-            notes="102 classes; ROOT/caltech101/{train,test}.txt if present, else ssl-transfer's seed-0 draw"),
-        DatasetInfo("cars", "Stanford Cars",
+            metric="mean_per_class",
+            num_classes=102,
+            identity=lambda r: _ld().caltech101_identity(r),
+            notes="102 classes; ROOT/caltech101/{train,test}.txt if present, else ssl-transfer's seed-0 draw",
+        ),
+        DatasetInfo(
+            "cars",
+            "Stanford Cars",
             "ROOT/stanford_cars/{devkit/,cars_train/,cars_test/,cars_test_annos_withlabels.mat}",
-            "stanford_cars", ("train", "test"),
+            "stanford_cars",
+            ("train", "test"),
             lambda r, s, dl, **_: _tv().StanfordCars(str(r), split=s, download=dl),
-            num_classes=196),
-        DatasetInfo("dtd", "DTD", "ROOT/dtd/dtd/{images,labels}/",
-            "dtd/dtd", ("train", "val", "test"),
+            num_classes=196,
+        ),
+        DatasetInfo(
+            "dtd",
+            "DTD",
+            "ROOT/dtd/dtd/{images,labels}/",
+            "dtd/dtd",
+            ("train", "val", "test"),
             lambda r, s, dl, **_: _tv().DTD(str(r), split=s, partition=1, download=dl),
-            num_classes=47, notes="official split 1"),
-        DatasetInfo("flowers", "Flowers-102", "ROOT/flowers-102/{jpg/,imagelabels.mat,setid.mat}",
-            "flowers-102", ("train", "val", "test"),
+            num_classes=47,
+            notes="official split 1",
+        ),
+        DatasetInfo(
+            "flowers",
+            "Flowers-102",
+            "ROOT/flowers-102/{jpg/,imagelabels.mat,setid.mat}",
+            "flowers-102",
+            ("train", "val", "test"),
             lambda r, s, dl, **_: _ld().PresentFlowers102(str(r), split=s, download=dl),
-            metric="mean_per_class", num_classes=102),
-        DatasetInfo("food101", "Food-101", "ROOT/food-101/{images,meta}/",
-            "food-101", ("train", "test"),
+            metric="mean_per_class",
+            num_classes=102,
+        ),
+        DatasetInfo(
+            "food101",
+            "Food-101",
+            "ROOT/food-101/{images,meta}/",
+            "food-101",
+            ("train", "test"),
             lambda r, s, dl, **_: _tv().Food101(str(r), split=s, download=dl),
-            num_classes=101),
-        DatasetInfo("pets", "Oxford-IIIT Pets", "ROOT/oxford-iiit-pet/{images,annotations}/",
-            "oxford-iiit-pet", ("train", "test"),
-            lambda r, s, dl, **_: _tv().OxfordIIITPet(str(r), split="trainval" if s == "train" else s,
-                                                      download=dl),
-            metric="mean_per_class", num_classes=37, notes="official trainval / test"),
-        DatasetInfo("sun397", "SUN397",
+            num_classes=101,
+        ),
+        DatasetInfo(
+            "pets",
+            "Oxford-IIIT Pets",
+            "ROOT/oxford-iiit-pet/{images,annotations}/",
+            "oxford-iiit-pet",
+            ("train", "test"),
+            lambda r, s, dl, **_: _tv().OxfordIIITPet(
+                str(r), split="trainval" if s == "train" else s, download=dl
+            ),
+            metric="mean_per_class",
+            num_classes=37,
+            notes="official trainval / test",
+        ),
+        DatasetInfo(
+            "sun397",
+            "SUN397",
             "ROOT/SUN397/{ClassName.txt,<letter>/<class>/sun_*.jpg} [+ Training_01.txt, Testing_01.txt]",
-            "SUN397", ("train", "test"),
+            "SUN397",
+            ("train", "test"),
             lambda r, s, dl, **_: _ld().sun397(r, s, dl),
-            num_classes=397, identity=lambda r: _ld().sun397_identity(r),
-            notes="partition 01 (Training_01.txt / Testing_01.txt) when present"),
-        DatasetInfo("voc2007", "Pascal VOC2007",
+            num_classes=397,
+            identity=lambda r: _ld().sun397_identity(r),
+            notes="partition 01 (Training_01.txt / Testing_01.txt) when present",
+        ),
+        DatasetInfo(
+            "voc2007",
+            "Pascal VOC2007",
             "ROOT/VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}/",
-            "VOCdevkit/VOC2007", ("train", "val", "test"),
-            lambda r, s, dl, **_: _tv().VOCDetection(str(r), year="2007", image_set=s, download=dl,
-                                                     target_transform=_ld().VOCMultiHot()),
-            metric="map11", num_classes=20, multilabel=True,
-            notes="one binary classifier per class, difficult-only images negative"),
+            "VOCdevkit/VOC2007",
+            ("train", "val", "test"),
+            lambda r, s, dl, **_: _tv().VOCDetection(
+                str(r), year="2007", image_set=s, download=dl, target_transform=_ld().VOCMultiHot()
+            ),
+            metric="map11",
+            num_classes=20,
+            multilabel=True,
+            notes="one binary classifier per class, difficult-only images negative",
+        ),
     )
-}  # fmt: skip
+}
 #: The "How Well Do Self-Supervised Models Transfer?" many-shot linear suite, in the paper's order.
-TRANSFER_SUITE = ("aircraft", "caltech101", "cars", "cifar10", "cifar100", "dtd", "flowers", "food101",
-                  "pets", "sun397", "voc2007")  # fmt: skip
+TRANSFER_SUITE = (
+    "aircraft",
+    "caltech101",
+    "cars",
+    "cifar10",
+    "cifar100",
+    "dtd",
+    "flowers",
+    "food101",
+    "pets",
+    "sun397",
+    "voc2007",
+)
 
 
 def dataset_names(pretrain: bool = False, multilabel: bool = True) -> tuple[str, ...]:

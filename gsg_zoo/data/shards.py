@@ -29,7 +29,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ..checkpoint import atomic_write
+from ..core.checkpoint import atomic_write
 from .images import EncodedImage, open_image
 
 log = logging.getLogger("gsg_zoo.data")
@@ -92,18 +92,31 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_shards(dataset: Any, out: Path, max_count: int = 1000, classes: list[str] | None = None,
-                 progress: bool = True, max_size: int | None = None, shuffle_seed: int | None = None) -> Path:  # fmt: skip
+def write_shards(
+    dataset: Any,
+    out: Path,
+    max_count: int = 1000,
+    classes: list[str] | None = None,
+    progress: bool = True,
+    max_size: int | None = None,
+    shuffle_seed: int | None = None,
+) -> Path:
     """Write ``dataset`` as shards of at most ``max_count`` samples and about ``max_size`` bytes, in the
     order of :func:`write_order`; resumable (the shards the manifest lists are kept)."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
-    manifest = _read_manifest(out) or {"format": FORMAT, "shards": [], "classes": classes or [],
-                                       "shuffle_seed": shuffle_seed}  # fmt: skip
+    manifest = _read_manifest(out) or {
+        "format": FORMAT,
+        "shards": [],
+        "classes": classes or [],
+        "shuffle_seed": shuffle_seed,
+    }
     if manifest.get("shuffle_seed") != shuffle_seed:
-        raise ValueError(f"{out} was written with shuffle seed {manifest.get('shuffle_seed')}, not {shuffle_seed}: "
-                         "resume with the same --shuffle-seed, or write to a new folder")  # fmt: skip
+        raise ValueError(
+            f"{out} was written with shuffle seed {manifest.get('shuffle_seed')}, not {shuffle_seed}: "
+            "resume with the same --shuffle-seed, or write to a new folder"
+        )
     done = sum(s["samples"] for s in manifest["shards"])
     bar = tqdm(total=len(dataset), initial=done, desc="shards", disable=not progress, unit="img")
     samples = raw_samples(dataset, write_order(len(dataset), shuffle_seed)[done:])
@@ -114,16 +127,28 @@ def write_shards(dataset: Any, out: Path, max_count: int = 1000, classes: list[s
         atomic_write(
             out / name.replace(".tar", ".idx.json"), lambda p, i=index: Path(p).write_text(json.dumps(i))
         )
-        manifest["shards"].append({"name": name, "samples": count, "bytes": (out / name).stat().st_size,
-                                   "sha256": _sha256(out / name)})  # fmt: skip
+        manifest["shards"].append(
+            {
+                "name": name,
+                "samples": count,
+                "bytes": (out / name).stat().st_size,
+                "sha256": _sha256(out / name),
+            }
+        )
         atomic_write(out / MANIFEST, lambda p, m=manifest: Path(p).write_text(json.dumps(m, indent=1)))
         done += count
     bar.close()
     return out / MANIFEST
 
 
-def _write_shard(out: Path, name: str, samples: Iterator[tuple[int, bytes, str, int]], max_count: int,
-                 max_size: int, bar: Any) -> int:  # fmt: skip
+def _write_shard(
+    out: Path,
+    name: str,
+    samples: Iterator[tuple[int, bytes, str, int]],
+    max_count: int,
+    max_size: int,
+    bar: Any,
+) -> int:
     """Write the next samples to ``out/name`` (complete files only: written aside, then renamed)."""
     import webdataset as wds
 
@@ -160,8 +185,10 @@ def check_sizes(folder: Path, shards: list[dict[str, Any]]) -> None:
         path = folder / shard["name"]
         size = path.stat().st_size if path.exists() else None
         if size != shard["bytes"]:
-            raise ValueError(f"shard {path} is {'missing' if size is None else f'{size} bytes'}, the manifest "
-                             f"says {shard['bytes']}: truncated or replaced; re-run `gsg data shard`")  # fmt: skip
+            raise ValueError(
+                f"shard {path} is {'missing' if size is None else f'{size} bytes'}, the manifest "
+                f"says {shard['bytes']}: truncated or replaced; re-run `gsg data shard`"
+            )
 
 
 def split_root(root: str | os.PathLike, split: str) -> Path:

@@ -15,7 +15,7 @@ read or of timing, so a run resumed at any step replays the epoch exactly:
   as ``webdataset.shuffle``: each new sample replaces a random one of the buffer, which is emitted.
   Only positions are shuffled, so the order is known before anything is read.
 * Views: seeded by the sample's global index (its place in the manifest) and the epoch, exactly as
-  :class:`~gsg_zoo.data.datasets.EpochSeeded` seeds the map-style reader: the same sample gets the
+  :class:`~gsg_zoo.data.pretraining.EpochSeeded` seeds the map-style reader: the same sample gets the
   same views whatever the worker count, resume or reader.
 
 Resume (:meth:`ShardStream.set_epoch` with ``start_step``): each worker knows how many of its samples
@@ -48,8 +48,8 @@ from typing import Any
 from PIL import UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .datasets import seeded_item_rngs
 from .images import open_image
+from .pretraining import seeded_item_rngs
 from .shards import IMAGE_EXTENSIONS, check_sizes, read_manifest
 
 log = logging.getLogger("gsg_zoo.data")
@@ -266,8 +266,10 @@ class SegmentReader:
 
     @staticmethod
     def _short(path: Path, segment: Segment) -> None:
-        raise RuntimeError(f"shard {path} has fewer than the {segment.stop} samples its manifest lists: "
-                           "damaged; re-run `gsg data shard` for it")  # fmt: skip
+        raise RuntimeError(
+            f"shard {path} has fewer than the {segment.stop} samples its manifest lists: "
+            "damaged; re-run `gsg data shard` for it"
+        )
 
 
 class ShardStream(IterableDataset):
@@ -278,8 +280,17 @@ class ShardStream(IterableDataset):
     ``encoded`` JPEGs are left encoded (:func:`.images.open_image`).
     """
 
-    def __init__(self, root: str | os.PathLike, transform: Callable | None, seed: int = 0, rank: int = 0,
-                 world: int = 1, batch: int = 1, buffer: int = 1000, encoded: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        transform: Callable | None,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        batch: int = 1,
+        buffer: int = 1000,
+        encoded: bool = False,
+    ) -> None:
         self.folder, manifest = read_manifest(root)
         shards = manifest["shards"]
         check_sizes(self.folder, shards)
@@ -291,8 +302,10 @@ class ShardStream(IterableDataset):
         self.transform, self.seed, self.rank, self.encoded = transform, seed, rank, encoded
         self.state = multiprocessing.RawArray("q", 2)  # (epoch, start step), seen by persistent workers
         if self.plan.steps == 0:
-            raise ValueError(f"{sum(counts)} samples in {self.folder} are fewer than one batch of {batch} on each "
-                             f"of {world} ranks; lower train.batch_size")  # fmt: skip
+            raise ValueError(
+                f"{sum(counts)} samples in {self.folder} are fewer than one batch of {batch} on each "
+                f"of {world} ranks; lower train.batch_size"
+            )
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """The epoch to stream from its step ``start_step`` on (the rank's batches before it are skipped)."""
@@ -314,8 +327,9 @@ class ShardStream(IterableDataset):
         order = self.plan.order(sum(len(s) for s in segments), epoch, self.rank, worker)
         yield from self._emit(segments, bases, order, done, epoch)
 
-    def _emit(self, segments: list[Segment], bases: list[int], order: list[int], done: int,
-              epoch: int) -> Iterator[Any]:  # fmt: skip
+    def _emit(
+        self, segments: list[Segment], bases: list[int], order: list[int], done: int, epoch: int
+    ) -> Iterator[Any]:
         """The items of ``order[done:]``: what the buffer held at ``done`` read back, then the stream on."""
         n = len(order)
         read_to = min(self.plan.buffer + done, n) if done else 0  # positions the buffer had read by then

@@ -36,7 +36,7 @@ def fixture(multilabel: bool, n: int = 300, dim: int = 24, classes: int = 6, see
 
 
 def _sklearn(splits: list[Split], metric: str, num_wd: int) -> dict[str, Any]:
-    from .ssl_transfer import as_arrays, reference_protocol
+    from .many_shot import as_arrays, reference_protocol
 
     return reference_protocol(*(as_arrays(*s) for s in splits), metric=metric, num_wd=num_wd)
 
@@ -45,8 +45,14 @@ def _torch(splits: list[Split], metric: str, num_wd: int, multilabel: bool, max_
     from .logreg import c_grid, transfer_protocol
 
     num_classes = None if multilabel else int(splits[2][1].max()) + 1
-    return transfer_protocol(*splits, metric, cs=c_grid(num_wd), num_classes=num_classes,  # type: ignore[misc]
-                             multilabel=multilabel, max_iter=max_iter)  # fmt: skip
+    return transfer_protocol(
+        *splits,
+        metric,
+        cs=c_grid(num_wd),
+        num_classes=num_classes,  # type: ignore[misc]
+        multilabel=multilabel,
+        max_iter=max_iter,
+    )
 
 
 def measure(num_wd: int = 45, max_iter: int = 1000) -> dict[str, Any]:
@@ -68,11 +74,16 @@ def measure(num_wd: int = 45, max_iter: int = 1000) -> dict[str, Any]:
 
 def markdown(agreement: dict[str, Any]) -> str:
     """The agreement table printed under a ``--solver torch`` report."""
-    lines = ["Agreement of `--solver torch` with the scikit-learn reference on the built-in fixture", "",
-             "| problem | metric | C sklearn / torch | val sklearn / torch | test sklearn / torch |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "Agreement of `--solver torch` with the scikit-learn reference on the built-in fixture",
+        "",
+        "| problem | metric | C sklearn / torch | val sklearn / torch | test sklearn / torch |",
+        "|---|---|---|---|---|",
+    ]
     for name, a in agreement.items():
         s, t = a["sklearn"], a["torch"]
-        lines.append(f"| {name} | {a['metric']} | {s['best_C']:.3g} / {t['best_C']:.3g} | "
-                     f"{s['val']:.2f} / {t['val']:.2f} | {s['test']:.2f} / {t['test']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {a['metric']} | {s['best_C']:.3g} / {t['best_C']:.3g} | "
+            f"{s['val']:.2f} / {t['val']:.2f} | {s['test']:.2f} / {t['test']:.2f} |"
+        )
     return "\n".join(lines) + "\n"

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset, Subset
 
 from ..data.augment import eval_transform
 from ..data.augment import probe_transform as train_transform
-from ..data.datasets import Transformed
-from ..data.loaders import SPLIT_SEED
+from ..data.pretraining import Transformed
+from ..data.readers import SPLIT_SEED
 from ..data.registry import DATASETS, SYNTHETIC_SIZES, TRANSFER_SUITE, DatasetInfo, get_info, open_split
 
 __all__ = [  # the registry's names are re-exported: evaluation code reads them from here

@@ -27,10 +27,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import atomic_write
-from ..data.datasets import collate_pairs
-from ..device import resolve_device
-from ..distributed import DistInfo, broadcast_object
+from ..core.checkpoint import atomic_write
+from ..core.device import resolve_device
+from ..core.distributed import DistInfo, broadcast_object
+from ..data.pretraining import collate_pairs
 from .sharding import gather_rows, shard_dataset
 
 CACHE_FORMAT = 1

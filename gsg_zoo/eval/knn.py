@@ -1,7 +1,7 @@
 """Weighted k-nearest-neighbour classification on L2-normalised features (InstDisc / DINO protocol).
 
 Pure tensor functions, no I/O: :func:`knn_classify` ranks classes per query, :func:`knn_evaluate`
-scores them. The pretraining monitor (:func:`gsg_zoo.monitors.knn_top1`) calls :func:`knn_evaluate` on
+scores them. The pretraining monitor (:func:`gsg_zoo.train.monitor.knn_top1`) calls :func:`knn_evaluate` on
 features it already holds; ``gsg eval knn`` calls it on cached features.
 """
 

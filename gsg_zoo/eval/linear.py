@@ -26,10 +26,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..checkpoint import atomic_write
-from ..data.datasets import collate_pairs
-from ..device import resolve_device
-from ..distributed import DistInfo
+from ..core.checkpoint import atomic_write
+from ..core.device import resolve_device
+from ..core.distributed import DistInfo
+from ..data.pretraining import collate_pairs
 from .knn import topk_accuracy
 
 log = logging.getLogger("gsg_zoo.eval")
@@ -67,8 +67,13 @@ class LARC:
     (the bias at its zero init) takes the inner optimizer's plain step.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, trust_coefficient: float = 0.02, clip: bool = True,
-                 eps: float = 1e-8) -> None:  # fmt: skip
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        trust_coefficient: float = 0.02,
+        clip: bool = True,
+        eps: float = 1e-8,
+    ) -> None:
         self.optim, self.trust_coefficient, self.clip, self.eps = optimizer, trust_coefficient, clip, eps
 
     @property
@@ -216,28 +221,52 @@ def train_reference(
         _set_lr(opt, cosine_lr(cfg, epoch))
         sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed + 1000 * epoch + info.rank)  # this epoch's augmentations (and workers)
-        _train_epoch(backbone, model, opt, loader, device, amp, progress and info.is_main,
-                     f"linear probe epoch {epoch + 1}/{cfg.epochs}")  # fmt: skip
+        _train_epoch(
+            backbone,
+            model,
+            opt,
+            loader,
+            device,
+            amp,
+            progress and info.is_main,
+            f"linear probe epoch {epoch + 1}/{cfg.epochs}",
+        )
         if checkpoint and info.is_main:
             save_probe(checkpoint, fc, opt, ident, epoch + 1)
         info.barrier()
     return fc.eval()
 
 
-def reference_loader(train_set: Dataset, cfg: LinearConfig, info: DistInfo, num_workers: int,
-                     pin: bool) -> tuple[DataLoader, DistributedSampler]:  # fmt: skip
+def reference_loader(
+    train_set: Dataset, cfg: LinearConfig, info: DistInfo, num_workers: int, pin: bool
+) -> tuple[DataLoader, DistributedSampler]:
     """``main_lincls.py``'s loader: a seeded ``DistributedSampler``, ``batch_size / world`` a rank."""
     if cfg.batch_size % info.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the {info.world_size} ranks")
-    sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed)  # fmt: skip
-    loader = DataLoader(train_set, batch_size=cfg.batch_size // info.world_size, sampler=sampler,
-                        num_workers=num_workers, pin_memory=pin, collate_fn=collate_pairs)  # fmt: skip
+    sampler = DistributedSampler(
+        train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size // info.world_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin,
+        collate_fn=collate_pairs,
+    )
     return loader, sampler
 
 
-def _train_epoch(backbone: nn.Module, model: nn.Module, opt: torch.optim.Optimizer | LARC, loader: DataLoader,
-                 device: torch.device, amp: bool, progress: bool, desc: str) -> None:  # fmt: skip
+def _train_epoch(
+    backbone: nn.Module,
+    model: nn.Module,
+    opt: torch.optim.Optimizer | LARC,
+    loader: DataLoader,
+    device: torch.device,
+    amp: bool,
+    progress: bool,
+    desc: str,
+) -> None:
     from tqdm.auto import tqdm
 
     cuda = device.type == "cuda"
@@ -258,17 +287,27 @@ def _inner(opt: torch.optim.Optimizer | LARC) -> torch.optim.Optimizer:
     return opt.optim if isinstance(opt, LARC) else opt
 
 
-def save_probe(path: str | os.PathLike, fc: nn.Module, opt: torch.optim.Optimizer | LARC,
-               identity: dict[str, Any], epochs_done: int) -> None:  # fmt: skip
+def save_probe(
+    path: str | os.PathLike,
+    fc: nn.Module,
+    opt: torch.optim.Optimizer | LARC,
+    identity: dict[str, Any],
+    epochs_done: int,
+) -> None:
     """The probe after ``epochs_done`` epochs and what it is a probe of, written atomically."""
-    state = {"fc": fc.state_dict(), "optimizer": _inner(opt).state_dict(), "epochs_done": epochs_done,
-             "identity": identity}  # fmt: skip
+    state = {
+        "fc": fc.state_dict(),
+        "optimizer": _inner(opt).state_dict(),
+        "epochs_done": epochs_done,
+        "identity": identity,
+    }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_probe(path: str | os.PathLike, fc: nn.Module, opt: torch.optim.Optimizer | LARC,
-               identity: dict[str, Any]) -> int:  # fmt: skip
+def load_probe(
+    path: str | os.PathLike, fc: nn.Module, opt: torch.optim.Optimizer | LARC, identity: dict[str, Any]
+) -> int:
     """Restore :func:`save_probe`'s state into ``fc`` and ``opt`` when ``path`` exists; returns the epochs
     done (0 without a checkpoint). A checkpoint of other settings is an error, not silently mixed."""
     path = Path(path)
@@ -279,8 +318,10 @@ def load_probe(path: str | os.PathLike, fc: nn.Module, opt: torch.optim.Optimize
         diff = {
             k: (state["identity"].get(k), v) for k, v in identity.items() if state["identity"].get(k) != v
         }
-        raise ValueError(f"{path} is a linear probe of other settings (checkpoint vs now: {diff}); "
-                         "delete it or use another --out")  # fmt: skip
+        raise ValueError(
+            f"{path} is a linear probe of other settings (checkpoint vs now: {diff}); "
+            "delete it or use another --out"
+        )
     fc.load_state_dict(state["fc"])
     _inner(opt).load_state_dict(state["optimizer"])
     log.info("linear probe: resumed from %s after epoch %d", path, state["epochs_done"])

@@ -201,11 +201,31 @@ def transfer_protocol(
         return [std(x.to(device, dtype)) for x in xs]
 
     xtr, xval = prep(train[0], train[0], val[0])
-    sweep = sweep_c(xtr, train[1], xval, val[1], metric, cs, num_classes=num_classes, multilabel=multilabel,
-                    max_iter=max_iter, tol=tol, progress=progress, desc=desc)  # fmt: skip
+    sweep = sweep_c(
+        xtr,
+        train[1],
+        xval,
+        val[1],
+        metric,
+        cs,
+        num_classes=num_classes,
+        multilabel=multilabel,
+        max_iter=max_iter,
+        tol=tol,
+        progress=progress,
+        desc=desc,
+    )
     xtv, xte = prep(trainval[0], trainval[0], test[0])
-    final = fit_logreg(xtv, trainval[1], sweep.best_C, num_classes=num_classes, multilabel=multilabel,
-                       init=sweep.models[sweep.best_C], max_iter=max_iter, tol=tol)  # fmt: skip
+    final = fit_logreg(
+        xtv,
+        trainval[1],
+        sweep.best_C,
+        num_classes=num_classes,
+        multilabel=multilabel,
+        init=sweep.models[sweep.best_C],
+        max_iter=max_iter,
+        tol=tol,
+    )
     with torch.no_grad():
         test_score = score(metric, final.decision_function(xte).cpu(), test[1].cpu())
     return {

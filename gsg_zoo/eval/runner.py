@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import atomic_write
-from ..distributed import broadcast_object
+from ..core.checkpoint import atomic_write
+from ..core.distributed import broadcast_object
 from .datasets import (
     TRANSFER_SUITE,
     build_split,
@@ -57,12 +57,22 @@ class EvalContext:
         download: bool = False,
         subset: int | None = None,
     ) -> EvalContext:
-        from ..models import canonical_spec, load_backbone
+        from ..zoo.load import canonical_spec, load_backbone
 
         model, cfg = load_backbone(spec)
         size = int(image_size or cfg["input_size"][-1])
-        return cls(canonical_spec(spec), model, cfg, size, FeatureCache(cache_dir, enabled=use_cache), options or ExtractOptions(),
-                   data_root, download, subset, image_size is not None)  # fmt: skip
+        return cls(
+            canonical_spec(spec),
+            model,
+            cfg,
+            size,
+            FeatureCache(cache_dir, enabled=use_cache),
+            options or ExtractOptions(),
+            data_root,
+            download,
+            subset,
+            image_size is not None,
+        )
 
     def eval_transform(self, crop_pct: float | None = None, interpolation: str | None = None) -> Any:
         """Resize(size / crop_pct) + CenterCrop(size): crop_pct 0.875 (224/256) for ImageNet-size inputs,
@@ -83,8 +93,15 @@ class EvalContext:
         return self.options.dist.is_main
 
     def features(self, dataset: str, split: str, transform: Any) -> Features:
-        ds, ident = build_split(dataset, self.data_root, split, transform, download=self.download,
-                                image_size=self.image_size, subset=self.subset)  # fmt: skip
+        ds, ident = build_split(
+            dataset,
+            self.data_root,
+            split,
+            transform,
+            download=self.download,
+            image_size=self.image_size,
+            subset=self.subset,
+        )
         return self.cache.get(self.model, ds, ident, transform, self.options)
 
 
@@ -167,9 +184,13 @@ def run_knn(
 
 
 def run_linear(
-    ctx: EvalContext, dataset: str, protocol: str, cfg: LinearConfig, solver: str = "sgd",
+    ctx: EvalContext,
+    dataset: str,
+    protocol: str,
+    cfg: LinearConfig,
+    solver: str = "sgd",
     checkpoint: str | os.PathLike | None = None,
-) -> dict[str, Any] | None:  # fmt: skip
+) -> dict[str, Any] | None:
     """``reference``: augmented images re-encoded every epoch; ``fast``: the fc on cached features
     (``solver`` sgd: same optimizer and schedule; lbfgs: logistic regression with C chosen on a
     seeded 20% of train).
@@ -181,8 +202,15 @@ def run_linear(
     with Timer() as total:
         test = ctx.features(dataset, "test", ctx.eval_transform())
         if protocol == "reference":
-            train_set, _ = build_split(dataset, ctx.data_root, "train", ctx.train_transform(),
-                                       download=ctx.download, image_size=ctx.image_size, subset=ctx.subset)  # fmt: skip
+            train_set, _ = build_split(
+                dataset,
+                ctx.data_root,
+                "train",
+                ctx.train_transform(),
+                download=ctx.download,
+                image_size=ctx.image_size,
+                subset=ctx.subset,
+            )
             dist = ctx.options.dist
             shape = (
                 (test.feats.shape[1], _num_classes(dataset, train_set, test.labels)) if dist.is_main else None
@@ -194,9 +222,20 @@ def run_linear(
                 "image_size": ctx.image_size,
                 "subset": ctx.subset,
             }
-            fc = train_reference(ctx.model, train_set, dim, num_classes, cfg, ctx.options.device,
-                                 ctx.options.workers(), ctx.options.amp, ctx.options.progress, dist,
-                                 checkpoint, identity)  # fmt: skip
+            fc = train_reference(
+                ctx.model,
+                train_set,
+                dim,
+                num_classes,
+                cfg,
+                ctx.options.device,
+                ctx.options.workers(),
+                ctx.options.amp,
+                ctx.options.progress,
+                dist,
+                checkpoint,
+                identity,
+            )
             if not dist.is_main:
                 return None
             acc = evaluate_fc(fc, test.feats, test.labels)
@@ -208,8 +247,9 @@ def run_linear(
             num_classes = num_classes_of(dataset, torch.cat([train.labels, test.labels]))
             extra = {"num_train": len(train.feats), "features_cached": train.cached and test.cached}
             if solver == "sgd":
-                fc = train_on_features(train.feats, train.labels, num_classes, cfg, ctx.options.device,
-                                       ctx.options.progress)  # fmt: skip
+                fc = train_on_features(
+                    train.feats, train.labels, num_classes, cfg, ctx.options.device, ctx.options.progress
+                )
                 acc = evaluate_fc(fc, test.feats, test.labels)
             elif solver == "lbfgs":
                 acc, extra["lbfgs"] = _lbfgs_probe(train, test, num_classes, ctx.options.device)
@@ -244,7 +284,7 @@ def _num_classes(dataset: str, train_set: Any, test_labels: Tensor) -> int:
 
 
 def _lbfgs_probe(train: Features, test: Features, num_classes: int, device: str | None) -> tuple[dict, dict]:
-    from ..device import resolve_device
+    from ..core.device import resolve_device
     from .knn import topk_accuracy
     from .logreg import Standardizer, c_grid, fit_logreg, sweep_c
 
@@ -252,8 +292,16 @@ def _lbfgs_probe(train: Features, test: Features, num_classes: int, device: str 
     idx = protocol_indices(len(train.feats))  # seeded 20% validation
     x, y = train.feats.to(dev), train.labels.to(dev)
     std = Standardizer.fit(x[idx["train"]])
-    sweep = sweep_c(std(x[idx["train"]]), y[idx["train"]], std(x[idx["val"]]), y[idx["val"]], "top1",
-                    c_grid(12), num_classes=num_classes, max_iter=300)  # fmt: skip
+    sweep = sweep_c(
+        std(x[idx["train"]]),
+        y[idx["train"]],
+        std(x[idx["val"]]),
+        y[idx["val"]],
+        "top1",
+        c_grid(12),
+        num_classes=num_classes,
+        max_iter=300,
+    )
     std = Standardizer.fit(x)
     model = fit_logreg(
         std(x), y, sweep.best_C, num_classes=num_classes, init=sweep.models[sweep.best_C], max_iter=300
@@ -275,7 +323,7 @@ TRANSFER_SOLVERS = {
 def transfer_splits(info: Any, feats: dict[str, Features]) -> tuple[tuple[Tensor, Tensor], ...]:
     """``(train, val, trainval, test)`` as ssl-transfer's loaders form them: the official val split where
     one exists (trainval = train + val), else its seeded 20% of train (trainval = all of train)."""
-    from .ssl_transfer import reference_val_split
+    from .many_shot import reference_val_split
 
     tr = feats["train"]
     if info.has_val:
@@ -293,25 +341,37 @@ def transfer_splits(info: Any, feats: dict[str, Features]) -> tuple[tuple[Tensor
     return train, val, trainval, test
 
 
-def _fit_transfer(name: str, info: Any, splits: tuple, solver: str, num_c: int, max_iter: int,
-                  ctx: EvalContext) -> dict[str, Any]:  # fmt: skip
+def _fit_transfer(
+    name: str, info: Any, splits: tuple, solver: str, num_c: int, max_iter: int, ctx: EvalContext
+) -> dict[str, Any]:
     """One dataset's protocol with the chosen solver (:data:`TRANSFER_SOLVERS`)."""
     if solver == "sklearn":
-        from .ssl_transfer import as_arrays, reference_protocol
+        from .many_shot import as_arrays, reference_protocol
 
         t0 = time.perf_counter()
         res = reference_protocol(*(as_arrays(*s) for s in splits), metric=info.metric, num_wd=num_c)
         return {**res, "seconds": time.perf_counter() - t0}
     if solver != "torch":
         raise ValueError(f"unknown solver {solver!r}: choose {', '.join(TRANSFER_SOLVERS)}")
-    from ..device import resolve_device
+    from ..core.device import resolve_device
     from .logreg import c_grid, transfer_protocol
 
     train, val, trainval, test = splits
     num_classes = None if info.multilabel else num_classes_of(name, torch.cat([trainval[1], test[1]]))
-    return transfer_protocol(train, val, trainval, test, info.metric, cs=c_grid(num_c), num_classes=num_classes,
-                             multilabel=info.multilabel, device=resolve_device(ctx.options.device),
-                             max_iter=max_iter, progress=ctx.options.progress, desc=f"{name} C sweep")  # fmt: skip
+    return transfer_protocol(
+        train,
+        val,
+        trainval,
+        test,
+        info.metric,
+        cs=c_grid(num_c),
+        num_classes=num_classes,
+        multilabel=info.multilabel,
+        device=resolve_device(ctx.options.device),
+        max_iter=max_iter,
+        progress=ctx.options.progress,
+        desc=f"{name} C sweep",
+    )
 
 
 def run_transfer(
@@ -345,16 +405,28 @@ def run_transfer(
         if not ctx.is_main:  # under torchrun: this rank extracted its shards; rank 0 fits
             continue
         res = _fit_transfer(name, info, transfer_splits(info, feats), solver, num_c, max_iter, ctx)
-        res.update(title=info.title, notes=_dataset_notes(ctx, name, info.notes),
-                   wall_seconds=time.perf_counter() - t0, feature_seconds=sum(f.seconds for f in feats.values()))  # fmt: skip
+        res.update(
+            title=info.title,
+            notes=_dataset_notes(ctx, name, info.notes),
+            wall_seconds=time.perf_counter() - t0,
+            feature_seconds=sum(f.seconds for f in feats.values()),
+        )
         results[name] = res
         log(f"{name}: {info.metric} {res['test']:.2f} (C={res['best_C']:.3g}, {res['wall_seconds']:.1f} s)")
     if not ctx.is_main:
         return None
-    out = {"evaluator": "transfer-classification", "protocol": "ssl-transfer-linear", "solver": solver,
-           "solver_description": TRANSFER_SOLVERS[solver], "precision": precision_tag(ctx.options),
-           "model": ctx.spec, "image_size": ctx.image_size, "num_c": num_c, "datasets": results,
-           "world_size": ctx.options.dist.world_size}  # fmt: skip
+    out = {
+        "evaluator": "transfer-classification",
+        "protocol": "ssl-transfer-linear",
+        "solver": solver,
+        "solver_description": TRANSFER_SOLVERS[solver],
+        "precision": precision_tag(ctx.options),
+        "model": ctx.spec,
+        "image_size": ctx.image_size,
+        "num_c": num_c,
+        "datasets": results,
+        "world_size": ctx.options.dist.world_size,
+    }
     if solver == "torch":
         from .agreement import measure
 
@@ -368,7 +440,7 @@ def _dataset_notes(ctx: EvalContext, name: str, notes: str) -> str:
     if name == "sun397":
         return f"{notes}; used: {'partition 01' if _sun397_official(ctx) else 'seeded split'}"
     if name == "caltech101":
-        from ..data.loaders import caltech101_split_files
+        from ..data.readers import caltech101_split_files
 
         files = caltech101_split_files(root)
         used = (
@@ -381,7 +453,7 @@ def _dataset_notes(ctx: EvalContext, name: str, notes: str) -> str:
 
 
 def _sun397_official(ctx: EvalContext) -> bool:
-    from ..data.loaders import sun397_partition
+    from ..data.readers import sun397_partition
 
     return sun397_partition(Path(ctx.data_root or ".").expanduser()) is not None
 
@@ -391,10 +463,14 @@ def _sun397_official(ctx: EvalContext) -> bool:
 
 def knn_markdown(r: dict[str, Any]) -> str:
     settings = r.get("protocol_settings", {})
-    lines = [f"kNN on {r['dataset']} ({r['num_train']} train / {r['num_test']} test), model `{r['model']}`",
-             f"protocol `{r.get('protocol', 'default')}`: {settings.get('description', '')}; "
-             f"precision {settings.get('precision', 'fp32')}", "",
-             "| k | T | top-1 | top-5 |", "|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"kNN on {r['dataset']} ({r['num_train']} train / {r['num_test']} test), model `{r['model']}`",
+        f"protocol `{r.get('protocol', 'default')}`: {settings.get('description', '')}; "
+        f"precision {settings.get('precision', 'fp32')}",
+        "",
+        "| k | T | top-1 | top-5 |",
+        "|---:|---:|---:|---:|",
+    ]
     lines += [
         f"| {x['k']} | {x['T']} | {x['top1']:.2f} | {x.get('top5', float('nan')):.2f} |" for x in r["results"]
     ]
@@ -411,7 +487,7 @@ def linear_markdown(r: dict[str, Any]) -> str:
                 "|---|---|---:|---:|---:|",
                 f"| {r['protocol']} | {r['solver']} | {r['top1']:.2f} | {r.get('top5', float('nan')):.2f} | "
                 f"{r['wall_seconds']:.1f} |",
-            ]  # fmt: skip
+            ]
         )
         + "\n"
     )
@@ -420,18 +496,23 @@ def linear_markdown(r: dict[str, Any]) -> str:
 def transfer_markdown(r: dict[str, Any]) -> str:
     from .metrics import METRIC_NAMES
 
-    lines = [f"Linear transfer (ssl-transfer protocol, solver `{r.get('solver', 'sklearn')}`), model `{r['model']}`, "
-             f"{r['image_size']} px, precision {r.get('precision', 'fp32')}",
-             f"solver: {r.get('solver_description', '')}", "",
-             "| dataset | metric | test | best C | val | train/val/test | time (s) |",
-             "|---|---|---:|---:|---:|---|---:|"]  # fmt: skip
+    lines = [
+        f"Linear transfer (ssl-transfer protocol, solver `{r.get('solver', 'sklearn')}`), model `{r['model']}`, "
+        f"{r['image_size']} px, precision {r.get('precision', 'fp32')}",
+        f"solver: {r.get('solver_description', '')}",
+        "",
+        "| dataset | metric | test | best C | val | train/val/test | time (s) |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
     for name, x in r["datasets"].items():
         if "skipped" in x:
             lines.append(f"| {name} | {x['skipped']} | | | | | |")
             continue
         s = x["sizes"]
-        lines.append(f"| {x['title']} | {METRIC_NAMES[x['metric']]} | {x['test']:.2f} | {x['best_C']:.3g} | "
-                     f"{x['val']:.2f} | {s['train']}/{s['val']}/{s['test']} | {x['wall_seconds']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {x['title']} | {METRIC_NAMES[x['metric']]} | {x['test']:.2f} | {x['best_C']:.3g} | "
+            f"{x['val']:.2f} | {s['train']}/{s['val']}/{s['test']} | {x['wall_seconds']:.1f} |"
+        )
     if "torch_agreement" in r:
         from .agreement import markdown
 

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from ..distributed import DistInfo
+from ..core.distributed import DistInfo
 
 BLOCK_BYTES = 256 << 20  # bytes per all_gather buffer, all ranks together
 
@@ -43,8 +43,9 @@ def comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def gather_rows(local: Tensor | None, info: DistInfo, to_all: bool = False,
-                block_bytes: int = BLOCK_BYTES) -> Tensor:  # fmt: skip
+def gather_rows(
+    local: Tensor | None, info: DistInfo, to_all: bool = False, block_bytes: int = BLOCK_BYTES
+) -> Tensor:
     """Every rank's ``local`` rows concatenated in rank order: on every rank with ``to_all``, else on
     rank 0 only (an empty tensor elsewhere). ``local`` may be None or empty on a rank whose shard is."""
     if info.world_size == 1:

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ..normalization import IMAGENET_MEAN, IMAGENET_STD
-from ..resources import config_dir, list_configs
+from ..core.normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..core.resources import config_dir, list_configs
 
 AUTHOR = "gsg-zoo"
 
@@ -91,8 +91,8 @@ class Detectron2Weights:
 
 
 def convert_spec(spec: str) -> Detectron2Weights:
-    """Load ``spec`` with :func:`gsg_zoo.models.load_backbone` and convert it."""
-    from ..models import load_backbone
+    """Load ``spec`` with :func:`gsg_zoo.zoo.load.load_backbone` and convert it."""
+    from ..zoo.load import load_backbone
 
     model, data_cfg = load_backbone(spec)
     weights = convert_resnet(model, mean=data_cfg.get("mean"), std=data_cfg.get("std"))
@@ -267,7 +267,7 @@ def _check_complete(converted: Mapping[str, np.ndarray], resnets: Mapping[str, A
 
 def save_detectron2_pkl(weights: Detectron2Weights, path: str | Path) -> tuple[Path, Path]:
     """Write the Detectron2 ``.pkl`` and its ``.json`` metadata next to it; returns both paths."""
-    from ..checkpoint import atomic_write
+    from ..core.checkpoint import atomic_write
 
     path = Path(path)
     if path.suffix != ".pkl":
@@ -291,8 +291,8 @@ RECIPE_ALIASES = {"synthetic-coco": "synthetic_coco_R_50_C4", "voc": "voc_R_50_C
 
 
 def list_recipes() -> list[str]:
-    """Names of the recipes in ``transfer/detectron2/`` (files not starting with ``Base-``)."""
-    return list_configs("transfer/detectron2", ".yaml", hidden_prefixes=("Base-",))
+    """Names of the recipes in ``configs/detectron2/`` (files not starting with ``Base-``)."""
+    return list_configs("detectron2", ".yaml", hidden_prefixes=("Base-",))
 
 
 def recipe_path(name: str) -> Path:
@@ -302,7 +302,7 @@ def recipe_path(name: str) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"recipe file not found: {path}")
         return path
-    path = config_dir("transfer/detectron2") / f"{RECIPE_ALIASES.get(name, name).replace('-', '_')}.yaml"
+    path = config_dir("detectron2") / f"{RECIPE_ALIASES.get(name, name).replace('-', '_')}.yaml"
     if not path.exists():
         raise ValueError(f"unknown detection recipe {name!r}; available: {', '.join(list_recipes())}")
     return path

@@ -312,7 +312,8 @@ def train_seeds(
     summary = summarize(per_seed)
     report = {
         "spec": spec,
-        "protocol": f"detectron2:{recipe}" + (" + --opts (a variant)" if opts else ""),  # docs/reference/protocols.md
+        "protocol": f"detectron2:{recipe}"
+        + (" + --opts (a variant)" if opts else ""),  # docs/reference/protocols.md
         "recipe": str(recipe),
         "data": str(data_root),
         "num_gpus": num_gpus,

@@ -77,7 +77,7 @@ class _ShimOps(types.ModuleType):
             raise AttributeError(name)
         raise ModuleNotFoundError(
             f"mmcv.ops.{name} needs mmcv's compiled ops, which mmcv-lite does not ship; "
-            "install full mmcv (see transfer/mmseg/README.md) to use it",
+            "install full mmcv (see configs/mmseg/README.md) to use it",
             name=f"mmcv.ops.{name}",
         )
 

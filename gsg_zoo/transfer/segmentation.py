@@ -2,11 +2,11 @@
 
 The flow of ``gsg transfer segmentation train``:
 
-1. :func:`export_backbone` resolves a model spec with :func:`gsg_zoo.models.load_backbone` and writes
+1. :func:`export_backbone` resolves a model spec with :func:`gsg_zoo.zoo.load.load_backbone` and writes
    its weights as a plain tensor state dict (``fc.*`` dropped) that loads with ``weights_only``;
    :func:`resnet_depth` rejects anything that is not a torchvision-layout ResNet (v1b) with a clear
    message (CIFAR stem, deep stem, other architectures, missing or misshapen tensors).
-2. :func:`build_config` loads a recipe from ``transfer/mmseg/`` (mmengine configs that inherit mmseg's
+2. :func:`build_config` loads a recipe from ``configs/mmseg/`` (mmengine configs that inherit mmseg's
    own) and sets the backbone (``ResNet``, depth, ``init_cfg=Pretrained``), heads, data root,
    normalisation (SyncBN only in distributed runs), batch/lr rule and schedule.
 3. :func:`train` runs mmengine's Runner, checks after weight init that every backbone tensor equals
@@ -116,8 +116,8 @@ def _check_keys(state_dict: Mapping[str, torch.Tensor], depth: int, source: str)
 
 def export_backbone(spec: str, path: str | os.PathLike) -> ExportedBackbone:
     """Write ``spec``'s backbone as a plain tensor state dict (``fc.*`` dropped) for mmseg's ``ResNet``."""
-    from gsg_zoo.checkpoint import atomic_write
-    from gsg_zoo.models import load_backbone
+    from ..core.checkpoint import atomic_write
+    from ..zoo.load import load_backbone
 
     model, _ = load_backbone(spec)
     state = {

@@ -1,4 +1,4 @@
-"""The segmentation recipes: mmengine configs shipped in ``transfer/mmseg/`` and their reference batches.
+"""The segmentation recipes: mmengine configs shipped in ``configs/mmseg/`` and their reference batches.
 
 Light to import (no torch, no mmseg), so ``gsg transfer segmentation recipes`` answers at once.
 """
@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..resources import config_dir
+from ..core.resources import config_dir
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A segmentation protocol: an mmengine config in ``transfer/mmseg/`` and its reference batch."""
+    """A segmentation protocol: an mmengine config in ``configs/mmseg/`` and its reference batch."""
 
     name: str
     config: str
@@ -23,7 +23,7 @@ class Recipe:
 
     @property
     def path(self) -> Path:
-        return config_dir("transfer/mmseg") / self.config
+        return config_dir("mmseg") / self.config
 
 
 RECIPES: dict[str, Recipe] = {
@@ -71,7 +71,7 @@ def get_recipe(name: str) -> Recipe:
         recipe = RECIPES[name]
         if not recipe.path.exists():
             raise FileNotFoundError(
-                f"recipe config {recipe.path} is missing: the package's transfer/mmseg/ configs are "
+                f"recipe config {recipe.path} is missing: the package's configs/mmseg/ configs are "
                 "incomplete; reinstall gsg-zoo or pass a config file path as --recipe"
             )
         return recipe

@@ -1,0 +1,191 @@
+"""``gsg eval knn`` and ``gsg eval linear``: probes of a frozen backbone on one dataset.
+
+One process on one device by default; under ``torchrun`` every rank extracts a shard of the features
+(rank 0 scores and reports) and the reference linear probe trains with DDP."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ._common import add_model_argument, parents
+
+PATH = ("eval",)
+HELP = "evaluate a frozen backbone: weighted kNN or linear probe"
+OPTIONS = ()  # each probe has its own options
+
+DATASET_HELP = (
+    "cifar10, cifar100, stl10, imagefolder (ROOT/train, ROOT/val), synthetic (built in), or a transfer-suite "
+    "dataset (aircraft, caltech101, cars, dtd, flowers, food101, pets, sun397)"
+)
+
+
+#: shared option groups of each probe (gsg_zoo.app.commands._common)
+PROBE_OPTIONS = ("dataset", "device", "progress", "features")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_model_argument(p)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument(
+        "--image-size", type=int, default=None, help="input size (default: the model's data config)"
+    )
+    p.add_argument("--out", default=None, metavar="DIR", help="write results as JSON + markdown here")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="eval_command")
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+    knn = sub.add_parser(
+        "knn",
+        help="weighted kNN (cosine, several k/T pairs)",
+        description=__doc__,
+        parents=parents(*PROBE_OPTIONS),
+    )
+    _common(knn)
+    knn.add_argument(
+        "--protocol",
+        choices=("default", "gsg"),
+        default="default",
+        help="default: InstDisc/DINO style, the model's preprocessing, several k:T pairs; "
+        "gsg: GSG's main_knn.py (Resize([256,256]) + CenterCrop(224), ImageNet mean/std, k=200, T=0.2)",
+    )
+    knn.add_argument(
+        "--knn", default=None, help="comma-separated k:T pairs (default protocol: 200:0.1,20:0.07,200:0.2)"
+    )
+    knn.add_argument("--chunk-size", type=int, default=256, help="test queries per similarity chunk")
+    knn.set_defaults(func=_knn)
+
+    lin = sub.add_parser(
+        "linear",
+        help="linear probe (reference protocol or fast cached-feature probe)",
+        parents=parents(*PROBE_OPTIONS),
+    )
+    _common(lin)
+    lin.add_argument(
+        "--protocol",
+        choices=("reference", "fast"),
+        default="reference",
+        help="reference: augmented images through the frozen backbone every epoch (SimSiam); "
+        "fast: the fc on cached centre-crop features",
+    )
+    lin.add_argument(
+        "--solver",
+        choices=("sgd", "lbfgs"),
+        default="sgd",
+        help="fast protocol only: sgd = same optimizer/schedule as reference; lbfgs = logistic regression",
+    )
+    lin.add_argument("--optimizer", choices=("lars", "sgd"), default="lars")
+    lin.add_argument("--epochs", type=int, default=90)
+    lin.add_argument("--batch-size", type=int, default=4096)
+    lin.add_argument("--lr", type=float, default=0.1, help="base lr; effective lr = lr * batch / 256")
+    lin.add_argument("--wd", type=float, default=0.0, help="weight decay")
+    lin.add_argument("--momentum", type=float, default=0.9)
+    lin.add_argument("--seed", type=int, default=0)
+    lin.epilog = (
+        "reference protocol with --out DIR: the probe is checkpointed after every epoch to "
+        "DIR/linear_reference_DATASET.probe.pt and a rerun resumes from it"
+    )
+    lin.set_defaults(func=_linear)
+
+
+def parse_ks_and_ts(text: str) -> list[tuple[int, float]]:
+    try:
+        pairs = [(int(k), float(t)) for k, t in (item.split(":") for item in text.split(",") if item.strip())]
+    except ValueError:
+        raise ValueError(
+            f"--knn expects comma-separated k:T pairs like 200:0.1,20:0.07, got {text!r}"
+        ) from None
+    if not pairs:
+        raise ValueError("--knn is empty")
+    return pairs
+
+
+def context(args: argparse.Namespace):
+    """The loaded model and extraction options. Launched by torchrun, it creates the process group and
+    shards; called inside a process group someone else created (e.g. ``gsg zoo build``'s rank-0 stages),
+    it runs in this one process."""
+    import torch
+    import torch.distributed
+
+    from ...core.distributed import DistInfo, init_distributed
+    from ...eval.features import ExtractOptions
+    from ...eval.runner import EvalContext
+
+    cuda = args.device in (None, "auto", "cuda") and torch.cuda.is_available()
+    info = DistInfo() if torch.distributed.is_initialized() else init_distributed("cuda" if cuda else "cpu")
+    opts = ExtractOptions(
+        batch_size=args.batch_size_extract,
+        num_workers=args.workers,
+        device=args.device,
+        amp=args.amp,
+        progress=not args.no_progress,
+        dist=info,
+    )
+    return EvalContext.load(
+        args.model,
+        image_size=args.image_size,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        options=opts,
+        data_root=args.data,
+        download=args.download,
+        subset=args.subset,
+    )
+
+
+@contextlib.contextmanager
+def closing_context(args: argparse.Namespace) -> Iterator[Any]:
+    """:func:`context`, leaving the process group it joined when done (torchrun expects it)."""
+    ctx = context(args)
+    try:
+        yield ctx
+    finally:
+        ctx.options.dist.close()
+
+
+def _knn(args: argparse.Namespace) -> int:
+    from ...eval.runner import knn_markdown, run_knn, write_report
+
+    pairs = parse_ks_and_ts(args.knn) if args.knn is not None else None
+    with closing_context(args) as ctx:
+        result = run_knn(ctx, args.dataset, pairs, chunk_size=args.chunk_size, protocol=args.protocol)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+    md = knn_markdown(result)
+    print(md)
+    if args.out:
+        stem = f"knn_{args.dataset}" if args.protocol == "default" else f"knn_{args.protocol}_{args.dataset}"
+        for p in write_report(args.out, stem, result, md):
+            print(f"wrote {p}")
+    return 0
+
+
+def _linear(args: argparse.Namespace) -> int:
+    from ...eval.linear import LinearConfig
+    from ...eval.runner import linear_markdown, run_linear, write_report
+
+    cfg = LinearConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.wd,
+        momentum=args.momentum,
+        optimizer=args.optimizer,
+        seed=args.seed,
+    )
+    ckpt = Path(args.out) / f"linear_reference_{args.dataset}.probe.pt" if args.out else None
+    with closing_context(args) as ctx:
+        result = run_linear(ctx, args.dataset, args.protocol, cfg, solver=args.solver, checkpoint=ckpt)
+    if result is None:
+        return 0
+    md = linear_markdown(result)
+    print(md)
+    if args.out:
+        for p in write_report(args.out, f"linear_{args.protocol}_{args.dataset}", result, md):
+            print(f"wrote {p}")
+    return 0

@@ -1,1 +1,0 @@
-"""One module per ``gsg`` command; see :mod:`gsg_zoo.cli` for the contract."""

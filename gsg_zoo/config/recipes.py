@@ -1,0 +1,341 @@
+"""Pretraining recipes: YAML files with optional ``base:`` inheritance and ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.resources import config_dir, list_configs
+from ..method.learner import METHODS, LearnerConfig
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # synthetic | cifar10 | cifar100 | stl10 | imagefolder
+    root: str | None = None
+    split: str = "train"
+    download: bool = False
+    image_size: int = 32
+    augmentation: str = "cifar"  # cifar | mocov2 | byol (BYOL's asymmetric views, a named variant)
+    normalization: str = "cifar"  # cifar | imagenet
+    min_scale: float = 0.2
+    jitter: float = 0.4  # colour jitter strength of brightness, contrast and saturation (applied p=0.8)
+    saturation: float | None = None  # colour jitter of saturation, if not ``jitter`` (BYOL: 0.2)
+    hue: float = 0.1  # colour jitter of hue (at most 0.5)
+    grayscale_p: float = 0.2
+    batch_augment: bool = False  # views drawn on the device (cifar: from uint8 images; else from crop boxes)
+    decode: str = "worker"  # worker | device: JPEGs decoded on the training device (crop-box batch_augment)
+    num_images: int = 4000  # synthetic only
+    synthetic_image_size: int | None = None  # rendered size (defaults to image_size)
+    synthetic_seed: int = 0
+    synthetic_textured_background: bool = True  # nuisance switches of the built-in data (ablations)
+    synthetic_clutter: bool = True
+    synthetic_grayscale: bool = False
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
+    image_column: str = "image"  # data.dataset=hf: the image and label columns
+    label_column: str = "label"
+    streaming: bool = False  # data.dataset=webdataset: stream the shards (sequential reads, shuffle buffer)
+    shuffle_buffer: int = 1000  # streaming: samples in each loader worker's shuffle buffer
+    max_consecutive_failures: int = 50  # unreadable images in a row (each replaced) before the run stops
+    # multi-crop GSG (model.local_crops > 0): the local crops' side and area range (DINO's 0.05-0.4)
+    local_crop_size: int | None = None  # default: image_size x 96/224 (DINO/SwAV's 96 px at 224), >= 8
+    local_min_scale: float = 0.05
+    local_max_scale: float = 0.4
+
+    def augment_options(self) -> dict[str, Any]:
+        """Keyword options of the view augmentation (``build_augmentation`` and ``BatchAugment``)."""
+        return {
+            "min_scale": self.min_scale,
+            "jitter": self.jitter,
+            "hue": self.hue,
+            "grayscale_p": self.grayscale_p,
+            **({"saturation": self.saturation} if self.saturation is not None else {}),
+        }
+
+    def synthetic_options(self) -> dict[str, Any]:
+        """Keyword options of the built-in dataset for :func:`~gsg_zoo.data.pretraining.build_dataset`."""
+        return {
+            "image_size": self.synthetic_image_size or self.image_size,
+            "seed": self.synthetic_seed,
+            "textured_background": self.synthetic_textured_background,
+            "clutter": self.synthetic_clutter,
+            "grayscale": self.synthetic_grayscale,
+        }
+
+    def reader_options(self) -> dict[str, Any]:
+        """Options of the dataset readers: the built-in data's and the Hugging Face columns."""
+        return {
+            **self.synthetic_options(),
+            "image_column": self.image_column,
+            "label_column": self.label_column,
+        }
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | lars | adamw
+    lr: float = 0.05  # base lr; effective lr = lr * batch / 256 when scale_lr
+    scale_lr: bool = True
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    wd_exclude_bn_bias: bool = False
+    fix_predictor_lr: bool = True
+    schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 0.0
+    per_step: bool = False  # False: the reference's per-epoch cosine; True: updated every step
+    # None: foreach on every device type (torch's own default picks it on CUDA only; on CPU it was
+    # measured faster too, benchmarks/README.md "CPU options")
+    foreach: bool | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 800
+    batch_size: int = 512  # global batch (split evenly across ranks)
+    batch_size_per_device: int | None = None  # if set: global batch = this x world size (lr follows it)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: str = "auto"  # auto (on for multi-GPU) | on | off
+    checkpoint_every: int = 50  # also writes checkpoints/last.pt every epoch
+    checkpoint_minutes: float = 30.0  # also save last.pt inside an epoch this often (0: only at epoch ends)
+    checkpoint_steps: int = 0  # also save last.pt every N global steps (0: off)
+    max_steps_per_epoch: int | None = None  # truncate epochs (smoke tests)
+    log_every: int = 20  # steps between check steps: finite loss, preemption, time-based saves, progress
+    dist_timeout_minutes: float = 30.0  # collective timeout of the process group
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN pick the fastest kernels (off when deterministic)
+    tf32: bool | None = None  # CUDA: TF32 matmuls and convolutions (None: PyTorch's defaults)
+    deterministic: bool = False  # torch.use_deterministic_algorithms + CUBLAS_WORKSPACE_CONFIG (slower)
+
+
+@dataclass
+class MonitorConfig:
+    every: int = 1  # epochs between kNN/collapse monitors (0: only at the end, -1: never)
+    dataset: str | None = None  # default: data.dataset
+    root: str | None = None  # default: data.root
+    train_split: str = "train"
+    test_split: str = "test"
+    train_limit: int | None = 2000  # synthetic: bank size; others: first N (None: all)
+    test_limit: int | None = 1000
+    k: int = 200
+    t: float = 0.1
+    batch_size: int = 256
+    tensorboard: bool = True  # epoch (OUT/tb) and step (OUT/tb/steps) scalars, when tensorboard is installed
+    wandb: bool = False  # Weights & Biases (WANDB_MODE=offline: local files); the run id is checkpointed
+    wandb_project: str = "gsg-zoo"
+
+
+@dataclass
+class Recipe:
+    name: str = "unnamed"
+    method: str = "simsiam_gsg"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    paper: dict[str, Any] = field(default_factory=dict)  # expected numbers of the paper (documentation)
+
+    def learner_config(self) -> LearnerConfig:
+        return LearnerConfig.for_method(self.method, **self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.learner_config().to_dict()  # fully resolved
+        return d
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        merge = isinstance(v, dict) and v and isinstance(out.get(k), dict)  # {} replaces
+        out[k] = _merge(out[k], v) if merge else v
+    return out
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes (``pretrain/*.yaml`` without the ``_base`` files)."""
+    return list_configs("pretrain", ".yaml")
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A recipe file: a path to a user's YAML, or the name of a shipped recipe."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = config_dir("pretrain")
+    for cand in (shipped / name_or_path, shipped / f"{name_or_path}.yaml"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(
+        f"recipe {name_or_path!r} is neither a file nor a shipped recipe; shipped: {', '.join(list_recipes())}"
+    )
+
+
+def load_raw(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ValueError(f"{path}: YAML syntax error at {where}: {err.problem}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a recipe is a YAML mapping (key: value), not {type(raw).__name__}")
+    base = raw.pop("base", None)
+    return _merge(load_raw((path.parent / base).resolve()), raw) if base else raw
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.epochs=3", "model.predictor=false"]`` -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def _coerce(value: Any, type_name: str, key: str) -> Any:
+    """YAML 1.1 reads ``1e30`` as a string: convert numbers for numeric fields; errors name ``key``."""
+    if not isinstance(value, str):
+        return value
+    for name, cast in (("float", float), ("int", int)):
+        if type_name.startswith(name):
+            try:
+                return cast(value)
+            except ValueError as err:
+                raise ValueError(f"{key}: expected a number of type {type_name}, got {value!r}") from err
+    return value
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
+    raw = dict(raw)
+    sections = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "monitor": MonitorConfig}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            cls = sections[key]
+            known = {f.name for f in fields(cls)}
+            unknown = set(value) - known
+            if unknown:
+                raise ValueError(f"unknown {key} option(s) {sorted(unknown)}; known: {sorted(known)}")
+            types = {f.name: str(f.type) for f in fields(cls)}
+            kwargs[key] = cls(**{k: _coerce(v, types[k], f"{key}.{k}") for k, v in value.items()})
+        elif key in {f.name for f in fields(Recipe)}:
+            kwargs[key] = value
+        else:
+            raise ValueError(f"unknown recipe section {key!r}")
+    recipe = Recipe(**kwargs)
+    if recipe.method not in METHODS:
+        raise ValueError(f"unknown method {recipe.method!r}; choose one of {sorted(METHODS)}")
+    known_model = {f.name for f in fields(LearnerConfig)} - {"target", "guidance"}
+    unknown = set(recipe.model) - known_model
+    if unknown:
+        raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(known_model)}")
+    validate(recipe)
+    return recipe
+
+
+# (key, test, allowed range as said in the error); None values are allowed where the default is None
+RULES: tuple[tuple[str, Any, str], ...] = (
+    ("train.epochs", lambda v: v >= 1, ">= 1"),
+    ("train.batch_size", lambda v: v >= 2, ">= 2 (GSG pairs images within a batch; BatchNorm needs 2)"),
+    ("train.batch_size_per_device", lambda v: v >= 2, ">= 2"),
+    ("train.max_steps_per_epoch", lambda v: v >= 1, ">= 1"),
+    ("train.log_every", lambda v: v >= 1, ">= 1"),
+    ("train.checkpoint_every", lambda v: v >= 0, ">= 0"),
+    ("train.checkpoint_minutes", lambda v: v >= 0, ">= 0"),
+    ("train.checkpoint_steps", lambda v: v >= 0, ">= 0"),
+    ("train.dist_timeout_minutes", lambda v: v > 0, "> 0"),
+    ("optim.lr", lambda v: v > 0, "> 0"),
+    ("data.image_size", lambda v: v >= 8, ">= 8"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.prefetch_factor", lambda v: v >= 1, ">= 1"),
+    ("data.min_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.jitter", lambda v: v >= 0, ">= 0"),
+    ("data.hue", lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
+    ("data.grayscale_p", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("data.num_images", lambda v: v >= 2, ">= 2"),
+    ("data.max_consecutive_failures", lambda v: v >= 1, ">= 1"),
+    ("monitor.every", lambda v: v >= -1, ">= -1 (-1: never, 0: at the end)"),
+    ("monitor.k", lambda v: v >= 1, ">= 1"),
+    ("monitor.t", lambda v: v > 0, "> 0"),
+    ("monitor.batch_size", lambda v: v >= 1, ">= 1"),
+    ("monitor.train_limit", lambda v: v >= 1, ">= 1 (or null: all)"),
+    ("monitor.test_limit", lambda v: v >= 1, ">= 1 (or null: all)"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optim.warmup_epochs", lambda v: v >= 0, ">= 0"),
+    ("data.saturation", lambda v: v >= 0, ">= 0"),
+    ("data.synthetic_image_size", lambda v: v >= 8, ">= 8"),
+    ("data.local_crop_size", lambda v: v >= 8, ">= 8"),
+    ("data.local_min_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.local_max_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
+)
+# (key, allowed values): a misspelt choice would otherwise fall back to a default without a word
+CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("train.precision", ("auto", "fp32", "bf16", "fp16")),
+    ("train.sync_bn", ("auto", "on", "off")),
+    ("optim.optimizer", ("sgd", "lars", "adamw")),
+    ("optim.schedule", ("cosine", "constant")),
+    ("data.decode", ("worker", "device")),
+)
+CROP_BOX_AUGMENTATIONS = ("mocov2", "byol")  # data.batch_augment: workers draw crop boxes of any-size images
+
+
+def validate(recipe: Recipe) -> None:
+    """Range-check every value before anything runs; the error names the key, the value and the range."""
+    for key, ok, allowed in RULES:
+        section, name = key.split(".")
+        value = getattr(getattr(recipe, section), name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        if not ok(value):
+            raise ValueError(f"{key}={value!r} is out of range: it must be {allowed}")
+    validate_choices(recipe)
+
+
+def validate_choices(recipe: Recipe) -> None:
+    """Every named choice is one the code knows. YAML reads a bare ``on``/``off`` as a boolean:
+    ``train.sync_bn`` takes those back to the words."""
+    if isinstance(recipe.train.sync_bn, bool):
+        recipe.train.sync_bn = "on" if recipe.train.sync_bn else "off"
+    for key, allowed in CHOICES:
+        section, name = key.split(".")
+        value = getattr(getattr(recipe, section), name)
+        if value not in allowed:
+            raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    validate_decode(recipe.data)
+
+
+def validate_decode(dc: DataConfig) -> None:
+    """``data.decode=device`` hands JPEG bytes to the crop-box path only: ValueError naming the keys."""
+    if dc.decode == "device" and not (dc.batch_augment and dc.augmentation in CROP_BOX_AUGMENTATIONS):
+        raise ValueError(
+            "data.decode=device needs data.batch_augment=true and data.augmentation "
+            f"{' or '.join(CROP_BOX_AUGMENTATIONS)} (got batch_augment={dc.batch_augment}, "
+            f"augmentation={dc.augmentation})"
+        )
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe by name (``pretrain/NAME.yaml``) or path and apply ``key=value`` overrides."""
+    raw = load_raw(resolve_recipe_path(name_or_path))
+    raw = _merge(raw, parse_overrides(overrides or []))
+    return recipe_from_dict(raw)

@@ -1,0 +1,273 @@
+"""The pretraining input pipeline: the epoch-seeded multi-view loader, each step's views and seeds.
+
+Every random stream of training has its own seed, a pure function of its key (:func:`stream_seed`):
+the data order and the loader's views depend on (seed, epoch, index); the loader's worker seeds on
+(seed, epoch, rank) (``DataLoader(generator=...)``, never the global RNG); with ``data.batch_augment``
+the loader workers only decode and the views of a batch are drawn on the device from a generator
+seeded by (seed, epoch, rank, step), as is the GSG pairing. Nothing depends on what else drew from
+the global RNG, so a resumed run replays the interrupted epoch bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ..config.recipes import DataConfig, Recipe, validate_decode
+from ..core.distributed import DistInfo
+from ..core.normalization import mean_std
+from ..data.augment import BYOL_BLUR_P, BYOL_SOLARIZE_P, MultiView, build_augmentation, uint8_transform
+from ..data.batch_augment import BatchAugment, CropBoxes
+from ..data.pretraining import EpochSeeded, EpochShardSampler, build_dataset, collate_views
+from .step import to_device
+
+
+def stream_seed(seed: int, stream: str, epoch: int, rank: int, step: int = 0) -> int:
+    """The 63-bit seed of one random ``stream`` (``"views"``, ``"pairing"``, ``"loader"``, ...) at
+    (seed, epoch, rank, step): a hash of the key, so distinct streams and keys never share a seed."""
+    key = f"{seed}/{stream}/{epoch}/{rank}/{step}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh generator on ``device`` seeded with ``seed``."""
+    gen = torch.Generator(device)
+    gen.manual_seed(seed)
+    return gen
+
+
+def seed_global_rngs(seed: int, device: torch.device) -> None:
+    """Seed the global CPU RNG and, on CUDA, ``device``'s (``torch.manual_seed`` would seed every
+    device, ~0.5 ms: too slow for every step)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+
+
+@dataclass
+class TrainData:
+    """A rank's training loader, its sampler and the device augmentation; :meth:`set_epoch` each epoch."""
+
+    loader: DataLoader
+    sampler: EpochShardSampler
+    dataset: EpochSeeded
+    batch_augment: BatchAugment | None  # None: the loader yields the views
+    seed: int = 0
+    rank: int = 0
+    generator: torch.Generator = field(default_factory=torch.Generator)  # the loader's worker seeds
+    local_augment: BatchAugment | None = None  # multi-crop: the device augmentation of the local crops
+    local_crops: int = 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """The epoch's data order from step ``start_step`` on (a run resumed inside the epoch skips the
+        batches it already trained on: nothing before them is read), and its worker base seed drawn
+        from (seed, epoch, rank).
+
+        A new loader iterator (each epoch without persistent workers, once per process with them)
+        draws its worker base seed from ``generator``; what the workers produce does not depend on it
+        (:class:`EpochSeeded` seeds every item), but nothing is drawn from the global RNG either.
+        """
+        self.sampler.set_epoch(epoch, start_step * self.loader.batch_size)
+        self.generator.manual_seed(stream_seed(self.seed, "loader", epoch, self.rank))
+
+    def close(self) -> None:
+        """Stop the loader's persistent workers now.
+
+        Left to the garbage collector, an abandoned iterator's shutdown can block whatever runs when
+        the collection happens (a later run in the same process) for ~5 s per worker.
+        """
+        iterator = getattr(self.loader, "_iterator", None)  # DataLoader keeps it for persistent workers
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
+
+# blur and solarisation of the device views per augmentation (one value, or one per view parity)
+CROP_BOX_VIEWS: dict[str, dict[str, Any]] = {
+    "mocov2": {"blur_p": 0.5},  # MoCo-v2: blur p=0.5 on every view
+    "byol": {"blur_p": BYOL_BLUR_P, "solarize_p": BYOL_SOLARIZE_P},  # BYOL's asymmetric views
+}
+
+
+def view_transform(dc: DataConfig, num_views: int) -> tuple[MultiView, BatchAugment | None]:
+    """Per-image transform of the loader, and the per-batch device augmentation if ``batch_augment``.
+
+    With ``data.decode=device`` the readers leave JPEGs encoded (:func:`reader_encoded`):
+    :class:`CropBoxes` packs their bytes and :meth:`PackedImages.crops` decodes them on the device.
+    """
+    validate_decode(dc)
+    aug_args = dc.augment_options()
+    if not dc.batch_augment:
+        aug = build_augmentation(dc.augmentation, dc.image_size, dc.normalization, **aug_args)
+        return MultiView(aug, num_views), None
+    mean, std = mean_std(dc.normalization)
+    if dc.augmentation == "cifar":  # same-size images: workers only decode, the device crops too
+        return MultiView(uint8_transform(dc.image_size), 1), BatchAugment(
+            dc.image_size, mean, std, **aug_args
+        )
+    if dc.augmentation not in CROP_BOX_VIEWS:
+        raise ValueError(
+            f"data.batch_augment supports augmentation cifar, mocov2 or byol, not {dc.augmentation!r}"
+        )
+    # workers decode (or, data.decode=device, read JPEG headers) and draw the crop boxes; the device
+    # (decodes the JPEGs,) resizes the boxes and does everything after
+    return MultiView(CropBoxes(num_views, dc.min_scale), 1), BatchAugment(
+        dc.image_size, mean, std, crop=False, **CROP_BOX_VIEWS[dc.augmentation], **aug_args
+    )
+
+
+def reader_encoded(dc: DataConfig) -> bool:
+    """Whether the readers leave JPEGs encoded (their ``encoded`` option): ``data.decode=device``."""
+    return dc.decode == "device"
+
+
+def build_train_data(
+    recipe: Recipe, dist: DistInfo, device: torch.device, local_batch: int, num_views: int
+) -> TrainData:
+    """The rank's shard of the recipe's dataset in batches of ``local_batch`` (last partial dropped)."""
+    dc, tc = recipe.data, recipe.train
+    views, batch_augment = view_transform(dc, num_views)
+    if dc.streaming:
+        return build_stream_data(recipe, dist, device, local_batch, views, batch_augment)
+
+    def build(download: bool) -> Any:
+        return build_dataset(
+            dc.dataset,
+            dc.root,
+            dc.split,
+            transform=views,
+            download=download,
+            num_images=dc.num_images,
+            encoded=reader_encoded(dc),
+            **dc.reader_options(),
+        )
+
+    ds = build(dc.download) if dist.is_main else None
+    dist.barrier()  # rank 0 downloads (if asked) before the others open the files
+    ds = ds if dist.is_main else build(False)
+    dataset = EpochSeeded(ds, tc.seed, dc.max_consecutive_failures)
+    sampler = EpochShardSampler(len(ds), dist.rank, dist.world_size, seed=tc.seed)
+    generator = seeded_generator(stream_seed(tc.seed, "loader", 0, dist.rank))
+    loader = DataLoader(
+        dataset,
+        batch_size=local_batch,
+        sampler=sampler,
+        drop_last=True,
+        generator=generator,
+        **_loader_options(dc, device),
+    )
+    local_crops = recipe.learner_config().local_crops
+    return TrainData(
+        loader,
+        sampler,
+        dataset,
+        batch_augment,
+        tc.seed,
+        dist.rank,
+        generator,
+        local_view_augment(dc, local_crops),
+        local_crops,
+    )
+
+
+# --- multi-crop (research knob model.local_crops; docs/guides/research-knobs.md)
+def local_view_augment(dc: DataConfig, local_crops: int) -> BatchAugment | None:
+    """The device augmentation of the local crops (None without them): the global views' recipe at
+    ``data.local_crop_size`` px over areas ``data.local_min_scale``-``local_max_scale``. Same-size
+    images on the device path only (``data.batch_augment: true``, ``augmentation: cifar``)."""
+    if local_crops == 0:
+        return None
+    if not dc.batch_augment or dc.augmentation != "cifar":
+        raise ValueError(
+            "model.local_crops needs the device augmentation of same-size images: set data.batch_augment=true "
+            f"and data.augmentation=cifar (got batch_augment={dc.batch_augment}, augmentation={dc.augmentation})"
+        )
+    if dc.local_min_scale > dc.local_max_scale:
+        raise ValueError(
+            f"data.local_min_scale={dc.local_min_scale} exceeds data.local_max_scale={dc.local_max_scale}"
+        )
+    size = dc.local_crop_size or max(8, round(dc.image_size * 96 / 224))
+    mean, std = mean_std(dc.normalization)
+    options = {**dc.augment_options(), "min_scale": dc.local_min_scale, "max_scale": dc.local_max_scale}
+    return BatchAugment(size, mean, std, **options)
+
+
+# --- end multi-crop
+
+
+# --- streaming shards (data.streaming): the epoch plan lives in the dataset, not in a sampler ---
+
+
+@dataclass
+class StreamTrainData(TrainData):
+    """:class:`TrainData` over a :class:`~gsg_zoo.data.stream.ShardStream` (``sampler`` is None)."""
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Stream the epoch from step ``start_step`` on (whole shards skipped, tar headers only inside)."""
+        self.dataset.set_epoch(epoch, start_step)
+        self.generator.manual_seed(stream_seed(self.seed, "loader", epoch, self.rank))
+
+
+def build_stream_data(
+    recipe: Recipe,
+    dist: DistInfo,
+    device: torch.device,
+    local_batch: int,
+    views: MultiView,
+    batch_augment: BatchAugment | None,
+) -> StreamTrainData:
+    from ..data.shards import split_root
+    from ..data.stream import ShardStream
+
+    dc, seed = recipe.data, recipe.train.seed
+    if dc.dataset != "webdataset" or dc.root is None:
+        raise ValueError(
+            f"data.streaming reads WebDataset shards: set data.dataset=webdataset and data.root, "
+            f"not {dc.dataset!r} / {dc.root!r}"
+        )
+    stream = ShardStream(
+        split_root(dc.root, dc.split),
+        views,
+        seed,
+        dist.rank,
+        dist.world_size,
+        local_batch,
+        dc.shuffle_buffer,
+        reader_encoded(dc),
+    )
+    generator = seeded_generator(stream_seed(seed, "loader", 0, dist.rank))
+    loader = DataLoader(
+        stream, batch_size=local_batch, drop_last=True, generator=generator, **_loader_options(dc, device)
+    )
+    return StreamTrainData(loader, None, stream, batch_augment, seed, dist.rank, generator)  # type: ignore[arg-type]
+
+
+def _loader_options(dc: DataConfig, device: torch.device) -> dict[str, Any]:
+    workers = dc.num_workers
+    return {
+        "num_workers": workers,
+        "collate_fn": collate_views,
+        "pin_memory": dc.pin_memory and device.type == "cuda",
+        "persistent_workers": dc.persistent_workers and workers > 0,
+        "prefetch_factor": dc.prefetch_factor if workers > 0 else None,
+    }
+
+
+def step_views(
+    batch: list[Tensor], data: TrainData, num_views: int, device: torch.device, channels_last: bool, seed: int
+) -> list[Tensor]:
+    """A loader batch's views on the device: drawn there from the uint8 images with a generator seeded
+    by ``seed`` when batch-augmenting, else the loader's views moved. channels_last only for the views."""
+    if data.batch_augment is not None:
+        images = batch[0].to(device, non_blocking=True)
+        generator = seeded_generator(seed, device)
+        batch = data.batch_augment.views(images, num_views, generator)
+        if data.local_augment is not None:  # multi-crop: the local crops after the global views
+            batch += data.local_augment.views(images, data.local_crops, generator)
+    return [to_device(v, device, channels_last) for v in batch]
