@@ -283,7 +283,9 @@ def test_cards_dir_is_the_checkouts_and_written_only_when_asked(cifar_export, tm
     write_model_card(copy, "c")  # the default: the export's README.md only
     assert sorted(p.name for p in (repo / "model_cards").iterdir()) == before
     # Installed (no model_cards/README.md beside the package): no default folder, and none is guessed.
-    monkeypatch.setattr(layout, "__file__", str(tmp_path / "site-packages" / "gsg_zoo" / "core" / "layout.py"))
+    monkeypatch.setattr(
+        layout, "__file__", str(tmp_path / "site-packages" / "gsg_zoo" / "core" / "layout.py")
+    )
     assert layout.checkout_cards_dir() is None
     with pytest.raises(ValueError, match="--card-dir"):
         write_repo_card(cifar_export, "x", None)

@@ -102,3 +102,13 @@ def test_bad_set_value_names_its_key(capsys):
 def test_debug_reraises(tmp_path):
     with pytest.raises(ValueError, match="train.batch_size"):
         main(["pretrain", "demo", "--out", str(tmp_path), "--set", "train.batch_size=abc", "--debug"])
+
+
+def test_every_command_module_is_listed():
+    from pathlib import Path
+
+    from gsg_zoo.app import cli
+
+    folder = Path(cli.__file__).parent / "commands"
+    on_disk = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")}
+    assert {m.__name__.rsplit(".", 1)[1] for m in cli.COMMANDS} == on_disk

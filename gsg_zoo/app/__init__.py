@@ -1,1 +1,1 @@
-"""app"""
+"""The applications: the ``gsg`` command line, the demo, experiments and the zoo build."""

@@ -1,26 +1,58 @@
-"""The ``gsg`` command line.
+"""The ``gsg`` command line: one module per command in :mod:`gsg_zoo.app.commands`, listed in ``COMMANDS``.
 
-Commands live in :mod:`gsg_zoo.app.commands`, one module each. A module declares ``PATH`` (the words
-that select it, e.g. ``("transfer", "detection")``), ``HELP``, optionally ``OPTIONS`` (shared option
-groups of :mod:`gsg_zoo.app.commands._common`; default ``("debug",)``; ``()`` for a module that creates
-its own sub-commands with ``_common.parents(...)``) and ``register(parser)``, which adds its own
-arguments and sets ``parser.set_defaults(func=...)``. Neither the commands nor ``import gsg_zoo`` import
-torch at module level, so help, usage errors and recipe listings answer at once; handlers import what
-they need when they run.
+A command module declares ``PATH`` (the words that select it, e.g. ``("transfer", "detection")``),
+``HELP``, optionally ``OPTIONS`` (shared option groups of :mod:`gsg_zoo.app.commands._common`) and
+``register(parser)``; it imports no framework at module level, its handler imports what it runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from .._version import __version__
-from . import commands as _commands
+from .commands import (
+    data,
+    data_shard,
+    demo,
+    eval,
+    experiment,
+    experiment_batch_size,
+    experiment_compare,
+    experiment_selection,
+    export,
+    import_checkpoint,
+    pretrain,
+    push,
+    transfer_classification,
+    transfer_detection,
+    transfer_segmentation,
+    zoo,
+)
 from .commands._common import parents
+
+#: Every command module (tests/test_cli.py checks that none of gsg_zoo/app/commands is left out).
+COMMANDS: tuple[ModuleType, ...] = (
+    data,
+    data_shard,
+    demo,
+    eval,
+    experiment,
+    experiment_batch_size,
+    experiment_compare,
+    experiment_selection,
+    export,
+    import_checkpoint,
+    pretrain,
+    push,
+    transfer_classification,
+    transfer_detection,
+    transfer_segmentation,
+    zoo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,12 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gsg-zoo {__version__}")
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="command")}
-    modules = [
-        importlib.import_module(f"{_commands.__name__}.{m.name}")
-        for m in pkgutil.iter_modules(_commands.__path__)
-        if not m.name.startswith("_")
-    ]
-    for mod in sorted(modules, key=lambda m: m.PATH):
+    for mod in sorted(COMMANDS, key=lambda m: m.PATH):
         *words, leaf = mod.PATH
         for depth in range(len(words)):
             key = tuple(words[: depth + 1])

@@ -1,1 +1,1 @@
-"""config"""
+"""Recipes: typed configuration sections read from YAML with ``--set`` overrides."""

@@ -1,1 +1,1 @@
-"""core"""
+"""The ground floor: devices, process groups, checkpoint files, checksums, constants and shipped configs."""

@@ -1,5 +1,5 @@
-"""Datasets, augmentations and the built-in procedural dataset.
+"""Data: the dataset registry, readers and writers of every format, views and the pretraining datasets.
 
-:mod:`.registry` (torch-free) names every dataset, pretraining's and evaluation's, with its layout and
-splits; :mod:`.loaders` holds the readers; :mod:`.datasets` builds pretraining datasets, samplers, collates.
+:mod:`.registry` (torch-free) names every dataset with its layout and splits; :mod:`.readers` reads
+them; :mod:`.pretraining` builds pretraining datasets, the epoch-keyed sampler and collates.
 """

@@ -1,1 +1,1 @@
-"""train"""
+"""Pretraining: the loop, its step, inputs, optimiser, checkpointed state, run control, logs and monitors."""

@@ -1,1 +1,1 @@
-"""zoo"""
+"""Weights in and out: the one model-spec front door, exports, importers, model cards, the Hub and the manifest."""
