@@ -219,13 +219,14 @@ def test_the_documented_claims_data_option_reaches_the_recipe(monkeypatch):
 
 
 def test_every_model_spec_prefix_is_documented():
+    from gsg_zoo.zoo.load import CHECKPOINT_SUFFIXES, SCHEMES
+
     source = (ROOT / "gsg_zoo" / "zoo" / "load.py").read_text()
-    build = source[source.index("def _build(") :]
-    prefixes = set(re.findall(r'"([\w-]+:)"', build)) | set(re.findall(r'spec == "(\w+)"', build))
-    suffixes = re.search(r"CHECKPOINT_SUFFIXES = \(([^)]*)\)", source).group(1)
+    build = source[source.index("def build_backbone(") :]
+    prefixes = {f"{s}:" for s in SCHEMES} | set(re.findall(r'spec == "(\w+)"', build))
     page = (DOCS / "reference" / "model-specs.md").read_text()
     assert {"import:", "random:", "zoo:", "local-dir:", "hf-hub:", "pixels"} <= prefixes
-    missing = [p for p in prefixes | set(re.findall(r'"(\.\w+)"', suffixes)) if f"`{p}" not in page]
+    missing = [p for p in prefixes | set(CHECKPOINT_SUFFIXES) if f"`{p}" not in page]
     assert not missing, f"docs/reference/model-specs.md does not document {missing}"
 
 

@@ -160,8 +160,7 @@ with torch.no_grad():
     out["in_hub"] = m(x64)
     assert "gsg_zoo" not in sys.modules, "stock timm load pulled in gsg_zoo"
     import gsg_zoo
-    from gsg_zoo.zoo.load import load_backbone
-    from gsg_zoo.zoo.manifest import load
+    from gsg_zoo import load, load_backbone
     out["cifar_hub"] = timm.create_model("hf-hub:gsg-test/tiny-simsiam-gsg", pretrained=True).eval()(x32)
     out["cifar_zoo"] = load("tiny-simsiam-gsg")(x32)
     out["cifar_spec"] = load_backbone("zoo:tiny-simsiam-gsg")[0](x32)

@@ -126,7 +126,7 @@ def test_zoo_add_list_resolve(export_dir, tmp_path, monkeypatch, capsys):
     card = (cards / "tiny-byol-gsg" / "README.md").read_text()
     assert 'gsg_zoo.load("tiny-byol-gsg")' in card and "hf-hub:gsg-org/tiny-byol-gsg" in card
     assert (cards / "tiny-byol-gsg" / "curves.png").is_file()
-    assert entry["timm_tag"] == "gsg_tiny_byol_gsg" and entry["pretrained_cfg"]["num_classes"] == 0
+    assert "timm_tag" not in entry and entry["pretrained_cfg"]["num_classes"] == 0
     assert main([*argv, "--no-card"]) == 1
     assert "already in the manifest" in capsys.readouterr().err
 
@@ -136,7 +136,7 @@ def test_zoo_add_list_resolve(export_dir, tmp_path, monkeypatch, capsys):
     assert main(["zoo", "list", "--manifest", str(manifest)]) == 0
     table = capsys.readouterr().out
     assert (
-        "| tiny-byol-gsg | gsg-org/tiny-byol-gsg | bbbbbbbbbbbb | resnet18_cifar.gsg_tiny_byol_gsg |" in table
+        "| tiny-byol-gsg | gsg-org/tiny-byol-gsg | bbbbbbbbbbbb | zoo:tiny-byol-gsg |" in table
         and "knn cifar10 top1 41.25" in table
     )
 
@@ -146,21 +146,18 @@ def test_zoo_add_list_resolve(export_dir, tmp_path, monkeypatch, capsys):
         resolve_zoo_name("nope")
     add_entry(export_dir, "gsg-org/other", name="other", manifest=manifest)
     assert resolve_zoo_name("other") == "hf-hub:gsg-org/other"
-    with pytest.raises(ValueError, match="'other' already has the timm name resnet18_cifar.gsg_other"):
-        add_entry(export_dir, "gsg-org/third", name="third", manifest=manifest, timm_tag="gsg_other")
 
 
 def test_shipped_manifest_is_valid_and_real():
     """The package's manifest lists only published checkpoints; each entry is complete."""
     doc = json.loads(MANIFEST_PATH.read_text())
     assert doc["format_version"] == 1 and isinstance(doc["models"], list)
-    assert load_manifest(MANIFEST_PATH) == doc["models"]  # the validator (tests/test_zoo_tags.py) passes
+    assert load_manifest(MANIFEST_PATH) == doc["models"]  # the validator (tests/test_zoo_manifest.py) passes
     required = {
         "name",
         "hub_id",
         "revision",
         "architecture",
-        "timm_tag",
         "pretrained_cfg",
         "method",
         "pretrain_data",
@@ -214,5 +211,5 @@ def test_zoo_add_without_a_card_folder_fails_before_writing(export_dir, tmp_path
     ]
     assert main(argv) == 1
     assert "pass --card-dir" in capsys.readouterr().err and not manifest.exists()
-    assert main([*argv, "--no-card", "--timm-tag", "gsg_custom"]) == 0
-    assert get_entry("x", manifest)["timm_tag"] == "gsg_custom"
+    assert main([*argv, "--no-card"]) == 0
+    assert get_entry("x", manifest)["hub_id"] == "gsg-org/x"

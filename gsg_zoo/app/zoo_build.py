@@ -178,14 +178,13 @@ class Build:
         return {"epochs": summary["epochs"], "steps": summary["steps"]}
 
     def evaluate(self, i: int) -> dict[str, Any]:
-        from .cli import main
+        from .commands import eval as eval_command
 
-        before = set((self.out / "evals" / str(i)).glob("*.json"))
-        if main(eval_argv(self.entry, i, self.ckpt, self.data, self.out / "evals" / str(i))) != 0:
+        out = self.out / "evals" / str(i)
+        status, args = eval_command.run(eval_argv(self.entry, i, self.ckpt, self.data, out)[1:])
+        if status != 0:
             raise RuntimeError(f"evaluation {i} of {self.entry.name} failed (see above)")
-        (report,) = set((self.out / "evals" / str(i)).glob("*.json")) - before or set(
-            (self.out / "evals" / str(i)).glob("*.json")
-        )
+        report = out / f"{eval_command.report_stem(args)}.json"
         return {"report": str(report.relative_to(self.out))}
 
     def export(self) -> dict[str, Any]:

@@ -82,10 +82,9 @@ def resnet50_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
     return _create_cifar("resnet50_cifar", Bottleneck, [3, 4, 6, 3], pretrained, **kwargs)
 
 
-def create_backbone(
-    name: str, *, zero_init_residual: bool = True, pretrained: bool = False, **kwargs: Any
-) -> nn.Module:
-    """A timm model by name that returns pooled features (``num_classes=0``).
+def create_backbone(name: str, *, zero_init_residual: bool = True, **kwargs: Any) -> nn.Module:
+    """A randomly initialised timm model by name that returns pooled features (``num_classes=0``);
+    weights come through :func:`gsg_zoo.load_backbone`.
 
     ``zero_init_residual`` zero-initialises the last BN of each residual block (ResNets; the
     SimSiam/GSG ImageNet default). :func:`feature_dim` gives the output width.
@@ -93,7 +92,7 @@ def create_backbone(
     if name.startswith("resnet") or name.startswith("resnext") or name.startswith("wide_resnet"):
         kwargs["zero_init_last"] = zero_init_residual
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     except RuntimeError as err:
         if "Unknown model" in str(err):
             raise ValueError(f"unknown backbone {name!r}: not a timm architecture ({err})") from err

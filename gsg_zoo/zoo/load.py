@@ -1,23 +1,14 @@
-"""One front door from a *model spec* to a pooled-feature backbone.
+"""The one front door from a *model spec* to a backbone: :func:`load_backbone`.
 
-A spec is one of:
-
-* a gsg-zoo training checkpoint file (``.../last.pt``, written by ``gsg pretrain``);
-* ``import:PATH``, a checkpoint of another SSL code base (GSG authors' / SimSiam, MoCo v2/v3,
-  solo-learn, lightly, mmselfsup, VISSL, torchvision/timm: :mod:`gsg_zoo.zoo.importers`); such a file
-  passed as a plain path is detected too, when it is not a gsg-zoo checkpoint;
-* ``local-dir:PATH`` or a directory holding timm's ``config.json`` + weights (``gsg export``);
-* ``hf-hub:ORG/NAME`` (works offline from the Hugging Face cache with ``HF_HUB_OFFLINE=1``);
-* ``zoo:NAME``, a checkpoint listed in the zoo manifest (resolved to its ``hf-hub:`` id);
-* ``random:ARCH`` / ``random:ARCH@SEED``, a timm architecture initialised from seed 0 / SEED (the usual
-  lower baseline, reproducible);
-* ``pixels``, the normalised image itself, flattened (the raw-pixel baseline; any ``image_size``);
-* a plain timm name (``resnet50``, ``resnet50.a1_in1k``), loaded with its pretrained weights.
+A spec is ``SCHEME:REST`` for a scheme of :data:`SCHEMES` (``import:``, ``random:``, ``zoo:``,
+``local-dir:``, ``hf-hub:``), ``pixels``, a directory (a timm export), a checkpoint file, or a plain
+timm name; docs/reference/model-specs.md describes each.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +40,38 @@ def canonical_spec(spec: str) -> str:
     return spec
 
 
-def load_backbone(spec: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Resolve ``spec`` to ``(model in eval mode returning pooled features, data config)``.
+def load_backbone(
+    spec: str, *, device: str | torch.device = "cpu", **timm_kwargs: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Resolve ``spec`` to ``(model in eval mode, timm data config)``.
 
-    The data config is timm's (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``).
+    The model returns pooled features unless ``timm_kwargs`` say otherwise (``num_classes=10``,
+    ``features_only=True``, ...; timm-backed specs only). The data config is timm's
+    (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``).
     """
-    model = _build(spec)
+    model = build_backbone(spec, **timm_kwargs)
     model.eval().to(device)
     return model, timm.data.resolve_data_config({}, model=model)
+
+
+def load(name: str, *, device: str | torch.device = "cpu", **timm_kwargs: Any) -> nn.Module:
+    """A published zoo checkpoint by name: the model of ``load_backbone(f"zoo:{name}")``."""
+    return load_backbone(f"zoo:{name}", device=device, **timm_kwargs)[0]
+
+
+def build_backbone(spec: str, **timm_kwargs: Any) -> nn.Module:
+    """The model a spec names, with its weights (train mode, on the CPU)."""
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme in SCHEMES:
+        return SCHEMES[scheme](rest, timm_kwargs)
+    if spec == "pixels":
+        return _without_options(spec, timm_kwargs, RawPixels())
+    path = Path(spec)
+    if path.is_dir():
+        return _local_dir(spec, timm_kwargs)
+    if path.suffix in CHECKPOINT_SUFFIXES or path.exists() or os.sep in spec:
+        return _without_options(spec, timm_kwargs, backbone_from_checkpoint(path))
+    return _timm(spec, pretrained=True, **timm_kwargs)
 
 
 class RawPixels(nn.Module):
@@ -74,33 +89,48 @@ class RawPixels(nn.Module):
         return x.flatten(1)
 
 
-def _build(spec: str) -> nn.Module:
-    if spec == "pixels":
-        return RawPixels()
-    if spec.startswith("import:"):
-        from .importers import load_imported
+def _imported(path: str, options: dict[str, Any]) -> nn.Module:
+    from .importers import load_imported
 
-        return load_imported(spec[len("import:") :])
-    if spec.startswith("random:"):
-        arch, seed = parse_random_spec(spec)
-        with torch.random.fork_rng(devices=[]):  # a reproducible baseline; the caller's RNG is untouched
-            torch.manual_seed(seed)
-            return _timm(arch, pretrained=False)
-    if spec.startswith("zoo:"):
-        from .manifest import resolve_zoo_name  # the manifest; imported only when asked for
+    return _without_options(f"import:{path}", options, load_imported(path))
 
-        return _timm(resolve_zoo_name(spec[len("zoo:") :]), pretrained=True)
-    if spec.startswith(("local-dir:", "hf-hub:")):
-        if spec.startswith("local-dir:"):
-            _check_local_dir(Path(spec[len("local-dir:") :]))
-        return _timm(spec, pretrained=True)
-    path = Path(spec)
-    if path.is_dir():
-        _check_local_dir(path)
-        return _timm(f"local-dir:{path}", pretrained=True)
-    if path.suffix in CHECKPOINT_SUFFIXES or path.exists() or os.sep in spec:
-        return backbone_from_checkpoint(path)
-    return _timm(spec, pretrained=True)
+
+def _random(rest: str, options: dict[str, Any]) -> nn.Module:
+    arch, seed = parse_random_spec(f"random:{rest}")
+    with torch.random.fork_rng(devices=[]):  # a reproducible baseline; the caller's RNG is untouched
+        torch.manual_seed(seed)
+        return _timm(arch, pretrained=False, **options)
+
+
+def _zoo(name: str, options: dict[str, Any]) -> nn.Module:
+    from .manifest import resolve_zoo_name
+
+    return _timm(resolve_zoo_name(name), pretrained=True, **options)
+
+
+def _local_dir(path: str, options: dict[str, Any]) -> nn.Module:
+    _check_local_dir(Path(path))
+    return _timm(f"local-dir:{path}", pretrained=True, **options)
+
+
+def _hub(repo: str, options: dict[str, Any]) -> nn.Module:
+    return _timm(f"hf-hub:{repo}", pretrained=True, **options)
+
+
+#: ``SCHEME:REST`` specs and their handlers ``(REST, timm options) -> model``.
+SCHEMES: dict[str, Callable[[str, dict[str, Any]], nn.Module]] = {
+    "import": _imported,
+    "random": _random,
+    "zoo": _zoo,
+    "local-dir": _local_dir,
+    "hf-hub": _hub,
+}
+
+
+def _without_options(spec: str, options: dict[str, Any], model: nn.Module) -> nn.Module:
+    if options:
+        raise ValueError(f"{spec!r} is not a timm model: it takes no timm options (got {sorted(options)})")
+    return model
 
 
 def backbone_from_checkpoint(path: str | os.PathLike) -> nn.Module:
@@ -157,22 +187,17 @@ def _check_local_dir(path: Path) -> None:
     verify_listed_files(path)  # a gsg export carries checksums.sha256: refuse damaged weights
 
 
-def _timm(name: str, pretrained: bool) -> nn.Module:
+def _timm(name: str, pretrained: bool, **options: Any) -> nn.Module:
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+        return timm.create_model(name, pretrained=pretrained, **{"num_classes": 0, **options})
     except RuntimeError as err:
         if "Unknown model" in str(err):
             raise ValueError(
                 f"{name!r} is not a model spec gsg-zoo understands: not a checkpoint file, directory, "
-                "local-dir:/hf-hub:/zoo:/random: spec, pixels, or a timm architecture"
+                f"{', '.join(s + ':' for s in SCHEMES)} spec, pixels, or a timm architecture"
             ) from err
         raise
     except OSError as err:  # offline hub misses (LocalEntryNotFoundError is an OSError)
         raise FileNotFoundError(
             f"could not load {name!r}: {err}. Offline? Put the files in the Hugging Face cache or use local-dir:PATH"
         ) from err
-
-
-def load(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
-    """A published zoo checkpoint by name, in eval mode: the model of ``load_backbone(f"zoo:{name}")``."""
-    return load_backbone(f"zoo:{name}", device=device)[0]

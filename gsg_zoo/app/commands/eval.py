@@ -148,6 +148,21 @@ def closing_context(args: argparse.Namespace) -> Iterator[Any]:
         ctx.options.dist.close()
 
 
+def report_stem(args: argparse.Namespace) -> str:
+    """The file name (no suffix) of the report ``args`` write under ``--out``."""
+    if args.eval_command == "linear":
+        return f"linear_{args.protocol}_{args.dataset}"
+    return f"knn_{args.dataset}" if args.protocol == "default" else f"knn_{args.protocol}_{args.dataset}"
+
+
+def run(argv: list[str]) -> tuple[int, argparse.Namespace]:
+    """``gsg eval ARGV`` in this process (``argv`` without the leading ``eval``): exit status and args."""
+    parser = argparse.ArgumentParser(prog="gsg eval")
+    register(parser)
+    args = parser.parse_args(argv)
+    return args.func(args), args
+
+
 def _knn(args: argparse.Namespace) -> int:
     from ...eval.runner import knn_markdown, run_knn, write_report
 
@@ -159,8 +174,7 @@ def _knn(args: argparse.Namespace) -> int:
     md = knn_markdown(result)
     print(md)
     if args.out:
-        stem = f"knn_{args.dataset}" if args.protocol == "default" else f"knn_{args.protocol}_{args.dataset}"
-        for p in write_report(args.out, stem, result, md):
+        for p in write_report(args.out, report_stem(args), result, md):
             print(f"wrote {p}")
     return 0
 
@@ -186,6 +200,6 @@ def _linear(args: argparse.Namespace) -> int:
     md = linear_markdown(result)
     print(md)
     if args.out:
-        for p in write_report(args.out, f"linear_{args.protocol}_{args.dataset}", result, md):
+        for p in write_report(args.out, report_stem(args), result, md):
             print(f"wrote {p}")
     return 0

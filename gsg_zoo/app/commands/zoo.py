@@ -53,8 +53,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def add_card_options(p: argparse.ArgumentParser) -> None:
-    """Options of adding an entry: its timm tag and where its repository card goes."""
-    p.add_argument("--timm-tag", help="timm pretrained tag (default gsg_<name>: ARCH.gsg_<name>)")
+    """Options of adding an entry: where its repository card goes."""
     p.add_argument(
         "--card-dir",
         default=None,
@@ -88,7 +87,6 @@ def add_to_zoo(args: argparse.Namespace, hub_id: str, name: str | None, revision
         revision=revision,
         replace=args.replace,
         manifest=args.manifest,
-        timm_tag=args.timm_tag,
     )
     print(f"added {entry['name']} ({entry['hub_id']}@{entry['revision']}) to {manifest_path(args.manifest)}")
     if not args.no_card:
