@@ -74,7 +74,7 @@ def recipe_for(args: argparse.Namespace, root: Path):
             "model.predictor_hidden_dim=128",
             f"data.root={root}",
             f"data.image_size={args.image_size}",
-            f"data.num_workers={args.workers}",
+            f"data.loader.num_workers={args.workers}",
             f"monitor.train_limit={args.bank}",
             f"monitor.test_limit={args.queries}",
             f"monitor.batch_size={args.monitor_batch}",
@@ -96,7 +96,7 @@ class OldMonitor:
             keep = range(min(limit, len(ds)))
             self.classes.append(len({dataset_labels(ds)[i] for i in keep}))
             ds = Subset(ds, keep) if len(ds) > limit else ds
-            workers = min(dc.num_workers, 2)
+            workers = min(dc.loader.num_workers, 2)
             self.loaders.append(
                 DataLoader(ds, batch_size=mc.batch_size, num_workers=workers, collate_fn=collate_images)
             )

@@ -1,5 +1,5 @@
 """The same JPEGs read as an ImageFolder, as WebDataset shards by index, and as streamed shards
-(``data.streaming``): loader images/s, start-up (dataset built + first batch), and the resident memory of
+(``data.stream.enabled``): loader images/s, start-up (dataset built + first batch), and the resident memory of
 each loader worker; then 2 gloo ranks x 2 workers stream one epoch (coverage, equal steps), and the
 shuffle buffer's quality is measured on the epoch plan alone (no reads) against a global permutation;
 ``gsg pretrain`` images/s from each input (imagenet_simsiam_gsg, ResNet-10-T at 64 px); start-up of
@@ -193,7 +193,7 @@ PRETRAIN = [
 PRETRAIN_INPUTS = {
     "folder": ["data.dataset=imagefolder"],
     "shards": ["data.dataset=webdataset"],
-    "stream": ["data.dataset=webdataset", "data.streaming=true", "data.shuffle_buffer=1000"],
+    "stream": ["data.dataset=webdataset", "data.stream.enabled=true", "data.stream.shuffle_buffer=1000"],
 }
 
 
@@ -210,7 +210,7 @@ def pretrain_rate(root: Path, side: str, steps: int, workers: int, out: Path) ->
             *PRETRAIN_INPUTS[side],
             f"data.root={data}",
             f"train.max_steps_per_epoch={steps}",
-            f"data.num_workers={workers}",
+            f"data.loader.num_workers={workers}",
         ],
     )
     Pretrainer(recipe, out, progress=False).run()

@@ -68,8 +68,8 @@ def _recipe(args: argparse.Namespace, name: str, workers: int) -> Any:
     recipe_name = RECIPES[name].format(method=args.method)
     overrides = [
         "data.dataset=synthetic",
-        f"data.num_images={args.batch * (args.warmup + args.steps) + args.batch}",
-        f"data.num_workers={workers}",
+        f"data.synthetic.num_images={args.batch * (args.warmup + args.steps) + args.batch}",
+        f"data.loader.num_workers={workers}",
         f"train.batch_size={args.batch}",
         f"train.device={args.device}",
         "train.epochs=1",

@@ -155,7 +155,7 @@ def measure_variant(
 ) -> dict[str, Any]:
     """One table row: kNN of raw pixels, random init and each trained backbone on one data variant."""
     normalize = Normalize(recipe.data.normalization, device)
-    size, seed = recipe.data.synthetic_image_size or recipe.data.image_size, recipe.data.synthetic_seed
+    size, seed = recipe.data.synthetic.image_size or recipe.data.image_size, recipe.data.synthetic.seed
     xtr, ytr = render(n, "train", size, seed, variant)
     xte, yte = render(args.test, "val", size, seed, variant)
     bank, bank_y = xtr[: args.bank], ytr[: args.bank]
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"recipe {args.recipe!r} trains on {recipe.data.dataset!r}; this needs the synthetic data"
         )
     device = resolve_device(args.device, 0)
-    n = args.num_images or recipe.data.num_images
+    n = args.num_images or recipe.data.synthetic.num_images
     rows = []
     for variant in args.variants:
         rows.append(measure_variant(variant, recipe, args, n, device))

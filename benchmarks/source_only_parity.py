@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--num-images", type=int, default=2000, help="synthetic training images")
     p.add_argument("--batch", type=int, default=256, help="global batch size")
-    p.add_argument("--workers", type=int, default=2, help="data.num_workers")
+    p.add_argument("--workers", type=int, default=2, help="data.loader.num_workers")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -73,9 +73,9 @@ def run_one(args: argparse.Namespace, seed: int, source_only: bool, out: Path) -
         "--set",
         f"train.batch_size={args.batch}",
         "--set",
-        f"data.num_images={args.num_images}",
+        f"data.synthetic.num_images={args.num_images}",
         "--set",
-        f"data.num_workers={args.workers}",
+        f"data.loader.num_workers={args.workers}",
         "--set",
         "train.checkpoint_every=0",
         "--set",

@@ -36,7 +36,7 @@ def _usage_error(argv: list[str], capsys) -> str:
         ("train.epochs=0", r"train\.epochs=0 is out of range"),
         ("train.batch_size=1", r"train\.batch_size=1 is out of range: it must be >= 2 \(GSG pairs"),
         ("optim.lr=0", r"optim\.lr=0 is out of range: it must be > 0"),
-        ("data.num_workers=-1", r"data\.num_workers=-1 .* >= 0"),
+        ("data.loader.num_workers=-1", r"data\.loader\.num_workers=-1 .* >= 0"),
         ("data.grayscale_p=1.5", r"data\.grayscale_p=1\.5 .* in \[0, 1\]"),
         ("data.max_consecutive_failures=0", r"data\.max_consecutive_failures=0 .* >= 1"),
         ("train.epochs=two", r"train\.epochs"),

@@ -81,7 +81,7 @@ sys.exit(code)
 # step-based save after global step 6 (inside epoch 2); a hang fails the test instead of stalling it
 CLUSTER_RUN = [
     *RUN,
-    "data.num_images=64",
+    "data.synthetic.num_images=64",
     "train.batch_size=16",
     "train.epochs=2",
     "method=simsiam_gsg",
@@ -214,7 +214,7 @@ def test_two_nodes_with_node_local_out_stop_with_the_shared_storage_error(tmp_pa
     for node in nodes:
         node.mkdir()
     seed = Pretrainer(
-        load_recipe("demo", [*overrides, "train.epochs=1", "data.num_workers=0"]),
+        load_recipe("demo", [*overrides, "train.epochs=1", "data.loader.num_workers=0"]),
         nodes[0] / "run",
         progress=False,
     )
@@ -299,11 +299,11 @@ def test_crash_after_a_mid_epoch_checkpoint_resumes_bit_exactly(tmp_path, monkey
     """In one process: a step-based checkpoint inside epoch 2, a crash two steps later, a rerun."""
     run = [
         *TINY,
-        "data.num_images=48",
+        "data.synthetic.num_images=48",
         "train.batch_size=8",
         "train.epochs=2",
         "monitor.every=-1",
-        "data.num_workers=0",
+        "data.loader.num_workers=0",
         "train.checkpoint_steps=8",
         "train.log_every=50",
     ]
@@ -455,11 +455,11 @@ def test_backend_switches(monkeypatch):
 def test_sigterm_in_one_process_saves_and_exits_75(tmp_path, monkeypatch):
     run = [
         *TINY,
-        "data.num_images=48",
+        "data.synthetic.num_images=48",
         "train.batch_size=8",
         "train.epochs=2",
         "monitor.every=-1",
-        "data.num_workers=0",
+        "data.loader.num_workers=0",
         "train.log_every=2",
     ]
     real_step = trainer_module.train_step
@@ -484,11 +484,11 @@ def test_sigterm_at_the_last_step_of_an_epoch_keeps_the_epoch(tmp_path, monkeypa
     before exiting, instead of exiting with no checkpoint of the epoch's work."""
     run = [
         *TINY,
-        "data.num_images=48",
+        "data.synthetic.num_images=48",
         "train.batch_size=8",
         "train.epochs=2",
         "monitor.every=-1",
-        "data.num_workers=0",
+        "data.loader.num_workers=0",
         "train.log_every=2",
     ]
     real_step = trainer_module.train_step
@@ -520,11 +520,11 @@ def test_gpu_precision_deterministic_resume(tmp_path):
     assert train_step.resolve_precision("auto", torch.device("cuda")) is expected
     run = [
         *TINY,
-        "data.num_images=48",
+        "data.synthetic.num_images=48",
         "train.batch_size=8",
         "train.epochs=2",
         "monitor.every=-1",
-        "data.num_workers=0",
+        "data.loader.num_workers=0",
         "train.checkpoint_steps=8",
         "train.deterministic=true",
         "train.device=cuda",

@@ -155,7 +155,7 @@ def test_demo_is_deterministic(tmp_path):
         "data.image_size=32",
         "train.epochs=1",
         "train.max_steps_per_epoch=2",
-        "data.num_images=32",
+        "data.synthetic.num_images=32",
     ]
     first, second = (run_demo(tmp_path / name, "demo", tiny, SYNTHETIC) for name in ("a", "b"))
     digits = [k for k in first if k.startswith(("knn_top1_", "linear_fast_top1_"))]

@@ -229,7 +229,12 @@ def sources(tmp_path_factory):
 READERS = {
     "imagefolder": ("data.dataset=imagefolder", "folder"),
     "webdataset": ("data.dataset=webdataset", "shards"),
-    "streaming": ("data.dataset=webdataset", "shards", "data.streaming=true", "data.shuffle_buffer=4"),
+    "streaming": (
+        "data.dataset=webdataset",
+        "shards",
+        "data.stream.enabled=true",
+        "data.stream.shuffle_buffer=4",
+    ),
     "hf": ("data.dataset=hf", "hf"),
 }
 
@@ -247,9 +252,9 @@ def test_training_views_equal_the_worker_decode_views(sources, reader):
                 f"data.root={sources / folder}",
                 "data.batch_augment=true",
                 f"data.decode={decode}",
-                f"data.num_workers={workers}",
+                f"data.loader.num_workers={workers}",
                 "train.batch_size=6",
-                "data.persistent_workers=false",
+                "data.loader.persistent_workers=false",
                 *extra,
             ],
         )

@@ -63,8 +63,8 @@ if MODE == "checks":
     f2, l2 = extract_features(NET, DATA[:37], opts(info, 8))  # 19 + 18 rows
     one_row = extract_features(NET, DATA[:1], opts(info, 8))[0]  # rank 1's shard is empty
     recipe = load_recipe("demo", ["model.backbone=resnet18", "model.projector_hidden_dim=64", "model.projector_dim=32",
-                                  "model.predictor_hidden_dim=16", "data.image_size=16", "data.synthetic_image_size=32",
-                                  "data.num_workers=0", "monitor.train_limit=60", "monitor.test_limit=30",
+                                  "model.predictor_hidden_dim=16", "data.image_size=16", "data.synthetic.image_size=32",
+                                  "data.loader.num_workers=0", "monitor.train_limit=60", "monitor.test_limit=30",
                                   "monitor.k=10", "monitor.batch_size=16"])
     torch.manual_seed(0)
     learner = SelfSupervisedLearner(recipe.learner_config())

@@ -53,7 +53,7 @@ def recipe(root, *extra):
             f"data.root={root}",
             "train.batch_size=8",
             "monitor.every=-1",
-            "data.num_workers=0",
+            "data.loader.num_workers=0",
             *extra,
         ],
     )
@@ -69,7 +69,9 @@ def test_both_layouts_read_the_same_images_and_labels(hf_root, layout):
 
 def test_every_image_once_per_epoch_same_batches_with_0_or_2_workers(hf_root):
     def epoch(workers: int) -> list[torch.Tensor]:
-        r = recipe(hf_root / "saved", f"data.num_workers={workers}", "data.persistent_workers=false")
+        r = recipe(
+            hf_root / "saved", f"data.loader.num_workers={workers}", "data.loader.persistent_workers=false"
+        )
         data = build_train_data(r, DistInfo(), torch.device("cpu"), 8, 4)
         data.set_epoch(0)
         return [views[0] for views, _, _ in data.loader]
@@ -87,7 +89,7 @@ def test_every_image_once_per_epoch_same_batches_with_0_or_2_workers(hf_root):
 def test_sigkilled_pretrain_resumes_exactly_with_2_persistent_workers(hf_root, tmp_path):
     """``gsg pretrain`` on parquet files, SIGKILLed inside epoch 2 after its step checkpoint and rerun:
     equal to an uninterrupted run, bit for bit (the recipes' 2 persistent loader workers)."""
-    loader = [s for s in TINY if not s.startswith("data.num_workers")]
+    loader = [s for s in TINY if not s.startswith("data.loader.num_workers")]
     run = [
         *loader,
         "data.dataset=hf",
@@ -103,7 +105,7 @@ def test_sigkilled_pretrain_resumes_exactly_with_2_persistent_workers(hf_root, t
 
 
 def test_missing_columns_and_splits_are_clear_errors(hf_root):
-    with pytest.raises(ValueError, match="data.image_column"):
+    with pytest.raises(ValueError, match="data.hf.image_column"):
         open_split(get_info("hf", pretrain=True), hf_root / "saved", "train", image_column="img")
     with pytest.raises(FileNotFoundError, match="not 'val'"):
         open_split(get_info("hf", pretrain=True), hf_root / "saved", "val")

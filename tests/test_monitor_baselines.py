@@ -28,7 +28,7 @@ def test_monitor_subsets_cover_every_class_of_a_class_ordered_folder(tmp_path):
         [
             "data.dataset=imagefolder",
             f"data.root={tmp_path}",
-            "data.num_workers=0",
+            "data.loader.num_workers=0",
             "monitor.train_limit=30",
             "monitor.test_limit=20",
         ],

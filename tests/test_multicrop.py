@@ -103,7 +103,7 @@ def test_local_crop_errors_are_clear():
     with pytest.raises(ValueError, match="data.batch_augment=true"):
         local_view_augment(recipe.data, 2)
     with pytest.raises(ValueError, match="out of range"):
-        load_recipe("demo", ["data.local_max_scale=1.5"])
+        load_recipe("demo", ["data.local_crops.max_scale=1.5"])
 
 
 def test_local_crop_device_views_sizes_and_areas():

@@ -22,9 +22,9 @@ TINY = [
     "model.projector_dim=32",
     "model.predictor_hidden_dim=16",
     "data.image_size=16",
-    "data.synthetic_image_size=32",
-    "data.num_images=64",
-    "data.num_workers=0",
+    "data.synthetic.image_size=32",
+    "data.synthetic.num_images=64",
+    "data.loader.num_workers=0",
     "data.batch_augment=false",  # the PIL loader path (DataConfig default); tests/test_batch_augment.py covers the other
     "train.batch_size=16",
     "train.channels_last=false",
@@ -46,7 +46,7 @@ def test_recipes_load_and_overrides():
         r = load_recipe(name)
         assert r.learner_config().method in r.name
     r = load_recipe("cifar10_simsiam_gsg_nopred", ["train.epochs=3", "optim.lr=0.5"])
-    assert r.train.epochs == 3 and r.optim.lr == 0.5 and r.model["predictor"] is False
+    assert r.train.epochs == 3 and r.optim.lr == 0.5 and r.model.predictor is False
     assert r.learner_config().num_views == 4 and r.paper == {}
     assert load_recipe("cifar10_byol_gsg").paper == {"knn_top1": {"value": 90.3, "split": "test", "k": 200}}
     with pytest.raises(ValueError, match="unknown train option"):

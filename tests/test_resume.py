@@ -77,8 +77,14 @@ if learner is not None:
 sys.exit(code)
 '''
 
-LOADER_DEFAULTS = [s for s in TINY if not s.startswith("data.num_workers")]  # the recipes' loader
-RUN = [*LOADER_DEFAULTS, "data.num_images=32", "train.batch_size=8", "train.epochs=3", "monitor.every=-1"]
+LOADER_DEFAULTS = [s for s in TINY if not s.startswith("data.loader.num_workers")]  # the recipes' loader
+RUN = [
+    *LOADER_DEFAULTS,
+    "data.synthetic.num_images=32",
+    "train.batch_size=8",
+    "train.epochs=3",
+    "monitor.every=-1",
+]
 STEPS_PER_EPOCH = 4
 
 
@@ -147,8 +153,8 @@ def sigkill_resume_equals_uninterrupted(tmp: Path, run: list[str], step: int, ep
 def test_recipes_default_loader_is_multiprocess_and_persistent():
     """What the kill-and-resume tests run: the DataConfig defaults, which the recipes keep."""
     dc = DataConfig()
-    assert dc.num_workers > 0 and dc.persistent_workers
-    assert load_recipe("demo", LOADER_DEFAULTS).data.num_workers == dc.num_workers
+    assert dc.loader.num_workers > 0 and dc.loader.persistent_workers
+    assert load_recipe("demo", LOADER_DEFAULTS).data.loader.num_workers == dc.loader.num_workers
 
 
 MID_EPOCH = {"at": "step", "n": STEPS_PER_EPOCH + 1}  # epoch 2's 2nd step: resumes at epoch 1

@@ -64,7 +64,7 @@ def _epoch(root, workers: int, epoch: int = 0) -> tuple[list[list[torch.Tensor]]
             f"data.root={root}",
             "data.image_size=16",
             "data.batch_augment=false",
-            f"data.num_workers={workers}",
+            f"data.loader.num_workers={workers}",
             f"train.batch_size={BATCH}",
         ],
     )

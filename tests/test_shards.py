@@ -109,7 +109,7 @@ def recipe(root, *extra):
             f"data.root={root}",
             "train.batch_size=8",
             "monitor.every=-1",
-            "data.num_workers=0",
+            "data.loader.num_workers=0",
             *extra,
         ],
     )
@@ -117,7 +117,9 @@ def recipe(root, *extra):
 
 def test_every_image_once_per_epoch_same_batches_with_0_or_2_workers(shards):
     def epoch(workers: int) -> list[torch.Tensor]:
-        r = recipe(shards / "shards", f"data.num_workers={workers}", "data.persistent_workers=false")
+        r = recipe(
+            shards / "shards", f"data.loader.num_workers={workers}", "data.loader.persistent_workers=false"
+        )
         data = build_train_data(r, DistInfo(), torch.device("cpu"), 8, 4)
         data.set_epoch(1)
         return [views[0] for views, _, _ in data.loader]

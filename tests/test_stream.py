@@ -1,4 +1,4 @@
-"""Streaming WebDataset shards (issue 26, ``data.streaming``): the epoch plan is a pure function that
+"""Streaming WebDataset shards (issue 26, ``data.stream.enabled``): the epoch plan is a pure function that
 covers every sample once (bar the documented tail) with equal steps per rank; each sample's views are
 those the map-style reader gives it, whatever the worker count; a stream started at any step equals
 the rest of an uninterrupted one and reads only tar headers for what it skips; a damaged shard is named;
@@ -197,13 +197,15 @@ def test_shard_by_size_and_bad_sizes(shards, tmp_path, capsys):
 @pytest.mark.slow
 def test_sigkilled_streaming_pretrain_resumes_exactly_with_2_persistent_workers(shards, tmp_path):
     """Killed inside epoch 2 after its step checkpoint, resumed: equal to an uninterrupted run, bit for bit."""
-    loader = [s for s in TINY if not s.startswith("data.num_workers")]  # the recipes' 2 persistent workers
+    loader = [
+        s for s in TINY if not s.startswith("data.loader.num_workers")
+    ]  # the recipes' 2 persistent workers
     run = [
         *loader,
         "data.dataset=webdataset",
         f"data.root={shards}",
-        "data.streaming=true",
-        "data.shuffle_buffer=9",
+        "data.stream.enabled=true",
+        "data.stream.shuffle_buffer=9",
         "train.batch_size=8",
         "train.epochs=2",
         "train.checkpoint_steps=9",
@@ -236,7 +238,7 @@ def test_streaming_train_data_composes_with_batch_augment(shards):
                 *TINY,
                 "data.dataset=webdataset",
                 f"data.root={shards}",
-                "data.streaming=true",
+                "data.stream.enabled=true",
                 "data.batch_augment=true",
                 "data.augmentation=mocov2",
                 *extra,
@@ -260,14 +262,13 @@ def test_a_streamed_epoch_resumes_only_with_its_worker_count():
     it may change."""
     from gsg_zoo.train.state import check_recipe_unchanged
 
-    saved = {"data": {"streaming": True, "num_workers": 2}}
-    now = {"data": {"streaming": True, "num_workers": 4}}
+    saved = {"data": {"stream": {"enabled": True}, "loader": {"num_workers": 2}}}
+    now = {"data": {"stream": {"enabled": True}, "loader": {"num_workers": 4}}}
     with pytest.raises(
-        ValueError, match=r"not inside a streamed epoch.*\n  data.num_workers: checkpoint 2, now 4"
+        ValueError, match=r"not inside a streamed epoch.*\n  data.loader.num_workers: checkpoint 2, now 4"
     ):
         check_recipe_unchanged("last.pt", saved, now, mid_epoch=True)
     check_recipe_unchanged("last.pt", saved, now, mid_epoch=False)
-    by_index = {"data": {"streaming": False, "num_workers": 4}}
-    check_recipe_unchanged(
-        "last.pt", {"data": {"streaming": False, "num_workers": 2}}, by_index, mid_epoch=True
-    )
+    by_index = {"data": {"stream": {"enabled": False}, "loader": {"num_workers": 4}}}
+    before = {"data": {"stream": {"enabled": False}, "loader": {"num_workers": 2}}}
+    check_recipe_unchanged("last.pt", before, by_index, mid_epoch=True)

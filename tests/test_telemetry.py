@@ -22,7 +22,7 @@ from gsg_zoo.train.trainer import Pretrainer
 RUN = [
     *TINY,
     "method=byol_gsg",
-    "data.num_images=32",
+    "data.synthetic.num_images=32",
     "train.batch_size=8",
     "train.epochs=1",
     "train.log_every=2",

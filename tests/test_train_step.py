@@ -143,7 +143,7 @@ def test_every_image_unreadable_stops_with_a_clear_error(tmp_path):
             f"data.root={root}",
             "train.epochs=1",
             "train.batch_size=8",
-            "data.num_workers=0",
+            "data.loader.num_workers=0",
             "monitor.every=-1",
         ],
     )
@@ -216,7 +216,7 @@ def test_trainer_pairing_ignores_other_draws_from_the_global_rng(tmp_path, monke
 def test_loader_iterator_does_not_draw_from_the_global_rng(tmp_path):
     """Issue 18's root cause: a new DataLoader iterator drew its workers' base seed from the global
     RNG (once per process with persistent workers), which shifted the pairing of a resumed run."""
-    recipe = load_recipe("demo", [*TINY, "data.num_workers=2", "data.persistent_workers=true"])
+    recipe = load_recipe("demo", [*TINY, "data.loader.num_workers=2", "data.loader.persistent_workers=true"])
     run = trainer.Pretrainer(recipe, tmp_path / "run", progress=False)
     run._start_epoch()
     state = torch.get_rng_state()

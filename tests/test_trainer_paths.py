@@ -140,9 +140,9 @@ def test_run_stops_its_persistent_loader_workers(tmp_path):
     in the same process (the peer-parity benchmark lost 10 s that way)."""
     import multiprocessing
 
-    overrides = [*TINY, "train.epochs=2", "train.max_steps_per_epoch=2", "data.num_workers=2"]
+    overrides = [*TINY, "train.epochs=2", "train.max_steps_per_epoch=2", "data.loader.num_workers=2"]
     trainer = Pretrainer(
-        load_recipe("demo", [*overrides, "data.persistent_workers=true"]), tmp_path, progress=False
+        load_recipe("demo", [*overrides, "data.loader.persistent_workers=true"]), tmp_path, progress=False
     )
     trainer.run()
     assert trainer.train_loader.persistent_workers and not multiprocessing.active_children()

@@ -110,7 +110,7 @@ def test_wheel_pretrains_and_evaluates(installed):
         "--set",
         "train.epochs=1",
         "--set",
-        "data.num_images=128",
+        "data.synthetic.num_images=128",
         "--set",
         "train.batch_size=32",
         "--set",
@@ -118,7 +118,7 @@ def test_wheel_pretrains_and_evaluates(installed):
         "--set",
         "monitor.every=-1",
         "--set",
-        "data.num_workers=0",
+        "data.loader.num_workers=0",
     ]
     out = _run(["gsg", "pretrain", "demo", "--out", "run", "--no-progress", *small], empty, env)
     assert "done:" in out and (empty / "run" / "checkpoints" / "last.pt").is_file()

@@ -8,7 +8,6 @@ accepts (the recipe dataclasses), the dataset registry and the module layers tha
 from __future__ import annotations
 
 import ast
-import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -52,18 +51,10 @@ def recipes() -> str:
 
 
 def recipe_keys() -> str:
-    from gsg_zoo.config.recipes import Recipe
-    from gsg_zoo.method.learner import LearnerConfig
+    from gsg_zoo.config.recipes import key_defaults
 
-    rows = []
-    sections = {f.name: f.type for f in dataclasses.fields(Recipe)}
-    default = Recipe()
-    for section in ("data", "optim", "train", "monitor"):
-        for f in dataclasses.fields(getattr(default, section)):
-            rows.append([f"`{section}.{f.name}`", f"`{getattr(getattr(default, section), f.name)!r}`"])
-    for f in dataclasses.fields(LearnerConfig):
-        rows.append([f"`model.{f.name}`", f"`{getattr(LearnerConfig(), f.name)!r}`"])
-    assert "model" in sections
+    skip = ("name", "method", "paper")
+    rows = [[f"`{k}`", f"`{v!r}`"] for k, v in key_defaults().items() if k not in skip]
     return _table(["key", "default"], rows)
 
 

@@ -1,9 +1,15 @@
-"""Pretraining recipes: YAML files with optional ``base:`` inheritance and ``--set key=value`` overrides."""
+"""Pretraining recipes: YAML files with optional ``base:`` inheritance and ``--set key=value`` overrides.
+
+A recipe is nested typed sections (``data.loader.num_workers``); unknown keys are refused naming the
+known ones, and keys of the older flat layout (:data:`RENAMED`) are refused naming their new place.
+Stored configs (a checkpoint's ``config``) are read back through :func:`upgrade_config`.
+"""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +17,53 @@ import yaml
 
 from ..core.resources import config_dir, list_configs
 from ..method.learner import METHODS, LearnerConfig
+
+
+@dataclass
+class SyntheticConfig:
+    """``data.dataset=synthetic``: the built-in procedural data; the nuisance switches serve ablations."""
+
+    num_images: int = 4000
+    image_size: int | None = None  # rendered size (defaults to data.image_size)
+    seed: int = 0
+    textured_background: bool = True
+    clutter: bool = True
+    grayscale: bool = False
+
+
+@dataclass
+class LoaderConfig:
+    """The training DataLoader's options (a resumed run may change them)."""
+
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
+
+
+@dataclass
+class HFConfig:
+    """``data.dataset=hf``: the image and label columns of the Hugging Face dataset."""
+
+    image_column: str = "image"
+    label_column: str = "label"
+
+
+@dataclass
+class StreamConfig:
+    """``data.dataset=webdataset``: stream the shards (sequential reads through a shuffle buffer)."""
+
+    enabled: bool = False
+    shuffle_buffer: int = 1000  # samples in each loader worker's shuffle buffer
+
+
+@dataclass
+class LocalCropsConfig:
+    """Multi-crop GSG (``model.local_crops > 0``): the local crops' side and area range (DINO's 0.05-0.4)."""
+
+    size: int | None = None  # default: image_size x 96/224 (DINO/SwAV's 96 px at 224), >= 8
+    min_scale: float = 0.05
+    max_scale: float = 0.4
 
 
 @dataclass
@@ -29,25 +82,12 @@ class DataConfig:
     grayscale_p: float = 0.2
     batch_augment: bool = False  # views drawn on the device (cifar: from uint8 images; else from crop boxes)
     decode: str = "worker"  # worker | device: JPEGs decoded on the training device (crop-box batch_augment)
-    num_images: int = 4000  # synthetic only
-    synthetic_image_size: int | None = None  # rendered size (defaults to image_size)
-    synthetic_seed: int = 0
-    synthetic_textured_background: bool = True  # nuisance switches of the built-in data (ablations)
-    synthetic_clutter: bool = True
-    synthetic_grayscale: bool = False
-    num_workers: int = 2
-    pin_memory: bool = True
-    persistent_workers: bool = True
-    prefetch_factor: int = 2
-    image_column: str = "image"  # data.dataset=hf: the image and label columns
-    label_column: str = "label"
-    streaming: bool = False  # data.dataset=webdataset: stream the shards (sequential reads, shuffle buffer)
-    shuffle_buffer: int = 1000  # streaming: samples in each loader worker's shuffle buffer
     max_consecutive_failures: int = 50  # unreadable images in a row (each replaced) before the run stops
-    # multi-crop GSG (model.local_crops > 0): the local crops' side and area range (DINO's 0.05-0.4)
-    local_crop_size: int | None = None  # default: image_size x 96/224 (DINO/SwAV's 96 px at 224), >= 8
-    local_min_scale: float = 0.05
-    local_max_scale: float = 0.4
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    hf: HFConfig = field(default_factory=HFConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    local_crops: LocalCropsConfig = field(default_factory=LocalCropsConfig)
 
     def augment_options(self) -> dict[str, Any]:
         """Keyword options of the view augmentation (``build_augmentation`` and ``BatchAugment``)."""
@@ -61,21 +101,18 @@ class DataConfig:
 
     def synthetic_options(self) -> dict[str, Any]:
         """Keyword options of the built-in dataset for :func:`~gsg_zoo.data.pretraining.build_dataset`."""
+        s = self.synthetic
         return {
-            "image_size": self.synthetic_image_size or self.image_size,
-            "seed": self.synthetic_seed,
-            "textured_background": self.synthetic_textured_background,
-            "clutter": self.synthetic_clutter,
-            "grayscale": self.synthetic_grayscale,
+            "image_size": s.image_size or self.image_size,
+            "seed": s.seed,
+            "textured_background": s.textured_background,
+            "clutter": s.clutter,
+            "grayscale": s.grayscale,
         }
 
     def reader_options(self) -> dict[str, Any]:
         """Options of the dataset readers: the built-in data's and the Hugging Face columns."""
-        return {
-            **self.synthetic_options(),
-            "image_column": self.image_column,
-            "label_column": self.label_column,
-        }
+        return {**self.synthetic_options(), **asdict(self.hf)}
 
 
 @dataclass
@@ -134,11 +171,17 @@ class MonitorConfig:
     wandb_project: str = "gsg-zoo"
 
 
+#: ``model`` keys a recipe sets: :class:`LearnerConfig` but ``target`` and ``guidance`` (``method`` sets those)
+MODEL_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(LearnerConfig) if f.name not in ("target", "guidance")
+)
+
+
 @dataclass
 class Recipe:
     name: str = "unnamed"
     method: str = "simsiam_gsg"
-    model: dict[str, Any] = field(default_factory=dict)
+    model: LearnerConfig = field(default_factory=LearnerConfig)  # target and guidance: from ``method``
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -146,12 +189,76 @@ class Recipe:
     paper: dict[str, Any] = field(default_factory=dict)  # expected numbers of the paper (documentation)
 
     def learner_config(self) -> LearnerConfig:
-        return LearnerConfig.for_method(self.method, **self.model)
+        """``model`` with the target and guidance of ``method``."""
+        spec = LearnerConfig.for_method(self.method)
+        return replace(self.model, target=spec.target, guidance=spec.guidance)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["model"] = self.learner_config().to_dict()  # fully resolved
         return d
+
+
+#: Keys of the flat ``data`` layout -> their place in the nested sections. Recipes and ``--set`` giving
+#: an old key are refused naming the new one; stored configs are upgraded (:func:`upgrade_config`).
+RENAMED: dict[str, str] = {
+    "data.num_images": "data.synthetic.num_images",
+    "data.synthetic_image_size": "data.synthetic.image_size",
+    "data.synthetic_seed": "data.synthetic.seed",
+    "data.synthetic_textured_background": "data.synthetic.textured_background",
+    "data.synthetic_clutter": "data.synthetic.clutter",
+    "data.synthetic_grayscale": "data.synthetic.grayscale",
+    "data.num_workers": "data.loader.num_workers",
+    "data.pin_memory": "data.loader.pin_memory",
+    "data.persistent_workers": "data.loader.persistent_workers",
+    "data.prefetch_factor": "data.loader.prefetch_factor",
+    "data.image_column": "data.hf.image_column",
+    "data.label_column": "data.hf.label_column",
+    "data.streaming": "data.stream.enabled",
+    "data.shuffle_buffer": "data.stream.shuffle_buffer",
+    "data.local_crop_size": "data.local_crops.size",
+    "data.local_min_scale": "data.local_crops.min_scale",
+    "data.local_max_scale": "data.local_crops.max_scale",
+}
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config (a checkpoint's ``Recipe.to_dict()``) in today's layout: a copy with the keys of
+    :data:`RENAMED` moved to their new place (a config of today's layout comes back equal)."""
+    out = copy.deepcopy(config)
+    for old, new in RENAMED.items():
+        section, leaf = old.split(".")
+        node = out.get(section)
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        *parents, new_leaf = new.split(".")
+        target = out
+        for k in parents:
+            target = target.setdefault(k, {})
+        target.setdefault(new_leaf, value)
+    return out
+
+
+def _is_section(f: dataclasses.Field[Any]) -> bool:
+    """A field holding a nested section (a dataclass), not a value."""
+    return dataclasses.is_dataclass(f.default_factory)
+
+
+def key_defaults(section: Any = None, prefix: str = "") -> dict[str, Any]:
+    """Every recipe key (``data.loader.num_workers``) with its default, nested sections flattened."""
+    if section is None:
+        section = Recipe()
+    out: dict[str, Any] = {}
+    for f in fields(section):
+        key, value = f"{prefix}{f.name}", getattr(section, f.name)
+        if key == "model":
+            out.update({f"model.{k}": getattr(value, k) for k in MODEL_KEYS})
+        elif _is_section(f):
+            out.update(key_defaults(value, f"{key}."))
+        else:
+            out[key] = value
+    return out
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +302,7 @@ def load_raw(path: Path) -> dict[str, Any]:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["train.epochs=3", "model.predictor=false"]`` -> nested dict (values parsed as YAML)."""
+    """``["train.epochs=3", "data.loader.num_workers=0"]`` -> nested dict (values parsed as YAML)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -205,6 +312,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         *parents, leaf = key.strip().split(".")
         for k in parents:
             node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key.strip()}: {k} is given a value elsewhere, not keys")
         node[leaf] = yaml.safe_load(value)
     return out
 
@@ -222,19 +331,35 @@ def _coerce(value: Any, type_name: str, key: str) -> Any:
     return value
 
 
+def _section(cls: type, value: Any, key: str, exclude: tuple[str, ...] = ()) -> Any:
+    """The section ``cls`` at ``key`` from a mapping; nested sections recurse, and unknown or renamed
+    keys are refused naming the known ones or the new one."""
+    known = {f.name: f for f in fields(cls) if f.name not in exclude}
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} is a section: give its keys ({', '.join(known)}), not {value!r}")
+    for k in value:
+        if f"{key}.{k}" in RENAMED:
+            raise ValueError(f"{key}.{k} was renamed: use {RENAMED[f'{key}.{k}']}")
+    unknown = set(value) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {key} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {}
+    for k, v in value.items():
+        f, path = known[k], f"{key}.{k}"
+        kwargs[k] = _section(f.default_factory, v, path) if _is_section(f) else _coerce(v, str(f.type), path)
+    return cls(**kwargs)
+
+
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
-    raw = dict(raw)
     sections = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig, "monitor": MonitorConfig}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key in sections:
-            cls = sections[key]
-            known = {f.name for f in fields(cls)}
-            unknown = set(value) - known
-            if unknown:
-                raise ValueError(f"unknown {key} option(s) {sorted(unknown)}; known: {sorted(known)}")
-            types = {f.name: str(f.type) for f in fields(cls)}
-            kwargs[key] = cls(**{k: _coerce(v, types[k], f"{key}.{k}") for k, v in value.items()})
+            kwargs[key] = _section(sections[key], value, key)
+        elif key == "model":
+            kwargs[key] = _section(LearnerConfig, value, key, exclude=("target", "guidance"))
         elif key in {f.name for f in fields(Recipe)}:
             kwargs[key] = value
         else:
@@ -242,10 +367,6 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     recipe = Recipe(**kwargs)
     if recipe.method not in METHODS:
         raise ValueError(f"unknown method {recipe.method!r}; choose one of {sorted(METHODS)}")
-    known_model = {f.name for f in fields(LearnerConfig)} - {"target", "guidance"}
-    unknown = set(recipe.model) - known_model
-    if unknown:
-        raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(known_model)}")
     validate(recipe)
     return recipe
 
@@ -263,13 +384,13 @@ RULES: tuple[tuple[str, Any, str], ...] = (
     ("train.dist_timeout_minutes", lambda v: v > 0, "> 0"),
     ("optim.lr", lambda v: v > 0, "> 0"),
     ("data.image_size", lambda v: v >= 8, ">= 8"),
-    ("data.num_workers", lambda v: v >= 0, ">= 0"),
-    ("data.prefetch_factor", lambda v: v >= 1, ">= 1"),
+    ("data.loader.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.loader.prefetch_factor", lambda v: v >= 1, ">= 1"),
     ("data.min_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("data.jitter", lambda v: v >= 0, ">= 0"),
     ("data.hue", lambda v: 0 <= v <= 0.5, "in [0, 0.5]"),
     ("data.grayscale_p", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("data.num_images", lambda v: v >= 2, ">= 2"),
+    ("data.synthetic.num_images", lambda v: v >= 2, ">= 2"),
     ("data.max_consecutive_failures", lambda v: v >= 1, ">= 1"),
     ("monitor.every", lambda v: v >= -1, ">= -1 (-1: never, 0: at the end)"),
     ("monitor.k", lambda v: v >= 1, ">= 1"),
@@ -281,10 +402,10 @@ RULES: tuple[tuple[str, Any, str], ...] = (
     ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
     ("optim.warmup_epochs", lambda v: v >= 0, ">= 0"),
     ("data.saturation", lambda v: v >= 0, ">= 0"),
-    ("data.synthetic_image_size", lambda v: v >= 8, ">= 8"),
-    ("data.local_crop_size", lambda v: v >= 8, ">= 8"),
-    ("data.local_min_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
-    ("data.local_max_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.synthetic.image_size", lambda v: v >= 8, ">= 8"),
+    ("data.local_crops.size", lambda v: v >= 8, ">= 8"),
+    ("data.local_crops.min_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("data.local_crops.max_scale", lambda v: 0 < v <= 1, "in (0, 1]"),
 )
 # (key, allowed values): a misspelt choice would otherwise fall back to a default without a word
 CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -297,11 +418,18 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
 CROP_BOX_AUGMENTATIONS = ("mocov2", "byol")  # data.batch_augment: workers draw crop boxes of any-size images
 
 
+def _value(recipe: Recipe, key: str) -> Any:
+    """The value at a dotted key (``data.loader.num_workers``)."""
+    node: Any = recipe
+    for name in key.split("."):
+        node = getattr(node, name)
+    return node
+
+
 def validate(recipe: Recipe) -> None:
     """Range-check every value before anything runs; the error names the key, the value and the range."""
     for key, ok, allowed in RULES:
-        section, name = key.split(".")
-        value = getattr(getattr(recipe, section), name)
+        value = _value(recipe, key)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -317,8 +445,7 @@ def validate_choices(recipe: Recipe) -> None:
     if isinstance(recipe.train.sync_bn, bool):
         recipe.train.sync_bn = "on" if recipe.train.sync_bn else "off"
     for key, allowed in CHOICES:
-        section, name = key.split(".")
-        value = getattr(getattr(recipe, section), name)
+        value = _value(recipe, key)
         if value not in allowed:
             raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
     validate_decode(recipe.data)

@@ -2,8 +2,8 @@
 
 ``data.root`` is a ``save_to_disk`` folder, a folder of parquet files (``ROOT/<split>/*.parquet`` or
 ``ROOT/<split>-*.parquet``) or a Hub dataset id (``ORG/NAME``: read from the local cache when offline,
-``HF_DATASETS_OFFLINE=1``). Columns: ``data.image_column`` (default ``image``) and
-``data.label_column`` (``label``). Arrow tables are memory-mapped, so random access is cheap and the
+``HF_DATASETS_OFFLINE=1``). Columns: ``data.hf.image_column`` (default ``image``) and
+``data.hf.label_column`` (``label``). Arrow tables are memory-mapped, so random access is cheap and the
 map-style machinery applies unchanged: the epoch-keyed sampler, views seeded per item, exact resume
 and the replacement of unreadable images. Like timm's ``reader_hfds.py``
 (huggingface/pytorch-image-models, timm/data/readers/reader_hfds.py), images are decoded here, one at
@@ -60,7 +60,7 @@ class HFImages(Dataset):
         if missing:
             raise ValueError(
                 f"the dataset has columns {table.column_names}, not {sorted(missing)}: set "
-                "data.image_column / data.label_column"
+                "data.hf.image_column / data.hf.label_column"
             )
         from datasets import Image as ImageFeature
 

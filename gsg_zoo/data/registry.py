@@ -190,7 +190,7 @@ DATASETS: dict[str, DatasetInfo] = {
             pretrain=True,
             downloadable=False,
             on_disk=False,
-            notes="columns data.image_column / data.label_column (image, label); needs the data extra",
+            notes="columns data.hf.image_column / data.hf.label_column (image, label); needs the data extra",
         ),
         DatasetInfo(
             "webdataset",

@@ -1,4 +1,4 @@
-"""Streaming WebDataset shards (``data.dataset: webdataset`` with ``data.streaming: true``).
+"""Streaming WebDataset shards (``data.dataset: webdataset`` with ``data.stream.enabled: true``).
 
 Each loader worker reads its own shards front to back (large sequential reads: what shared and
 object-store filesystems serve well) and shuffles through a buffer. Every choice is a pure function

@@ -133,7 +133,7 @@ def build_train_data(
     """The rank's shard of the recipe's dataset in batches of ``local_batch`` (last partial dropped)."""
     dc, tc = recipe.data, recipe.train
     views, batch_augment = view_transform(dc, num_views)
-    if dc.streaming:
+    if dc.stream.enabled:
         return build_stream_data(recipe, dist, device, local_batch, views, batch_augment)
 
     def build(download: bool) -> Any:
@@ -143,7 +143,7 @@ def build_train_data(
             dc.split,
             transform=views,
             download=download,
-            num_images=dc.num_images,
+            num_images=dc.synthetic.num_images,
             encoded=reader_encoded(dc),
             **dc.reader_options(),
         )
@@ -179,7 +179,7 @@ def build_train_data(
 # --- multi-crop (research knob model.local_crops; docs/guides/research-knobs.md)
 def local_view_augment(dc: DataConfig, local_crops: int) -> BatchAugment | None:
     """The device augmentation of the local crops (None without them): the global views' recipe at
-    ``data.local_crop_size`` px over areas ``data.local_min_scale``-``local_max_scale``. Same-size
+    ``data.local_crops.size`` px over areas ``data.local_crops.min_scale``-``max_scale``. Same-size
     images on the device path only (``data.batch_augment: true``, ``augmentation: cifar``)."""
     if local_crops == 0:
         return None
@@ -188,20 +188,21 @@ def local_view_augment(dc: DataConfig, local_crops: int) -> BatchAugment | None:
             "model.local_crops needs the device augmentation of same-size images: set data.batch_augment=true "
             f"and data.augmentation=cifar (got batch_augment={dc.batch_augment}, augmentation={dc.augmentation})"
         )
-    if dc.local_min_scale > dc.local_max_scale:
+    lc = dc.local_crops
+    if lc.min_scale > lc.max_scale:
         raise ValueError(
-            f"data.local_min_scale={dc.local_min_scale} exceeds data.local_max_scale={dc.local_max_scale}"
+            f"data.local_crops.min_scale={lc.min_scale} exceeds data.local_crops.max_scale={lc.max_scale}"
         )
-    size = dc.local_crop_size or max(8, round(dc.image_size * 96 / 224))
+    size = lc.size or max(8, round(dc.image_size * 96 / 224))
     mean, std = mean_std(dc.normalization)
-    options = {**dc.augment_options(), "min_scale": dc.local_min_scale, "max_scale": dc.local_max_scale}
+    options = {**dc.augment_options(), "min_scale": lc.min_scale, "max_scale": lc.max_scale}
     return BatchAugment(size, mean, std, **options)
 
 
 # --- end multi-crop
 
 
-# --- streaming shards (data.streaming): the epoch plan lives in the dataset, not in a sampler ---
+# --- streaming shards (data.stream.enabled): the epoch plan lives in the dataset, not in a sampler ---
 
 
 @dataclass
@@ -228,7 +229,7 @@ def build_stream_data(
     dc, seed = recipe.data, recipe.train.seed
     if dc.dataset != "webdataset" or dc.root is None:
         raise ValueError(
-            f"data.streaming reads WebDataset shards: set data.dataset=webdataset and data.root, "
+            f"data.stream.enabled reads WebDataset shards: set data.dataset=webdataset and data.root, "
             f"not {dc.dataset!r} / {dc.root!r}"
         )
     stream = ShardStream(
@@ -238,7 +239,7 @@ def build_stream_data(
         dist.rank,
         dist.world_size,
         local_batch,
-        dc.shuffle_buffer,
+        dc.stream.shuffle_buffer,
         reader_encoded(dc),
     )
     generator = seeded_generator(stream_seed(seed, "loader", 0, dist.rank))
@@ -249,13 +250,14 @@ def build_stream_data(
 
 
 def _loader_options(dc: DataConfig, device: torch.device) -> dict[str, Any]:
-    workers = dc.num_workers
+    lo = dc.loader
+    workers = lo.num_workers
     return {
         "num_workers": workers,
         "collate_fn": collate_views,
-        "pin_memory": dc.pin_memory and device.type == "cuda",
-        "persistent_workers": dc.persistent_workers and workers > 0,
-        "prefetch_factor": dc.prefetch_factor if workers > 0 else None,
+        "pin_memory": lo.pin_memory and device.type == "cuda",
+        "persistent_workers": lo.persistent_workers and workers > 0,
+        "prefetch_factor": lo.prefetch_factor if workers > 0 else None,
     }
 
 

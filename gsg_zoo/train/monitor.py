@@ -131,7 +131,7 @@ class KnnMonitor:
         return DataLoader(
             shard_dataset(ds, self.dist),
             batch_size=mc.batch_size,
-            num_workers=dc.num_workers,
+            num_workers=dc.loader.num_workers,
             collate_fn=collate_images,
             pin_memory=torch.cuda.is_available(),
         )

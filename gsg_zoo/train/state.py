@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..config.recipes import Recipe
+from ..config.recipes import Recipe, upgrade_config
 from ..core.checkpoint import CheckpointError, load_checkpoint, remove_stale_temps, save_checkpoint
 from ..core.distributed import DistInfo, agree_max, broadcast_object
 from ..method.learner import LearnerConfig, SelfSupervisedLearner
@@ -45,10 +45,7 @@ MAY_CHANGE: tuple[str, ...] = (
     "monitor.*",
     "data.root",
     "data.download",
-    "data.num_workers",
-    "data.pin_memory",
-    "data.persistent_workers",
-    "data.prefetch_factor",
+    "data.loader.*",
     "data.max_consecutive_failures",
 )
 
@@ -88,14 +85,14 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[
 
 #: Keys a resumed run may change only at an epoch boundary: a streamed epoch's plan splits each rank's
 #: shards over its loader workers, so the rest of a half-read epoch needs the same worker count.
-STREAMING_EPOCH_KEYS: tuple[str, ...] = ("data.num_workers",)
+STREAMING_EPOCH_KEYS: tuple[str, ...] = ("data.loader.num_workers",)
 
 
 def refused_changes(
     saved: dict[str, Any], now: dict[str, Any], mid_epoch: bool = False
 ) -> dict[str, tuple[Any, Any]]:
     """The changes outside :data:`MAY_CHANGE` (and, resuming a streamed epoch, of its worker count)."""
-    pinned = STREAMING_EPOCH_KEYS if mid_epoch and flatten(now).get("data.streaming") else ()
+    pinned = STREAMING_EPOCH_KEYS if mid_epoch and flatten(now).get("data.stream.enabled") else ()
     return {
         k: v
         for k, v in changed_keys(saved, now).items()
@@ -110,7 +107,7 @@ def check_recipe_unchanged(
     if refused:
         lines = "\n".join(f"  {k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in refused.items())
         streamed = (
-            " (data.num_workers: not inside a streamed epoch)"
+            " (data.loader.num_workers: not inside a streamed epoch)"
             if mid_epoch and set(refused) & set(STREAMING_EPOCH_KEYS)
             else ""
         )
@@ -286,10 +283,9 @@ class RunState:
         if not path.exists():
             return False
         state = load_checkpoint(path)
-        check_same_model(path, state["config"], self.recipe)
-        check_recipe_unchanged(
-            path, state["config"], self.recipe.to_dict(), mid_epoch=bool(state.get("epoch_step"))
-        )
+        saved = upgrade_config(state["config"])
+        check_same_model(path, saved, self.recipe)
+        check_recipe_unchanged(path, saved, self.recipe.to_dict(), mid_epoch=bool(state.get("epoch_step")))
         self.load_state_dict(state)
         log.info(
             "resumed from %s at epoch %d, step %d (%d into the epoch)",

@@ -321,6 +321,8 @@ def paper_match(card: CardData, r: Result) -> PaperRef | None:
 # --------------------------------------------------------------------------------------------- read
 def read_card_data(export_dir: str | Path, name: str | None = None, hub_id: str | None = None) -> CardData:
     """Read an export folder's provenance, recipe, results and timm config into one :class:`CardData`."""
+    from ..config.recipes import upgrade_config
+
     export_dir = Path(export_dir)
     prov = read_json(export_dir / PROVENANCE_FILE) or {}
     timm_cfg = read_json(export_dir / CONFIG_FILE) or {}
@@ -328,7 +330,7 @@ def read_card_data(export_dir: str | Path, name: str | None = None, hub_id: str 
         raise FileNotFoundError(
             f"{export_dir} is not a gsg export ({PROVENANCE_FILE} / {CONFIG_FILE} missing)"
         )
-    recipe = read_json(export_dir / RECIPE_FILE) or {}
+    recipe = upgrade_config(read_json(export_dir / RECIPE_FILE) or {})
     raw = read_json(export_dir / RESULTS_FILE) or {}
     pcfg = timm_cfg.get("pretrained_cfg", {})
     return CardData(

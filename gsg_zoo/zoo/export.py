@@ -96,11 +96,12 @@ def load_trained_backbone(ckpt: Path) -> TrainedBackbone:
     """The backbone of a ``gsg pretrain`` checkpoint: strict loads into the learner and into timm."""
     import timm
 
+    from ..config.recipes import upgrade_config
     from ..core.checkpoint import backbone_state_dict, load_checkpoint
     from ..method.learner import LearnerConfig, SelfSupervisedLearner
 
     state = load_checkpoint(ckpt)
-    config = state.get("config") or {}
+    config = upgrade_config(state.get("config") or {})
     model_cfg = dict(config.get("model") or {})
     if "backbone" not in model_cfg:
         raise ValueError(f"{ckpt}: checkpoint config has no model.backbone; cannot tell the architecture")

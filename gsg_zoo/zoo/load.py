@@ -16,6 +16,7 @@ import timm
 import torch
 from torch import nn
 
+from ..config.recipes import upgrade_config
 from ..core.checkpoint import CheckpointError, backbone_state_dict, load_checkpoint
 from ..core.checksums import verify_listed_files
 from ..method import backbones as _backbones  # noqa: F401  (CIFAR-stem registration)
@@ -150,7 +151,7 @@ def backbone_from_checkpoint(path: str | os.PathLike) -> nn.Module:
     # The preprocessing it was trained with, exactly as its export records it (not timm's defaults).
     model.pretrained_cfg = {
         **model.pretrained_cfg,
-        **trained_data_config(cfg["backbone"], state["config"].get("data")),
+        **trained_data_config(cfg["backbone"], upgrade_config(state["config"]).get("data")),
     }
     sd = backbone_state_dict(state)
     missing, unexpected = model.load_state_dict(sd, strict=False)
