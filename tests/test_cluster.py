@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from gsg_zoo import trainer
+from gsg_zoo.train import trainer
 from gsg_zoo.app.cli import main
 
 HIT = json.loads(os.environ.get("GSG_TEST_HIT") or "{}")  # {"n": N, "rank": R, "signal": "SIGKILL", "to": ...}

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gsg_zoo import cli
+from gsg_zoo.app import cli
 from gsg_zoo.core.distributed import DistInfo, init_distributed
 from gsg_zoo.eval import linear
 from gsg_zoo.eval.features import ExtractOptions, extract_features

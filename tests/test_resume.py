@@ -11,7 +11,6 @@ checkpoint rename. Runs are tiny (32 images of 16 px, batch 8, 3 epochs), with t
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import torch
 from test_pretrain import TINY
 
 from gsg_zoo.config.recipes import DataConfig, load_recipe
-from gsg_zoo.core.checkpoint import load_checkpoint, save_checkpoint
+from gsg_zoo.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gsg_zoo.train.trainer import Pretrainer
 
 DRIVER = r'''
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from gsg_zoo import trainer
+from gsg_zoo.train import trainer
 from gsg_zoo.app.cli import main
 
 KILL = json.loads(os.environ.get("GSG_TEST_KILL") or "{}")  # {"at": step|write|after, "n": N, "rank": R}
@@ -229,41 +228,29 @@ def test_ddp_gloo_kill_and_resume_is_exact_ranks_agree_and_pair_locally(tmp_path
     assert_same_run(last(tmp_path, "full"), last(tmp_path, "killed"))
 
 
-def test_checkpoint_from_before_the_streams_change_resumes_with_a_warning(tmp_path, caplog):
-    """Same format version and keys as before, plus ``rng_streams``; one without it still resumes, and
-    says that the epochs after it are not those of the interrupted run."""
+def test_a_checkpoint_without_todays_keys_is_refused_and_kept(tmp_path):
+    """A checkpoint holds STATE_KEYS; one lacking a key, or of other random streams, cannot resume exactly:
+    it is refused with what to do, and the file stays as it was."""
+    from gsg_zoo.train.state import RNG_STREAMS, STATE_KEYS
+
     base = [*TINY, "train.epochs=1", "monitor.every=-1", "train.max_steps_per_epoch=1"]
     Pretrainer(load_recipe("demo", base), tmp_path / "run", progress=False).run()
     path = tmp_path / "run" / "checkpoints" / "last.pt"
     state = load_checkpoint(path)
-    before = {
-        "kind",
-        "format_version",
-        "config",
-        "model",
-        "optimizer",
-        "scaler",
-        "epoch",
-        "step",
-        "history",
-        "skipped_images",
-        "rng",
-    }  # what gsg-zoo wrote before
-    added = {
-        "rng_streams",
-        "epoch_step",
-        "partial",
-        "world_size",  # issue 18; mid-epoch resume (issue 25)
-        "telemetry",
-    }  # the W&B run id (issue 27)
-    assert set(state) == before | added and state["format_version"] == 1
-    old = {k: v for k, v in state.items() if k not in {"kind", "format_version", *added}}
-    save_checkpoint(path, old)
-    run = Pretrainer(load_recipe("demo", [*base, "train.epochs=2"]), tmp_path / "run", progress=False)
-    with caplog.at_level(logging.WARNING, "gsg_zoo.pretrain"):
-        summary = run.run()
-    assert "other random streams (rng_streams=1" in caplog.text and summary["epochs"] == 2
-    assert last(tmp_path, "run")["rng_streams"] == 2
+    assert set(state) == {"kind", "format_version", *STATE_KEYS} and state["rng_streams"] == RNG_STREAMS
+    resume = Pretrainer(load_recipe("demo", [*base, "train.epochs=2"]), tmp_path / "run", progress=False)
+    for broken, match in (
+        (
+            {k: v for k, v in state.items() if k not in {"kind", "format_version", "epoch_step"}},
+            "lacks epoch_step",
+        ),
+        ({**state, "rng_streams": 1}, "drew from random streams 1"),
+    ):
+        save_checkpoint(path, broken)
+        before = path.read_bytes()
+        with pytest.raises(CheckpointError, match=match + ".*start a new run"):
+            resume.run()
+        assert path.read_bytes() == before
 
 
 @pytest.mark.slow

@@ -1,21 +1,9 @@
 """MNIST, Fashion-MNIST and KMNIST readers behind the dataset registry (:mod:`gsg_zoo.data.registry`).
 
-Each is torchvision's class (its classes, mirrors, checksums and ``download()``) reading the four idx
-files of a split from either layout:
-
-* torchvision's: ``ROOT/<Class>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` (what
-  ``download=True`` writes; ``<Class>`` is ``MNIST``, ``FashionMNIST`` or ``KMNIST``);
-* a flat folder holding the files, gzip'd or not: ``ROOT/{train,t10k}-...-ubyte.gz``, which is what
-  Debian's ``dataset-fashion-mnist`` installs in ``/usr/share/datasets/fashion-mnist``.
-
-The idx files are parsed here (gzip'd or plain; torchvision's parser reads only uncompressed files).
-
-Images are returned as RGB (the grey value in all three channels) and brought to the recipe's
-``image_size`` by **zero-padding the 28 px image by 2 px on each side to 32 px** (LeNet-5's
-convention for MNIST), then, for any other size, a bilinear resize of that 32 px image. Padding keeps
-every pixel exact at the usual 32 px (no interpolation blur on thin strokes and edges) and adds only
-more of the background all three datasets already have (0, black), with the object centred as in the
-original frame; the object fills the same 28/32 of the frame at every size.
+Each is torchvision's class (classes, mirrors, checksums, ``download()``) reading a split's four idx
+files, gzip'd or plain, from torchvision's layout or a flat folder (Debian's). Images are RGB,
+zero-padded from 28 to 32 px (LeNet-5's convention: exact pixels at 32 px), then resized to the
+recipe's size; why: docs/reference/datasets.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Readers behind the dataset registry (:mod:`gsg_zoo.data.registry`): safe and presence-checked.
 
-Every reader yields ``(PIL image, label)`` in torchvision's on-disk layout. Unlike torchvision's own
-classes they never unpickle code (CIFAR), check that files are present instead of hashing gigabytes
-(CIFAR, STL-10, Flowers-102; ``download=True`` still verifies the archive), and report an unreadable
-image with its path (ImageFolder). The split protocols torchvision lacks (Caltech-101, SUN397) are here
-too; the registry's module docstring describes them.
+Every reader yields ``(PIL image, label)`` in torchvision's on-disk layout, never unpickles code, checks
+that files are present instead of hashing them, and names an unreadable image's path. The split
+protocols torchvision lacks (Caltech-101, SUN397) are here too: docs/reference/datasets.md.
 """
 
 from __future__ import annotations

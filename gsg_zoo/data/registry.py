@@ -1,36 +1,10 @@
 """The one dataset registry of pretraining and evaluation: name -> how to read each split, and its protocol.
 
-A dataset is added here, in one :class:`DatasetInfo` entry of :data:`DATASETS`: its on-disk layout
-(the text every "not found" error names), the path whose presence means "present", its splits, a
-builder ``(root, split, download, **options) -> dataset of (PIL image, label)`` and, for evaluation,
-its metric and class count. ``pretrain=True`` also offers it to ``gsg pretrain``
-(:func:`gsg_zoo.data.pretraining.build_dataset`); evaluation reads every entry
-(:func:`gsg_zoo.eval.datasets.build_split`). The readers themselves live in :mod:`.loaders`.
-
-This module imports no torch, torchvision or numpy (builders import :mod:`.loaders` on first use),
-so :func:`dataset_names` serves command-line help cheaply.
-
-Every on-disk dataset lives under one ``--data ROOT`` in the layout its torchvision class reads (the
-layouts do not collide, so one ROOT can hold the whole transfer suite). Nothing is downloaded unless
-``download=True`` (``--download``). Protocol choices where torchvision has no split (Ericsson et al. 2021):
-
-* Caltech-101: ssl-transfer's 102 classes (``BACKGROUND_Google`` included): ``ROOT/caltech101/
-  {train,test}.txt`` when present, else the reference's draw (ImageFolder order, ``np.random.seed(0)``,
-  30 per class with replacement; test = never drawn), which reproduces the published files.
-* SUN397: torchvision's class has no partitions; the official partition 01 is read from
-  ``Training_01.txt`` / ``Testing_01.txt`` in ``ROOT/SUN397/``, ``ROOT/SUN397/Partitions/`` or
-  ``ROOT/Partitions/`` (from the official ``Partitions.zip``). Without them a seeded split of the
-  same size (50 train / 50 test images per class, half/half for smaller classes) is used and
-  reported as such.
-* VOC2007: multi-label targets: a class is positive when the image holds a non-difficult object of
-  it; images whose only objects of a class are "difficult" count as negatives.
-* ImageFolder: evaluation's ``test`` split is ``ROOT/val`` (ImageNet has no labelled test set);
-  pretraining reads any ``ROOT/<split>``.
-* MNIST, Fashion-MNIST, KMNIST (:mod:`.mnist`): torchvision's layout or a folder of the four idx
-  files (Debian's); the 28 px grey images zero-padded to 32 px (then resized) in 3 channels.
-* A validation split, where none is official: for the transfer suite, ssl-transfer's (a seed-0 shuffle,
-  the first 20%: :func:`gsg_zoo.eval.many_shot.reference_val_split`); for the fast linear probe's
-  own C/epoch choice, a seeded 20% of the training split (:func:`gsg_zoo.eval.datasets.protocol_indices`).
+A dataset is one :class:`DatasetInfo` entry of :data:`DATASETS`: its layout (the text every "not found"
+error names), splits, builder and, for evaluation, metric and class count; ``pretrain=True`` also offers
+it to ``gsg pretrain``. Builders import :mod:`.readers` on first use, so :func:`dataset_names` serves
+command-line help without torch. Protocol choices where torchvision has no split:
+docs/reference/datasets.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Evaluation datasets: the registry's entries (:mod:`gsg_zoo.data.registry`) under the evaluation protocol.
 
-Every dataset -- its layout under ``--data ROOT``, its official splits, its metric, the protocol choices
-where torchvision has no split -- is one entry of :data:`gsg_zoo.data.registry.DATASETS` (see that
-module's docstring). Here: the protocol's split options and feature-cache identity
-(:func:`build_split`), class counts and the seeded validation split.
+Layouts, official splits, metrics and protocol choices live in the registry; here: the protocol's split
+options and feature-cache identity (:func:`build_split`), class counts and the seeded validation split.
 """
 
 from __future__ import annotations

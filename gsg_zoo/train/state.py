@@ -25,7 +25,7 @@ import torch
 from ..config.recipes import Recipe, upgrade_config
 from ..core.checkpoint import CheckpointError, load_checkpoint, remove_stale_temps, save_checkpoint
 from ..core.distributed import DistInfo, agree_max, broadcast_object
-from ..method.learner import LearnerConfig, SelfSupervisedLearner
+from ..method.learner import SelfSupervisedLearner
 
 #: Recipe keys a resumed run may change (glob patterns over ``section.key``).
 MAY_CHANGE: tuple[str, ...] = (
@@ -163,8 +163,25 @@ def decide_resume_point(
 
 log = logging.getLogger("gsg_zoo.pretrain")
 
-# 2: each random stream seeded from its key (issue 18); absent (1): the pairing drew from the global RNG.
+#: The random streams a checkpoint's RNG state drives (2: each stream seeded from its key).
 RNG_STREAMS = 2
+#: What a checkpoint holds (:meth:`RunState.state_dict`); one without any of them cannot resume exactly.
+STATE_KEYS = (
+    "config",
+    "model",
+    "optimizer",
+    "scaler",
+    "epoch",
+    "step",
+    "history",
+    "skipped_images",
+    "rng",
+    "rng_streams",
+    "epoch_step",
+    "partial",
+    "world_size",
+    "telemetry",
+)
 
 
 def rng_state() -> dict[str, Any]:
@@ -187,7 +204,7 @@ def restore_rng(saved: dict[str, Any]) -> None:
 
 def check_same_model(path: Path, saved_config: dict[str, Any], recipe: Recipe) -> None:
     """Refuse to resume a checkpoint whose model differs from the recipe's."""
-    saved = {**LearnerConfig().to_dict(), **saved_config["model"]}  # older checkpoints lack new keys
+    saved = saved_config["model"]
     want = recipe.to_dict()["model"]
     if saved != want:
         diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
@@ -197,16 +214,18 @@ def check_same_model(path: Path, saved_config: dict[str, Any], recipe: Recipe) -
         )
 
 
-def warn_other_streams(streams: int, epoch: int) -> None:
-    """Say that a checkpoint of other random streams resumes, but not bit for bit."""
-    if streams != RNG_STREAMS:
-        log.warning(
-            "this checkpoint was written by a gsg-zoo with other random streams (rng_streams=%d, now %d): "
-            "it resumes at epoch %d, but the epochs after it draw other pairings and views than the "
-            "interrupted run would have (not bit-identical to an uninterrupted run of either version)",
-            streams,
-            RNG_STREAMS,
-            epoch,
+def check_restorable(path: Path, state: dict[str, Any], keys: set[str]) -> None:
+    """Refuse a checkpoint that lacks the keys of today's format or drew from other random streams."""
+    missing = sorted(keys - set(state))
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)}: it was written by a pre-release gsg-zoo and cannot resume "
+            "exactly; start a new run (another --out) or export its weights with `gsg export`"
+        )
+    if state["rng_streams"] != RNG_STREAMS:
+        raise CheckpointError(
+            f"{path} drew from random streams {state['rng_streams']}, this gsg-zoo from {RNG_STREAMS}: "
+            "the rest of the run would differ from the interrupted one; start a new run (another --out)"
         )
 
 
@@ -252,19 +271,18 @@ class RunState:
         self.optimizer.load_state_dict(state["optimizer"])
         load_scaler_state(self.scaler, state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.epoch_step, self.partial = int(state.get("epoch_step", 0)), dict(state.get("partial") or {})
-        if int(state.get("world_size", self.world_size)) != self.world_size:
+        self.epoch_step, self.partial = int(state["epoch_step"]), dict(state["partial"])
+        if int(state["world_size"]) != self.world_size:
             log.warning(
                 "resuming a run of world size %s with %d ranks: the data order per rank changes, so "
                 "the result is not bit-identical to an uninterrupted run",
                 state["world_size"],
                 self.world_size,
             )
-        self.history = list(state.get("history", []))
-        self.skipped_images = int(state.get("skipped_images", 0))
-        self.telemetry = dict(state.get("telemetry") or {})
+        self.history = list(state["history"])
+        self.skipped_images = int(state["skipped_images"])
+        self.telemetry = dict(state["telemetry"] or {})
         restore_rng(state["rng"])
-        warn_other_streams(int(state.get("rng_streams", 1)), self.epoch)
 
     def save(self, ckpt_dir: Path) -> None:
         """``ckpt_dir/last.pt``, and at an epoch end ``epoch_NNNN.pt`` every ``train.checkpoint_every``
@@ -283,6 +301,7 @@ class RunState:
         if not path.exists():
             return False
         state = load_checkpoint(path)
+        check_restorable(path, state, set(STATE_KEYS))
         saved = upgrade_config(state["config"])
         check_same_model(path, saved, self.recipe)
         check_recipe_unchanged(path, saved, self.recipe.to_dict(), mid_epoch=bool(state.get("epoch_step")))

@@ -1,33 +1,10 @@
 """The pretraining loop behind ``gsg pretrain``: one process or many (torchrun), CPU or CUDA.
 
-Run directory layout::
-
-    OUT/config.yaml            fully resolved recipe
-    OUT/checkpoints/last.pt    written atomically after every epoch (resume point)
-    OUT/checkpoints/epoch_NNNN.pt  every ``train.checkpoint_every`` epochs
-    OUT/metrics.jsonl, metrics.csv  one row per epoch
-    OUT/steps.jsonl            one row every ``train.log_every`` steps (:mod:`.telemetry`)
-    OUT/tb/, OUT/tb/steps/     TensorBoard: epoch and step scalars (when installed)
-    OUT/summary.json, curves.png    at the end
-
-Exact resume: every random stream has its own seed, a pure function of its key
-(:func:`~gsg_zoo.train.inputs.stream_seed`): the data order and the loader's views of (seed, epoch,
-index), the worker seeds of (seed, epoch, rank), the batch views and the GSG pairing of (seed,
-epoch, rank, step); the global RNG is re-seeded from (seed, epoch, rank, step) before each step for
-whatever else draws from it (dropout, drop-path). Nothing depends on what else drew from the global
-RNG (a DataLoader iterator used to draw its worker seeds from it: once per process with persistent
-workers, so a resumed run's pairing was shifted), so resuming from the last epoch checkpoint replays
-the interrupted epoch bit for bit, whatever the worker count or persistence (on the CPU; CUDA
-kernels may add non-determinism unless ``torch.use_deterministic_algorithms`` is set).
-
-Distributed: each rank pairs images within its *local* batch, as the reference implementation does
-(GSG's pairing and selection never cross ranks); gradients are averaged by DDP; BatchNorm becomes
-SyncBatchNorm on multi-GPU runs (``train.sync_bn``).
-
-:class:`Pretrainer` only orchestrates; its parts each own one job: :mod:`.distributed` (process
-group), :mod:`.train_data` (loader and step views), :mod:`.train_step` (one optimisation step and its
-precision), :mod:`.run_state` (checkpoint and resume), :mod:`.monitors` (kNN and collapse monitor),
-:mod:`.run_log` (metrics files, summary, plot) and :mod:`.telemetry` (step rows, TensorBoard, W&B).
+:class:`Pretrainer` only orchestrates: :mod:`.inputs` (loader and step views), :mod:`.step` (one
+optimisation step), :mod:`.state` (checkpoint and resume), :mod:`.monitor` (kNN and collapse),
+:mod:`.log` (epoch and step rows, summary, plot). Every random stream is seeded from its key, so a
+resumed run replays the interrupted one bit for bit on the CPU. The run folder and resume guarantees:
+docs/guides/pretraining.md and docs/guides/checkpoints.md.
 """
 
 from __future__ import annotations
@@ -200,7 +177,7 @@ class Pretrainer:
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
         """Resume from ``OUT/checkpoints/last.pt`` when present, else from ``path`` (which must exist),
-        decided by rank 0 and checked by every rank (:mod:`.resume_point`). Returns whether it resumed."""
+        decided by rank 0 and checked by every rank (:func:`.state.decide_resume_point`). Returns whether it resumed."""
         point = decide_resume_point(self.ckpt_dir / "last.pt", path, self.dist, self.device)
         return point.path is not None and self.state.resume(point.path)
 
