@@ -29,7 +29,6 @@ import copy
 import json
 import math
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -387,6 +386,12 @@ def warm_up(args: argparse.Namespace, cfg: dict[str, Any]) -> None:
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and sample std over seeds of kNN and images/s, per (method, library)."""
+    from gsg_zoo.app.experiments import mean_and_sd
+
+    def stats(rs: list[dict[str, Any]], key: str) -> dict[str, float]:
+        mean, sd = mean_and_sd([r[key] for r in rs])
+        return {f"{key}_mean": mean, f"{key}_std": sd}
+
     rows = []
     for method in dict.fromkeys(r["method"] for r in records):
         for lib in LIBRARIES:
@@ -397,18 +402,11 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "method": method,
                         "library": lib,
                         "seeds": [r["seed"] for r in rs],
-                        **{
-                            f"{key}_{stat}": fn([r[key] for r in rs])
-                            for key in ("knn_top1", "images_per_s")
-                            for stat, fn in (("mean", statistics.mean), ("std", _std))
-                        },
+                        **stats(rs, "knn_top1"),
+                        **stats(rs, "images_per_s"),
                     }
                 )
     return rows
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def markdown(report: dict[str, Any]) -> str:

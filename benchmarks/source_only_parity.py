@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gsg_zoo.app.experiments import mean_and_sd
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -91,10 +93,6 @@ def run_one(args: argparse.Namespace, seed: int, source_only: bool, out: Path) -
     return summary
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -122,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     stats = {}
     for label, rs in runs.items():
-        knn_m, knn_s = _mean_std([r["knn_top1"] for r in rs])
-        ips_m, ips_s = _mean_std([r["images_per_s"] for r in rs])
+        knn_m, knn_s = mean_and_sd([r["knn_top1"] for r in rs])
+        ips_m, ips_s = mean_and_sd([r["images_per_s"] for r in rs])
         stats[label] = {
             "knn_top1_mean": knn_m,
             "knn_top1_std": knn_s,

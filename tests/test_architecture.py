@@ -146,3 +146,17 @@ def test_no_import_hooks_and_no_private_timm_names():
         if HIDDEN.search(line)
     ]
     assert not found, "hidden machinery:\n" + "\n".join(found)
+
+
+#: A module docstring says what the module does and why in a few lines; the depth goes to docs/.
+MAX_DOCSTRING_LINES = 15
+
+
+def test_module_docstrings_say_what_and_why_in_a_few_lines():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if (doc := ast.get_docstring(ast.parse(p.read_text()), clean=False))
+        and (n := doc.count("\n") + 1) > MAX_DOCSTRING_LINES
+    }
+    assert not long, f"module docstrings over {MAX_DOCSTRING_LINES} lines (move the depth to docs/): {long}"

@@ -121,3 +121,16 @@ def test_every_command_module_is_listed():
     folder = Path(cli.__file__).parent / "commands"
     on_disk = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")}
     assert {m.__name__.rsplit(".", 1)[1] for m in cli.COMMANDS} == on_disk
+
+
+def test_dataset_choices_in_the_help_come_from_the_registry():
+    from gsg_zoo.data.registry import TRANSFER_SUITE, dataset_names
+
+    leaves = dict(_leaf_parsers(build_parser()))
+    knn = next(a for a in leaves[("eval", "knn")]._actions if "--dataset" in a.option_strings)
+    assert knn.help.split("one of ", 1)[1].split(", ") == list(dataset_names(multilabel=False))
+    assert "voc2007" not in knn.help  # multi-label: the suite's, not the kNN probe's
+    suite = next(
+        a for a in leaves[("transfer", "classification")]._actions if "--datasets" in a.option_strings
+    )
+    assert suite.default.split(",") == list(TRANSFER_SUITE)

@@ -14,7 +14,8 @@ from test_mnist import write_split_files
 from test_pretrain import TINY
 
 from gsg_zoo.app import demo
-from gsg_zoo.app.demo import DemoData, choose_data, knn_top1, run_demo, summary_table
+from gsg_zoo.app.demo import DemoData, choose_data, run_demo, summary_table
+from gsg_zoo.zoo.report_results import knn_top1_at
 
 SYNTHETIC = choose_data(synthetic=True)
 AS_SHIPPED = ["model.backbone=resnet10t", "data.image_size=32", "data.batch_augment=true"]
@@ -113,7 +114,7 @@ def test_fashion_mnist_demo_scores_all_backbones_alike_and_prints_its_results(tm
     assert saved == summary
     assert summary_table(saved) in printed  # the printed table is the results file's
     for label in demo.LABELS:  # ... and the results file is eval.json's numbers
-        assert saved[f"knn_top1_{label}"] == knn_top1(evals[label]["knn"], demo.KNN_K, demo.KNN_T)
+        assert saved[f"knn_top1_{label}"] == knn_top1_at(evals[label]["knn"], demo.KNN_K, demo.KNN_T)
         assert saved[f"linear_fast_top1_{label}"] == evals[label]["linear_fast"]["top1"]
         row = summary_table(saved).splitlines()[3 + demo.LABELS.index(label)]
         assert row.endswith(

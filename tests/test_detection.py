@@ -128,7 +128,7 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 
 
 def test_recipes_resolve_and_unknown_names_fail():
-    names = det.list_recipes()
+    names = det.detection_recipes()
     assert {"voc_R_50_C4_24k", "coco_R_50_C4_1x", "coco_R_50_C4_2x", "coco_R_50_FPN_1x"} <= set(names)
     assert det.recipe_path("synthetic-coco").name == "synthetic_coco_R_50_C4.yaml"
     with pytest.raises(ValueError, match="available: coco_R_50_C4_1x"):

@@ -310,9 +310,9 @@ def _max_diff(model: nn.Module, reference: nn.Module, size: int = 48) -> float:
 
 
 def _count(ckpt) -> int:
-    from gsg_zoo.zoo.importers import flatten
+    from gsg_zoo.zoo.importers import tensor_leaves
 
-    return len(flatten(ckpt)[0])
+    return len(tensor_leaves(ckpt)[0])
 
 
 # ----------------------------------------------------------------------------------------- the tests

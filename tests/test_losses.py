@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from gsg_zoo.method.losses import (
     gsg_loss,
     gsg_select,
+    gsg_sources,
+    gsg_targets,
     negative_cosine,
     pairwise_distances,
     symmetric_negative_cosine,
@@ -166,3 +168,16 @@ def test_bfloat16_inputs_give_float32_loss():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     ref = reference_loss([t.float() for t in p], [t.float() for t in z])
     assert torch.allclose(loss, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 3, 4, 4)])
+def test_sources_and_targets_follow_the_named_pair_for_any_shape(shape):
+    """Pair k = 2a + b names views (1a, 2b) as sources; their partners (1a', 2b') are the targets."""
+    four = [torch.randn(shape) for _ in range(4)]  # x11, x12, x21, x22
+    selection = torch.tensor([0, 1, 2, 3, 2, 1])
+    src1, src2 = gsg_sources(four, selection)
+    tgt1, tgt2 = gsg_targets(four, selection)
+    for i, k in enumerate(selection.tolist()):
+        a, b = divmod(k, 2)  # image 1's view a, image 2's view b (0: first view, 1: second)
+        assert torch.equal(src1[i], four[a][i]) and torch.equal(src2[i], four[2 + b][i])
+        assert torch.equal(tgt1[i], four[1 - a][i]) and torch.equal(tgt2[i], four[3 - b][i])

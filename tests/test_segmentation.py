@@ -17,6 +17,7 @@ from gsg_zoo.transfer import mmseg_compat  # noqa: E402
 mmseg_compat.apply()
 
 from gsg_zoo.transfer import segmentation as seg  # noqa: E402
+from gsg_zoo.transfer.segmentation_recipes import SEGMENTATION_RECIPES  # noqa: E402
 
 pytestmark = pytest.mark.seg
 
@@ -88,7 +89,11 @@ def test_exported_resnet50_loads_into_mmseg_backbone(r50_export, recipe, tmp_pat
     assert exported.depth == 50
     assert set(exported.state_dict) == set(reference)
     cfg = seg.build_config(
-        seg.RECIPES[recipe], checkpoint=exported.path, depth=50, data_root=tmp_path, work_dir=tmp_path / "w"
+        SEGMENTATION_RECIPES[recipe],
+        checkpoint=exported.path,
+        depth=50,
+        data_root=tmp_path,
+        work_dir=tmp_path / "w",
     )
     assert cfg.model.backbone.type == "ResNet" and cfg.model.pretrained is None
     assert cfg.model.backbone.norm_cfg.type == "BN"  # one process: no SyncBN
@@ -108,13 +113,17 @@ def test_resnet18_depth_and_heads(tmp_path):
     exported = seg.export_backbone("random:resnet18", tmp_path / "r18.pth")
     assert exported.depth == 18
     cfg = seg.build_config(
-        seg.RECIPES["voc12aug-fcn"], checkpoint=exported.path, depth=18, data_root=tmp_path, work_dir=tmp_path
+        SEGMENTATION_RECIPES["voc12aug-fcn"],
+        checkpoint=exported.path,
+        depth=18,
+        data_root=tmp_path,
+        work_dir=tmp_path,
     )
     assert (cfg.model.decode_head.in_channels, cfg.model.decode_head.channels) == (512, 128)
     assert (cfg.model.auxiliary_head.in_channels, cfg.model.auxiliary_head.channels) == (256, 64)
     assert seg.verify_backbone(_build(cfg).backbone, exported.state_dict) == len(exported.state_dict)
     up = seg.build_config(
-        seg.RECIPES["ade20k-upernet"],
+        SEGMENTATION_RECIPES["ade20k-upernet"],
         checkpoint=exported.path,
         depth=18,
         data_root=tmp_path,
@@ -124,7 +133,7 @@ def test_resnet18_depth_and_heads(tmp_path):
 
 
 def test_batch_rule_and_syncbn(tmp_path):
-    voc = seg.RECIPES["voc12aug-fcn"]
+    voc = SEGMENTATION_RECIPES["voc12aug-fcn"]
     kw = dict(checkpoint=tmp_path / "b.pth", depth=50, data_root=tmp_path / "voc", work_dir=tmp_path)
     cfg = seg.build_config(voc, gpus=2, launcher="pytorch", iters=100, **kw)
     assert cfg.train_dataloader.batch_size == 8 and cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)

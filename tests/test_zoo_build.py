@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gsg_zoo.app.zoo_build import Build, card_results, planned_entries
+from gsg_zoo.app.zoo_build import Build, planned_entries
+from gsg_zoo.zoo.report_results import card_results, knn_top1_at
 
 
 def card_text(out: Path) -> str:
@@ -110,3 +111,22 @@ def test_card_results_carry_the_protocol():
     }
     (r,) = card_results(report)
     assert (r["task"], r["protocol_name"], r["k"], r["t"], r["value"]) == ("knn", "gsg", 200, 0.2, 58.4)
+    assert r["full_protocol"] and "baselines" not in r
+    two = {**report, "results": [{"k": 20, "T": 0.1, "top1": 50.0}, {"k": 200, "T": 0.2, "top1": 58.4}]}
+    base = {**report, "results": [{"k": 200, "T": 0.2, "top1": 31.0}, {"k": 20, "T": 0.1, "top1": 30.0}]}
+    rows = card_results(two, subset=True, baselines={"random init": base})
+    assert [(r["k"], r["value"], r["baselines"]) for r in rows] == [
+        (20, 50.0, {"random init": 30.0}),
+        (200, 58.4, {"random init": 31.0}),
+    ]  # each baseline value is read at its own (k, T)
+    assert not any(r["full_protocol"] for r in rows)
+    with pytest.raises(KeyError, match="k=5, T=0.07"):
+        knn_top1_at(two, 5, 0.07)
+    linear = {"evaluator": "linear", "protocol": "fast", "dataset": "cifar10", "top1": 71.5}
+    (lin,) = card_results(linear, baselines={"pixels": {**linear, "top1": 40.0}})
+    assert (lin["task"], lin["protocol"], lin["value"], lin["baselines"]) == (
+        "linear",
+        "linear fast",
+        71.5,
+        {"pixels": 40.0},
+    )

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..zoo.report_results import card_results, knn_top1_at
+
 LABELS = ("pretrained", "random_init", "pixels")  # the backbones compared, under the same protocols
 KNN_K, KNN_T = 200, 0.1
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
@@ -138,7 +140,7 @@ def run_demo(
 
     print("[4/5] writing the model card")
     summary = _summarize(evals, recipe.method, data)
-    card = _write_card(export_dir, name, summary, arch, out)
+    card = _write_card(export_dir, name, evals, arch, out)
     print("[5/5] checking the reload through timm (fresh process, feature equality) ... done during export")
     summary.update(
         {
@@ -156,7 +158,7 @@ def run_demo(
 
 def _summarize(evals: dict[str, dict[str, Any]], method: str, data: DemoData) -> dict[str, Any]:
     """The demo's numbers: kNN and fast-linear top-1 of each backbone, the data and the protocol."""
-    knn = {label: knn_top1(evals[label]["knn"], KNN_K, KNN_T) for label in LABELS}
+    knn = {label: knn_top1_at(evals[label]["knn"], KNN_K, KNN_T) for label in LABELS}
     lin = {label: float(evals[label]["linear_fast"]["top1"]) for label in LABELS}
     first = evals["pretrained"]["knn"]
     return {
@@ -175,13 +177,22 @@ def _summarize(evals: dict[str, dict[str, Any]], method: str, data: DemoData) ->
     }
 
 
-def _write_card(export_dir: Path, name: str, summary: dict[str, Any], arch: str, out: Path) -> Path:
+def _write_card(export_dir: Path, name: str, evals: dict[str, dict[str, Any]], arch: str, out: Path) -> Path:
+    """The card: the pretrained backbone's results, random init and raw pixels as same-protocol baselines."""
     from ..zoo.cards import write_model_card
 
-    knn = {label: summary[f"knn_top1_{label}"] for label in LABELS}
-    lin = {label: summary[f"linear_fast_top1_{label}"] for label in LABELS}
-    results = card_results(knn, lin, arch, summary["eval"])
-    return write_model_card(export_dir, name, results, cards_dir=out / "model_cards")
+    seed = evals["random_init"]["knn"]["model"].rpartition("@")[2]  # random:ARCH@SEED
+    names = {
+        "random_init": f"{arch}, random init seed {seed} (same protocol)",
+        "pixels": "raw pixels (same protocol)",
+    }
+    subset = evals["pretrained"]["knn"]["dataset"] != "synthetic"  # seeded subsets of EVAL_SUBSET images
+    results = [
+        r
+        for task in ("knn", "linear_fast")
+        for r in card_results(evals["pretrained"][task], subset, {names[b]: evals[b][task] for b in names})
+    ]
+    return write_model_card(export_dir, name, {"results": results}, cards_dir=out / "model_cards")
 
 
 def evaluate_backbones(
@@ -248,48 +259,6 @@ def check_same_protocol(evals: dict[str, dict[str, Any]]) -> None:
             values = {label: json.dumps(evals[label][task][key], default=str) for label in evals}
             if len(set(values.values())) > 1:
                 raise ValueError(f"demo: {task} {key} differs between backbones: {values}")
-
-
-def card_results(
-    knn: dict[str, float], lin: dict[str, float], arch: str, ev: dict[str, Any]
-) -> dict[str, Any]:
-    """The card's results: the pretrained backbone's numbers, random init and raw pixels as baselines."""
-    seed = ev.get("random_init", "@0").rpartition("@")[2]
-    names = {
-        "random_init": f"{arch}, random init seed {seed} (same protocol)",
-        "pixels": "raw pixels (same protocol)",
-    }
-    images = f"bank {ev['num_train']} train images, {ev['num_test']} test"
-    return {
-        "results": [
-            {
-                "task": "knn",
-                "dataset": ev["dataset"],
-                "metric": "top1",
-                "value": knn["pretrained"],
-                "split": "test",
-                "k": KNN_K,
-                "t": KNN_T,
-                "protocol": f"k={KNN_K}, T={KNN_T}, cosine; {images} (gsg eval knn)",
-                "baselines": {names[b]: knn[b] for b in names},
-            },
-            {
-                "task": "linear",
-                "dataset": ev["dataset"],
-                "metric": "top1",
-                "value": lin["pretrained"],
-                "split": "test",
-                "protocol_name": "fast",
-                "protocol": f"fast linear probe on cached features, {images} (gsg eval linear --protocol fast)",
-                "baselines": {names[b]: lin[b] for b in names},
-            },
-        ]
-    }
-
-
-def knn_top1(result: dict[str, Any], k: int, t: float) -> float:
-    """Top-1 of ``run_knn``'s result at ``(k, T)``."""
-    return next(r["top1"] for r in result["results"] if r["k"] == k and r["T"] == t)
 
 
 ROWS = {"pretrained": "{method} pretrained", "random_init": "random init", "pixels": "raw pixels"}

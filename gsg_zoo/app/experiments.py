@@ -148,7 +148,7 @@ def plot_claims(records: list[dict[str, Any]], path: Path) -> None:
 METRICS = ("knn_top1", "z_rank", "h_rank", "z_std", "images_per_s", "train_time_s")
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
+def mean_and_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample std (0 for one value)."""
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -169,7 +169,7 @@ def grid_table(records: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dic
         for m in METRICS:
             vals = [float(s[m]) for s in summaries if s.get(m) is not None]
             if vals:
-                row[m], row[f"{m}_std"] = mean_std(vals)
+                row[m], row[f"{m}_std"] = mean_and_sd(vals)
         table.append(row)
     return table
 

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from ..core.checkpoint import atomic_write
+from ..zoo.report_results import card_results
 
 STATE_FILE = "build.json"
 ENTRIES_PATH = Path(__file__).resolve().parents[1] / "zoo" / "zoo_entries.yaml"
@@ -66,41 +67,6 @@ def eval_argv(entry: ZooEntry, i: int, ckpt: Path, data: str | None, out: Path) 
         *ev.get("options", ()),
     ]
     return argv + (["--data", data] if data else [])
-
-
-def card_results(report: dict[str, Any], subset: bool = False) -> list[dict[str, Any]]:
-    """``results.json`` entries (the card's schema) of a ``gsg eval`` report, protocol included
-    (``subset``: measured on a subset of the protocol's images, which the card says)."""
-    common = {
-        "dataset": report["dataset"],
-        "split": "test",
-        "protocol_name": report["protocol"],
-        "full_protocol": not subset,
-        "source": f"gsg eval {report['evaluator']}",
-    }
-    if report["evaluator"] == "knn":
-        desc = report["protocol_settings"]["description"]
-        return [
-            {
-                "task": "knn",
-                "metric": "top1",
-                "value": r["top1"],
-                "k": r["k"],
-                "t": r["T"],
-                "protocol": desc,
-                **common,
-            }
-            for r in report["results"]
-        ]
-    return [
-        {
-            "task": "linear",
-            "metric": "top1",
-            "value": report["top1"],
-            "protocol": f"linear {report['protocol']}",
-            **common,
-        }
-    ]
 
 
 class Build:

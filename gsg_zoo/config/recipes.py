@@ -240,6 +240,19 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as recipe keys: ``{"data": {"loader": {"num_workers": 2}}}`` ->
+    ``{"data.loader.num_workers": 2}`` (an empty section stays one key)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(dotted(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def _is_section(f: dataclasses.Field[Any]) -> bool:
     """A field holding a nested section (a dataclass), not a value."""
     return dataclasses.is_dataclass(f.default_factory)

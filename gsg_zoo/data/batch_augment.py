@@ -1,35 +1,9 @@
-"""Batched multi-view augmentation of uint8 image tensors on their own device (CIFAR-scale GPU path).
+"""Batched multi-view augmentation of uint8 image tensors on their own device.
 
-The PIL pipeline (:mod:`gsg_zoo.data.augment`) runs per image in DataLoader workers; at 32 px a GPU
-step outruns a few CPU workers. :class:`BatchAugment` applies the CIFAR/SimSiam recipe to a whole
-``(N, C, H, W)`` uint8 batch on the GPU, independently per sample:
-
-- random resized crop (area ``min_scale``-1, aspect 3/4-4/3, re-drawn up to 10 times until it fits,
-  then the whole image: torchvision's distribution, tested) and horizontal flip as one affine
-  ``grid_sample`` (bilinear, continuous box: no rounding to whole pixels, no antialiasing);
-- colour jitter with probability ``jitter_p``: brightness, contrast (``jitter``), saturation
-  (``saturation``, default ``jitter``), hue (in that fixed order, torchvision draws a random order),
-  each matching ``torchvision.transforms.functional``'s ``adjust_*`` for the same factor (tested);
-- grayscale with probability ``grayscale_p``;
-- Gaussian blur with probability ``blur_p`` (one value, or one per view: BYOL's 1.0 / 0.1), sigma
-  uniform in ``blur_sigma``, a ``blur_kernel``-tap kernel (default about 10% of the side, odd: 23 at
-  224 px, BYOL's), equal to torchvision's ``gaussian_blur`` for the same sigma (tested). The
-  MoCo-v2/SimSiam reference blurs with PIL's ``ImageFilter.GaussianBlur(radius=sigma)``, a box-filter
-  approximation of the same Gaussian: a named difference of this path, not of the PIL path;
-- solarisation with probability ``solarize_p`` (threshold 128/255, torchvision's ``solarize``; BYOL's
-  0.0 / 0.2 per view);
-- then normalisation.
-
-ImageNet-scale images differ in size, so they cannot be batched before cropping: with ``crop=False``
-the DataLoader workers decode each image once and draw its views' crop boxes (:class:`CropBoxes`, no
-pixel work), the batch travels as one flat buffer (:class:`PackedImages`), and the device resizes each
-box (torchvision's antialiased ``resized_crop``) and does the flip and everything after it. With
-``data.decode: device`` the workers read only JPEG headers and pack the bytes; the device decodes a
-batch's JPEGs in one ``torchvision.io.decode_jpeg`` call (:func:`decode_jpegs`) before resizing.
-
-Randomness comes from an explicit ``torch.Generator`` so a resumed run redraws the same views; draws
-for blur and solarisation happen only when their probability is above zero, so the CIFAR recipe's
-stream is the one it always was.
+:class:`BatchAugment` applies the SimSiam/BYOL view recipe to a whole batch, independently per sample
+and seeded by an explicit generator (a resumed run redraws the same views); ImageNet-size images
+travel as crop boxes in one packed buffer (:class:`PackedImages`). Each step and how it matches
+torchvision: docs/reference/internals.md.
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
 """Streaming WebDataset shards (``data.dataset: webdataset`` with ``data.stream.enabled: true``).
 
-Each loader worker reads its own shards front to back (large sequential reads: what shared and
-object-store filesystems serve well) and shuffles through a buffer. Every choice is a pure function
-of (seed, epoch, world size, rank, worker count) and the manifest's sample counts, never of what was
-read or of timing, so a run resumed at any step replays the epoch exactly:
-
-* :func:`shard_order`: the epoch's shard order (seeded by (seed, epoch)).
-* :func:`rank_range`: the concatenated, reordered samples cut into ``world`` equal ranges; each rank
-  uses the first ``steps x batch`` of its range (``steps = (N // world) // batch``: equal steps on
-  every rank, fewer than ``world x (batch + 1)`` samples of the epoch's tail dropped).
-* :func:`worker_range`: a rank's range cut into contiguous per-worker ranges of whole batches, worker
-  ``w`` holding the rank's batches ``w, w + W, ...`` (the order in which the DataLoader takes them).
-* :func:`buffer_order`: a shuffle buffer of ``buffer`` samples (seeded by (seed, epoch, rank, worker)),
-  as ``webdataset.shuffle``: each new sample replaces a random one of the buffer, which is emitted.
-  Only positions are shuffled, so the order is known before anything is read.
-* Views: seeded by the sample's global index (its place in the manifest) and the epoch, exactly as
-  :class:`~gsg_zoo.data.pretraining.EpochSeeded` seeds the map-style reader: the same sample gets the
-  same views whatever the worker count, resume or reader.
-
-Resume (:meth:`ShardStream.set_epoch` with ``start_step``): each worker knows how many of its samples
-were emitted; it skips whole shards before its buffer's oldest sample, walks tar headers only (no
-image bytes) to the samples its buffer held, reads those, and streams on from where the uninterrupted
-run was. The epoch and start step reach persistent workers through shared memory (like timm's
-``SharedCount`` in huggingface/pytorch-image-models, timm/data/readers/reader_wds.py).
-
-Tars are read through ``webdataset.tariterators`` (``tar_file_expander`` + ``group_by_keys``, the
-pipeline of ``webdataset.tarfile_to_samples`` that timm's reader uses); header-only skips use
-``tarfile`` on the seekable file.
+Each loader worker reads its own shards front to back through a shuffle buffer; every choice is a pure
+function of (seed, epoch, world size, rank, worker count) and the manifest's counts, so a run resumed at
+any step replays the epoch exactly. The plan, step by step: docs/reference/internals.md.
 """
 
 from __future__ import annotations

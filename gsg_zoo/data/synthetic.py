@@ -1,24 +1,8 @@
 """SyntheticShapes: a procedurally generated, offline dataset for demos and tests.
 
-The class of an image is the *shape* of its object (circle, star, arrow, ...). Everything else is a
-nuisance that self-supervised learning has to learn to ignore: colour, scale, aspect, rotation,
-position, the background texture (gradients, stripes, checkers, blotchy noise, pixel noise) and
-clutter (line segments and dots, never annotated). Images are rendered on the fly in ``__getitem__``
-(nothing is stored, so DataLoader workers just work) and are a pure function of
-``(seed, split, index)``: every item draws from ``numpy.random.default_rng([seed, split_id, index])``
-(bit-identical for given numpy and Pillow versions; Pillow owns the polygon rasteriser).
-
-Besides the primary shape an image may hold up to two smaller shapes *of the same class*, so detection
-and segmentation have several instances while the class label stays unambiguous.
-:meth:`SyntheticShapes.annotation` returns their boxes, labels and masks; masks are the anti-aliased
-alpha of each drawn shape thresholded at 0.5 (instances never overlap and clutter is drawn beneath
-them), so they match the pixels exactly; boxes are the tight boxes of the masks.
-
-Speed on one core (``benchmarks/synthetic_data.py``): about 3200 images/s at 32 px (10k in ~3 s),
-1900/s at 64 px and 430/s at 224 px. Raw pixels are a weak feature by design: kNN (k=20, cosine)
-on flattened 32-px images scores ~18% top-1 with 2000 training images (chance 10%).
-On disk: ``gsg data synth --format imagefolder|coco|mmseg`` (see :mod:`gsg_zoo.data.writers`);
-:func:`sample_grid` makes a contact sheet to look at.
+The class is the object's shape; colour, scale, rotation, position, background and clutter are
+nuisances. Images are rendered on the fly, a pure function of ``(seed, split, index)``, with boxes
+and masks for detection and segmentation. Details and speed: docs/reference/internals.md.
 """
 
 from __future__ import annotations

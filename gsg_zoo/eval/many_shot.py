@@ -1,30 +1,8 @@
 """The many-shot linear transfer protocol of Ericsson et al. 2021, run with scikit-learn as its code runs it.
 
-Reference: github.com/linusericsson/ssl-transfer, ``linear.py`` (classes ``LogisticRegression`` and
-``LinearTester``, functions ``get_train_valid_loader``, ``voc_ap`` and ``voc_eval_cls``). Setting by
-setting:
-
-* one ``sklearn.linear_model.LogisticRegression(solver="lbfgs", multi_class="multinomial",
-  warm_start=True)`` with the default ``max_iter`` (100) and ``tol`` (1e-4), kept for the whole run:
-  every fit warm-starts from the previous one (:func:`new_classifier`);
-* raw pooled features (no standardisation), cast to float64 (scikit-learn 0.24, the reference's,
-  cast lbfgs input to float64; newer versions keep float32);
-* ``wd = torch.logspace(-6, 5, 45)`` (float32), ``C = 1 / wd.item()``, swept in that order (the
-  weakest regularisation first); fit on train, score on val, keep a C only when its score is strictly
-  above the best so far (starting from 0), so ties keep the earlier, larger C (:func:`sweep`);
-* the final fit on train+val continues from the sweep's last state (the classifier of the last C;
-  for VOC, of its last class) and is scored on test (:func:`reference_protocol`);
-* metrics: ``clf.score`` (accuracy), ``confusion_matrix`` diagonal over row sums (mean per-class
-  accuracy), VOC2007 11-point AP from ``precision_recall_curve`` (mAP; one binary classifier per class,
-  fitted in class order, warm-started from the previous class);
-* where a dataset has no validation split: ``np.random.seed(0)``, ``np.random.shuffle(range(n))``,
-  the first ``floor(0.2 n)`` indices are val (:func:`reference_val_split`).
-
-scikit-learn >= 1.7 removed ``multi_class``: lbfgs is then multinomial for three or more classes, and
-binary problems (VOC) are a plain logistic regression. The reference's "multinomial" binary fit is a
-symmetric two-row softmax, ``softmax(-z, z)`` with ``z = x c + b`` and penalty ``||c||^2 / C``: the same
-minimiser as a plain logistic regression in ``w = 2 c`` at ``2 C`` (decisions ``x w + 2b``, the same
-ranking). :data:`BINARY_C_SCALE` is therefore 2 where ``multi_class`` is gone, 1 where it exists.
+Reference: github.com/linusericsson/ssl-transfer, ``linear.py`` (``LogisticRegression``,
+``LinearTester``, ``get_train_valid_loader``, ``voc_ap``, ``voc_eval_cls``). The transcription,
+setting by setting, and the scikit-learn >= 1.7 binary case: docs/reference/internals.md.
 """
 
 from __future__ import annotations

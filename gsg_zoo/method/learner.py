@@ -1,31 +1,8 @@
 """One composable self-supervised learner: SimSiam, BYOL, each with or without GSG and predictor.
 
-Three independent choices replace the four near-identical classes of the reference code:
-
-* ``target``: ``"stopgrad"`` (SimSiam: targets are the online projections, detached) or ``"ema"``
-  (BYOL: targets come from an EMA copy of backbone + projector that never receives gradients);
-* ``guidance``: ``"none"`` (2 views, symmetric loss) or ``"gsg"`` (4 views, guided stop-gradient);
-* ``predictor``: on, or off (identity).
-
-Each view is a separate encoder call, so BatchNorm statistics are per view-batch of N, as in the
-reference implementation.
-
-``source_only`` (GSG only, off by default) is a cheaper but equivalent formulation of the same loss:
-all four views go through the *target* encoder without gradient (the online encoder under
-``no_grad`` for SimSiam, the EMA encoder for BYOL), which gives the distances, the selection and the
-targets; then the online network runs with gradient on the two selected source views only,
-regrouped into two batches of N (batch A: the image-1 source view of each sample, batch B: the
-image-2 source view). With batch-independent normalisation the loss and gradients equal the
-reference formulation's exactly; with BatchNorm in train mode the online BN sees the regrouped
-batches instead of the per-view batches (and for SimSiam the no-grad pass also updates the running
-statistics). BYOL+GSG: 2 online passes instead of 4; SimSiam+GSG: 4 no-grad + 2 grad passes instead
-of 4 grad passes (half the backward). It takes every ``gsg_selection`` rule and local crops (the
-crops always run with gradient).
-
-Research knobs (GSG only; docs/guides/research-knobs.md): ``gsg_selection`` picks the nearest pair
-(``min``, the paper), the farthest (``max``) or a uniformly random one (``random``: the control without
-guidance, drawn from the pairing's generator right after the pairing); ``local_crops`` adds L smaller
-views per image as extra sources of image 1's selected target (multi-crop GSG).
+Three choices (``target``: stopgrad | ema, ``guidance``: none | gsg, ``predictor``: on | off) replace
+the reference code's four classes; each view is its own encoder call (BatchNorm per view-batch, as the
+reference). ``source_only`` and the research knobs: docs/reference/internals.md.
 """
 
 from __future__ import annotations
@@ -47,6 +24,8 @@ from .losses import (
     Selection,
     gsg_loss,
     gsg_select,
+    gsg_sources,
+    gsg_targets,
     guided_loss,
     symmetric_negative_cosine,
 )
@@ -295,13 +274,9 @@ class SelfSupervisedLearner(nn.Module):
         r = self._pairing(views[0], generator)
         z4 = [zs[0], zs[1], zs[2][r], zs[3][r]]
         selection = self._select(z4, generator)
-        first_is_12 = (selection // 2).bool()  # source of image 1 is view 12 (else 11)
-        second_is_22 = (selection % 2).bool()  # source of image 2 is view 22 (else 21)
         # Batch A: the image-1 source view of each sample; batch B: the image-2 source view.
-        x_a = torch.where(first_is_12.view(-1, 1, 1, 1), views[1], views[0])
-        x_b = torch.where(second_is_22.view(-1, 1, 1, 1), views[3][r], views[2][r])
-        t_a = torch.where(first_is_12.unsqueeze(1), z4[0], z4[1])  # the positive partner of the source
-        t_b = torch.where(second_is_22.unsqueeze(1), z4[2], z4[3])
+        x_a, x_b = gsg_sources((views[0], views[1], views[2][r], views[3][r]), selection)
+        t_a, t_b = gsg_targets(z4, selection)  # the positive partners of the sources
         p_a = self.predictor(self.encoder(x_a)[1])
         p_b = self.predictor(self.encoder(x_b)[1])
         local_p = [self.predictor(self.encoder(v)[1]) for v in local]

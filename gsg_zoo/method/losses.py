@@ -134,11 +134,28 @@ def gsg_loss(
         selection = gsg_select((z11, z12, z21, z22), distance)
     if selection.shape != (p11.shape[0],):
         raise ValueError(f"selection must have shape ({p11.shape[0]},), got {tuple(selection.shape)}")
-    first_is_12 = (selection // 2).bool().unsqueeze(1)  # source of image 1 is view 12
-    second_is_22 = (selection % 2).bool().unsqueeze(1)  # source of image 2 is view 22
-    src1, tgt1 = torch.where(first_is_12, p12, p11), torch.where(first_is_12, z11, z12)
-    src2, tgt2 = torch.where(second_is_22, p22, p21), torch.where(second_is_22, z21, z22)
+    src1, src2 = gsg_sources((p11, p12, p21, p22), selection)
+    tgt1, tgt2 = gsg_targets((z11, z12, z21, z22), selection)
     return guided_loss(src1, tgt1, src2, tgt2, local_p)
+
+
+def gsg_sources(four: Sequence[Tensor], selection: Tensor) -> tuple[Tensor, Tensor]:
+    """The source views the pair ``selection`` ``(N,)`` names among ``(x11, x12, x21, x22)``, each
+    ``(N, ...)`` (predictions, projections or images): image 1's (``x12`` where ``selection // 2``,
+    else ``x11``) and image 2's (``x22`` where ``selection % 2``, else ``x21``)."""
+    x11, x12, x21, x22 = four
+    return _pick(x11, x12, (selection // 2).bool()), _pick(x21, x22, (selection % 2).bool())
+
+
+def gsg_targets(four: Sequence[Tensor], selection: Tensor) -> tuple[Tensor, Tensor]:
+    """The positive partners of :func:`gsg_sources`' views: the other view of the same image."""
+    x11, x12, x21, x22 = four
+    return _pick(x12, x11, (selection // 2).bool()), _pick(x22, x21, (selection % 2).bool())
+
+
+def _pick(a: Tensor, b: Tensor, take_b: Tensor) -> Tensor:
+    """Per sample ``b`` where ``take_b`` ``(N,)`` holds, else ``a``; ``a`` and ``b`` ``(N, ...)``."""
+    return torch.where(take_b.view(-1, *(1,) * (a.dim() - 1)), b, a)
 
 
 def guided_loss(

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..config.recipes import Recipe, upgrade_config
+from ..config.recipes import Recipe, dotted, upgrade_config
 from ..core.checkpoint import CheckpointError, load_checkpoint, remove_stale_temps, save_checkpoint
 from ..core.distributed import DistInfo, agree_max, broadcast_object
 from ..method.learner import SelfSupervisedLearner
@@ -64,22 +64,10 @@ class ResumePoint:
     step: int = 0
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Keys of both resolved recipes whose values differ (a key only one has comes from another
     gsg-zoo version and is not a change)."""
-    a, b = flatten(saved), flatten(now)
+    a, b = dotted(saved), dotted(now)
     return {k: (a[k], b[k]) for k in sorted(a.keys() & b.keys()) if a[k] != b[k]}
 
 
@@ -92,7 +80,7 @@ def refused_changes(
     saved: dict[str, Any], now: dict[str, Any], mid_epoch: bool = False
 ) -> dict[str, tuple[Any, Any]]:
     """The changes outside :data:`MAY_CHANGE` (and, resuming a streamed epoch, of its worker count)."""
-    pinned = STREAMING_EPOCH_KEYS if mid_epoch and flatten(now).get("data.stream.enabled") else ()
+    pinned = STREAMING_EPOCH_KEYS if mid_epoch and dotted(now).get("data.stream.enabled") else ()
     return {
         k: v
         for k, v in changed_keys(saved, now).items()

@@ -1,23 +1,8 @@
 """Backbone conversion to Detectron2's weight format, detection recipes and result tables.
 
-This module needs only torch and numpy; everything that imports Detectron2 lives in
-:mod:`gsg_zoo.transfer.detectron2_train`.
-
-Conversion maps a torchvision-layout ResNet (timm's ``resnet*``/``resnext*``/``wide_resnet*`` with the
-ImageNet stem) to Detectron2's ResNet names, as MoCo's ``convert-pretrain-to-detectron2.py`` does::
-
-    conv1 / bn1                     -> stem.conv1 / stem.conv1.norm
-    layerN.i.convK / layerN.i.bnK   -> res{N+1}.i.convK / res{N+1}.i.convK.norm
-    layerN.i.downsample.0 / .1      -> res{N+1}.i.shortcut / res{N+1}.i.shortcut.norm
-
-The result is pickled as ``{"model": {name: ndarray}, "__author__": "gsg-zoo",
-"matching_heuristics": True}``; Detectron2's checkpointer then matches ``res5.*`` to
-``roi_heads.res5.*`` in C4 models by suffix. A JSON file next to it records the Detectron2 settings the
-weights need (``MODEL.RESNETS.*``, pixel mean/std) and every source key that was not converted.
-
-CIFAR-stem ResNets (3x3 stride-1 conv, no max-pool) are rejected: Detectron2's ``BasicStem`` is a 7x7
-stride-2 conv followed by a stride-2 max-pool, so the 3x3 kernels have no place to go, and the missing 4x
-downsampling would change the stride of every feature map that anchors and ROI pooling are defined on.
+Torch and numpy only (Detectron2 itself: :mod:`gsg_zoo.transfer.detectron2_train`). The key mapping
+is MoCo's ``convert-pretrain-to-detectron2.py``; CIFAR-stem ResNets are refused (no place for 3x3 stem
+kernels, feature strides off by 4). The mapping and why: docs/reference/internals.md.
 """
 
 from __future__ import annotations
@@ -290,7 +275,7 @@ def save_detectron2_pkl(weights: Detectron2Weights, path: str | Path) -> tuple[P
 RECIPE_ALIASES = {"synthetic-coco": "synthetic_coco_R_50_C4", "voc": "voc_R_50_C4_24k"}
 
 
-def list_recipes() -> list[str]:
+def detection_recipes() -> list[str]:
     """Names of the recipes in ``configs/detectron2/`` (files not starting with ``Base-``)."""
     return list_configs("detectron2", ".yaml", hidden_prefixes=("Base-",))
 
@@ -304,7 +289,7 @@ def recipe_path(name: str) -> Path:
         return path
     path = config_dir("detectron2") / f"{RECIPE_ALIASES.get(name, name).replace('-', '_')}.yaml"
     if not path.exists():
-        raise ValueError(f"unknown detection recipe {name!r}; available: {', '.join(list_recipes())}")
+        raise ValueError(f"unknown detection recipe {name!r}; available: {', '.join(detection_recipes())}")
     return path
 
 

@@ -78,7 +78,7 @@ class Res5ROIHeadsExtraNorm(Res5ROIHeads):
 # ------------------------------------------------------------------------------------------ config
 
 
-def load_recipe(cfg: CfgNode, path: str | Path) -> CfgNode:
+def merge_config_file(cfg: CfgNode, path: str | Path) -> CfgNode:
     """Merge a recipe into ``cfg``; ``_BASE_`` is a file or list of files merged first, in order.
 
     ``model_zoo:NAME`` names a config shipped in Detectron2's model_zoo package, other paths are
@@ -94,7 +94,7 @@ def load_recipe(cfg: CfgNode, path: str | Path) -> CfgNode:
         if base.startswith("model_zoo:"):
             cfg.merge_from_file(model_zoo.get_config_file(base[len("model_zoo:") :]))
         else:
-            load_recipe(cfg, path.parent / base)
+            merge_config_file(cfg, path.parent / base)
     cfg.merge_from_other_cfg(CfgNode(data))
     return cfg
 
@@ -109,7 +109,7 @@ def build_cfg(
     device: str | None = None,
 ) -> CfgNode:
     """Recipe, then the converted weights' settings, then ``opts`` (``KEY VALUE`` pairs) win."""
-    cfg = load_recipe(get_cfg(), recipe_path(str(recipe)))
+    cfg = merge_config_file(get_cfg(), recipe_path(str(recipe)))
     if weights is not None:
         cfg.merge_from_list(weights.config_overrides())
     if weights_path is not None:

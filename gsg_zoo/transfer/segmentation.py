@@ -1,19 +1,8 @@
 """Semantic segmentation transfer with mmsegmentation (FCN / UperNet on a gsg-zoo ResNet).
 
-The flow of ``gsg transfer segmentation train``:
-
-1. :func:`export_backbone` resolves a model spec with :func:`gsg_zoo.zoo.load.load_backbone` and writes
-   its weights as a plain tensor state dict (``fc.*`` dropped) that loads with ``weights_only``;
-   :func:`resnet_depth` rejects anything that is not a torchvision-layout ResNet (v1b) with a clear
-   message (CIFAR stem, deep stem, other architectures, missing or misshapen tensors).
-2. :func:`build_config` loads a recipe from ``configs/mmseg/`` (mmengine configs that inherit mmseg's
-   own) and sets the backbone (``ResNet``, depth, ``init_cfg=Pretrained``), heads, data root,
-   normalisation (SyncBN only in distributed runs), batch/lr rule and schedule.
-3. :func:`train` runs mmengine's Runner, checks after weight init that every backbone tensor equals
-   the export (:func:`verify_backbone`), and writes ``metrics.json`` + ``results.md``.
-
-mmseg's ``mmcv.ops`` imports need either full mmcv or the shim in :mod:`.mmseg_compat`, which the
-command applies (call :func:`gsg_zoo.transfer.mmseg_compat.apply` first when using this module).
+Export the backbone as a ``weights_only`` state dict, build an mmengine config from
+``configs/mmseg/``, train with mmengine's Runner after checking every backbone tensor equals the
+export. Call :func:`gsg_zoo.transfer.mmseg_compat.apply` first. The flow: docs/reference/internals.md.
 """
 
 from __future__ import annotations
@@ -29,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .segmentation_recipes import RECIPES, Recipe, get_recipe  # noqa: F401 (re-exported)
+from .segmentation_recipes import SegmentationRecipe, get_segmentation_recipe
 
 METRIC_KEYS = ("mIoU", "mAcc", "aAcc")
 
@@ -173,7 +162,7 @@ def verify_backbone(backbone: torch.nn.Module, expected: Mapping[str, torch.Tens
 
 
 def build_config(
-    recipe: Recipe,
+    recipe: SegmentationRecipe,
     *,
     checkpoint: str | os.PathLike,
     depth: int,
@@ -433,7 +422,7 @@ def train(
 
     ``exported`` reuses a backbone file already written by :func:`export_backbone` (distributed ranks).
     """
-    recipe = get_recipe(recipe_name)
+    recipe = get_segmentation_recipe(recipe_name)
     data_root = Path(data_root)
     if not data_root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {data_root}")

@@ -1,23 +1,8 @@
 """What a model card says: one :class:`CardData` read once from an export folder.
 
-An export made by ``gsg import`` also has ``source`` in its provenance (the foreign file's
-format, the conversion, what was dropped): such a card states that and nothing the file does not
-record. Every number in a card comes from the export's ``results.json`` (the run's ``summary.json``, plus
-any results a caller measured and passed in) or its ``recipe.json``. The paper's numbers come from
-the recipes' ``paper:`` keys (:func:`load_paper_refs`) and appear only beside a result of the same
-method, architecture, dataset, split, metric and protocol (:func:`paper_match`).
-
-Results: ``results.json`` may hold ``"results": [{"task", "dataset", "metric", "value", ...}]``
-(``task``: knn | linear | finetune; ``value`` in percent; optional ``split``, ``protocol`` (text),
-``protocol_name``, ``k``, ``t``, ``full_protocol``, ``baselines``) and/or flat keys such as
-``knn_top1``, ``final_knn_top1``, ``best_linear_top5`` (nested one level deep, e.g.
-``{"final": {"knn_top1": ..}}``, is flattened to ``final_knn_top1``), as ``gsg pretrain``'s
-``summary.json`` writes them. A kNN result measured on a subset (the pretraining monitor's
-``train_limit``/``test_limit``) is labelled so and never put beside the paper's full-set numbers.
-
-Paper entries in a recipe: ``paper: {knn_top1: {value: 86.4, split: test, k: 200, t: 0.2}}``
-(``dataset`` defaults to the recipe's kNN dataset; ``protocol`` names a linear/fine-tuning protocol).
-A bare number (``knn_top1: 86.4``) records no protocol, so it is never put beside a result.
+Every number comes from the export's ``results.json`` or ``recipe.json``; the paper's numbers (the
+recipes' ``paper:`` keys) appear only beside a result of the same method, architecture, dataset,
+split, metric and protocol. The results schema: docs/reference/internals.md.
 """
 
 from __future__ import annotations
@@ -100,7 +85,7 @@ class CardData:
     recipe: dict[str, Any]
     data_config: dict[str, Any]  # timm's pretrained_cfg: input size, interpolation, crop, mean/std
     results: list[Result]
-    run_summary: dict[str, Any]  # scalar non-result keys of results.json (compute, throughput)
+    run_scalars: dict[str, Any]  # scalar non-result keys of results.json (compute, throughput)
     checkpoint: dict[str, Any]  # file, sha256, epoch, step
     weights_sha256: str
     has_curves: bool
@@ -127,7 +112,9 @@ def canonical_dataset(name: str | None) -> str:
     return "imagenet" if name in _IMAGENET_ALIASES else name
 
 
-def _flatten(d: dict[str, Any]) -> dict[str, Any]:
+def _result_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json`` keys one level deep as flat result keys: ``{"final": {"knn_top1": x}}`` ->
+    ``{"final_knn_top1": x}`` (``results`` kept as it is)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict) and k != "results":
@@ -213,7 +200,7 @@ def normalize_results(raw: dict[str, Any] | None, recipe: dict[str, Any] | None 
     )
     knn = {**monitor, **(raw.get("knn_protocol") or {})}
     out = [listed_result(i, r) for i, r in enumerate(raw.get("results") or [])]
-    flat = _flatten({k: v for k, v in raw.items() if k != "results"})
+    flat = _result_keys({k: v for k, v in raw.items() if k != "results"})
     out += [r for key, v in flat.items() if (r := flat_result(key, v, dataset, knn)) is not None]
     return unique_results(out)
 
@@ -242,7 +229,7 @@ def unique_results(results: list[Result]) -> list[Result]:
     return out
 
 
-def run_summary(raw: dict[str, Any]) -> dict[str, Any]:
+def run_scalars(raw: dict[str, Any]) -> dict[str, Any]:
     """The scalar entries of ``results.json`` that are not results (compute, throughput, ...)."""
     return {
         k: v
@@ -347,7 +334,7 @@ def read_card_data(export_dir: str | Path, name: str | None = None, hub_id: str 
         recipe=recipe,
         data_config={**pcfg, "input_size": prov.get("input_size") or pcfg.get("input_size")},
         results=normalize_results(raw, recipe),
-        run_summary=run_summary(raw),
+        run_scalars=run_scalars(raw),
         checkpoint=prov.get("checkpoint") or {},
         weights_sha256=sha256_file(export_dir / WEIGHTS_FILE),
         has_curves=(export_dir / CURVES_FILE).is_file(),

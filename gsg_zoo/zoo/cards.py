@@ -238,9 +238,9 @@ def _training_rows(card: CardData) -> list[tuple[str, Any]]:
 
 def section_training(card: CardData) -> list[str]:
     lines = ["## Training", "", *_table(["", ""], _training_rows(card))]
-    if card.run_summary:
+    if card.run_scalars:
         lines += ["", "Run summary (from the run's `summary.json`; compute and throughput as measured):", ""]
-        lines += _table(["key", "value"], [(f"`{k}`", _fmt(v)) for k, v in card.run_summary.items()])
+        lines += _table(["key", "value"], [(f"`{k}`", _fmt(v)) for k, v in card.run_scalars.items()])
     if card.recipe:
         lines += ["", "<details><summary>Full training recipe (<code>recipe.json</code>)</summary>", ""]
         lines += _code("yaml", yaml.safe_dump(card.recipe, sort_keys=False)) + ["</details>"]

@@ -1,21 +1,8 @@
 """Export a training checkpoint's backbone as a timm Hub model folder, verified and checksummed.
 
-:func:`export_checkpoint` exports a ``gsg pretrain`` checkpoint, :func:`import_checkpoint` another
-code base's (``gsg import``, :mod:`gsg_zoo.zoo.importers`); both write through :func:`write_export`.
-
-An export directory holds (file names: :mod:`gsg_zoo.core.layout`):
-
-* ``model.safetensors`` + ``config.json``: the backbone alone, timm parameter names, written by
-  :func:`timm.models.save_for_hf` (``num_classes=0``: the model returns pooled features);
-* ``gsg_export.json``: provenance (architecture, method, source checkpoint sha256, versions, the
-  reload check's result); ``recipe.json``: the training config stored in the checkpoint;
-* from the run directory when present: ``results.json`` (the run's ``summary.json``),
-  ``metrics.jsonl``, ``curves.png``, ``config.yaml``;
-* ``README.md``: the model card (:mod:`gsg_zoo.zoo.cards`);
-* ``checksums.sha256``: sha256 of every other file (``sha256sum -c`` format), see :func:`verify_export`.
-
-The export reloads itself with ``timm.create_model("local-dir:DIR", pretrained=True)`` in a fresh
-Python process and fails unless its pooled features equal the training backbone's.
+:func:`export_checkpoint` (a ``gsg pretrain`` checkpoint) and :func:`import_checkpoint` (another code
+base's) both write through :func:`write_export`; the export reloads itself with stock timm in a fresh
+process and fails unless its features equal the backbone's. The files: docs/reference/internals.md.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def load_weights_only(path: str | Path) -> Any:
         ) from err
 
 
-def flatten(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def tensor_leaves(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(dotted key -> tensor, top-level scalar metadata such as epoch and arch)`` of a loaded checkpoint."""
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {}
@@ -261,7 +261,7 @@ def flatten(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[s
         if isinstance(v, torch.Tensor):
             tensors[key] = v
         elif isinstance(v, (Mapping, list, tuple)):
-            tensors.update(flatten(v, key + ".")[0])
+            tensors.update(tensor_leaves(v, key + ".")[0])
         elif not prefix and isinstance(v, (int, float, str, bool)) and len(str(v)) <= 200:
             meta[str(k)] = v
     if isinstance(obj, torch.Tensor):
@@ -443,7 +443,7 @@ def read_checkpoint(
     obj = load_weights_only(path)
     if isinstance(obj, Mapping) and str(obj.get("kind", "")).startswith("gsg-zoo/"):
         raise ForeignCheckpointError(f"{path} is a gsg-zoo checkpoint: export it with `gsg export`")
-    tensors, meta = flatten(obj)
+    tensors, meta = tensor_leaves(obj)
     form = detect_format(set(tensors)) if fmt == "auto" else get_format(fmt)
     try:
         prefix, sd, dropped = extract(tensors, form, encoder)

@@ -11,16 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ...data.registry import dataset_names
 from ._common import add_model_argument, parents
 
 PATH = ("eval",)
 HELP = "evaluate a frozen backbone: weighted kNN or linear probe"
 OPTIONS = ()  # each probe has its own options
 
-DATASET_HELP = (
-    "cifar10, cifar100, stl10, imagefolder (ROOT/train, ROOT/val), synthetic (built in), or a transfer-suite "
-    "dataset (aircraft, caltech101, cars, dtd, flowers, food101, pets, sun397)"
-)
+#: the datasets the probes read, from the registry (their ROOT layouts: docs/reference/datasets.md)
+DATASET_HELP = "one of " + ", ".join(dataset_names(multilabel=False))
 
 
 #: shared option groups of each probe (gsg_zoo.app.commands._common)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from ...data.registry import TRANSFER_SUITE
 from ._common import add_model_argument
 
 PATH = ("transfer", "classification")
-HELP = "linear transfer to 11 classification datasets (ssl-transfer's scikit-learn logistic regression)"
+HELP = f"linear transfer to {len(TRANSFER_SUITE)} classification datasets (ssl-transfer's scikit-learn logistic regression)"
 OPTIONS = ("dataset", "device", "progress", "features")  # --data: the root of every dataset
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=_run)
-    suite = "aircraft,caltech101,cars,cifar10,cifar100,dtd,flowers,food101,pets,sun397,voc2007"
+    suite = ",".join(TRANSFER_SUITE)
     add_model_argument(parser)
     parser.add_argument("--datasets", default=suite, help=f"comma-separated subset of {suite}")
     parser.add_argument(

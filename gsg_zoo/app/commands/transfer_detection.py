@@ -86,9 +86,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _recipes(args: argparse.Namespace) -> int:
     from ...core.resources import config_dir
-    from ...transfer.detection import list_recipes
+    from ...transfer.detection import detection_recipes
 
-    for name in list_recipes():
+    for name in detection_recipes():
         print(name)
     print(f"(in {config_dir('detectron2')})")
     return 0

@@ -53,9 +53,9 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def recipes(args: argparse.Namespace) -> int:
-    from ...transfer.segmentation_recipes import RECIPES
+    from ...transfer.segmentation_recipes import SEGMENTATION_RECIPES
 
-    for recipe in RECIPES.values():
+    for recipe in SEGMENTATION_RECIPES.values():
         print(f"{recipe.name:18s} {recipe.description}\n{'':18s} {recipe.path}")
     return 0
 
@@ -104,9 +104,10 @@ def _launch_distributed(args: argparse.Namespace, out: Path) -> int:
     available = torch.cuda.device_count()
     if available < args.gpus:
         raise RuntimeError(f"--gpus {args.gpus} needs {args.gpus} CUDA devices; {available} visible")
-    from ...transfer.segmentation import export_backbone, get_recipe
+    from ...transfer.segmentation import export_backbone
+    from ...transfer.segmentation_recipes import get_segmentation_recipe
 
-    get_recipe(args.recipe)  # fail before exporting
+    get_segmentation_recipe(args.recipe)  # fail before exporting
     exported = export_backbone(args.model, out / "backbone.pth").path
     argv = ["transfer", "segmentation", "train", "--model", args.model, "--recipe", args.recipe]
     argv += ["--data", args.data, "--gpus", str(args.gpus), "--out", str(out), "--exported", str(exported)]
