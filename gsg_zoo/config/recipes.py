@@ -50,6 +50,15 @@ class HFConfig:
 
 
 @dataclass
+class WdsConfig:
+    """``data.dataset=webdataset``: which member of a sample is its image and where its label is."""
+
+    image_keys: list[str] = field(default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp"])  # first present
+    label_key: str = "cls"  # cls | txt (an integer) | json (its field label_field) | none (unlabelled)
+    label_field: str = "label"  # label_key=json: the field holding the class index
+
+
+@dataclass
 class StreamConfig:
     """``data.dataset=webdataset``: stream the shards (sequential reads through a shuffle buffer)."""
 
@@ -68,7 +77,7 @@ class LocalCropsConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # synthetic | cifar10 | cifar100 | stl10 | imagefolder
+    dataset: str = "synthetic"  # synthetic | cifar10 | cifar100 | stl10 | imagefolder | folder | webdataset | hf
     root: str | None = None
     split: str = "train"
     download: bool = False
@@ -86,6 +95,7 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     hf: HFConfig = field(default_factory=HFConfig)
+    wds: WdsConfig = field(default_factory=WdsConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     local_crops: LocalCropsConfig = field(default_factory=LocalCropsConfig)
 
@@ -111,8 +121,8 @@ class DataConfig:
         }
 
     def reader_options(self) -> dict[str, Any]:
-        """Options of the dataset readers: the built-in data's and the Hugging Face columns."""
-        return {**self.synthetic_options(), **asdict(self.hf)}
+        """Options of the dataset readers: the built-in data's, the Hugging Face columns, the shards' keys."""
+        return {**self.synthetic_options(), **asdict(self.hf), **asdict(self.wds)}
 
 
 @dataclass
@@ -427,6 +437,7 @@ CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("optim.optimizer", ("sgd", "lars", "adamw")),
     ("optim.schedule", ("cosine", "constant")),
     ("data.decode", ("worker", "device")),
+    ("data.wds.label_key", ("cls", "txt", "json", "none")),
 )
 CROP_BOX_AUGMENTATIONS = ("mocov2", "byol")  # data.batch_augment: workers draw crop boxes of any-size images
 

@@ -178,6 +178,61 @@ def image_folder(root: Path, split: str, folder: str | None = None, encoded: boo
     return images
 
 
+class UnlabelledImages(Dataset):
+    """Every image file under a folder (flat or nested, symlinks followed), label -1; ``None`` for an
+    unreadable one (logged with its path). Files in sorted path order; extensions are torchvision's."""
+
+    unlabelled = "an unlabeled image folder (data.dataset=folder)"
+
+    def __init__(self, root: Path, encoded: bool = False) -> None:
+        self.root, self.encoded = root, encoded
+        self.samples = [(str(p), -1) for p in image_files(root)]
+        if not self.samples:
+            raise FileNotFoundError(
+                f"no image files under {root} (extensions {', '.join(tvd.folder.IMG_EXTENSIONS)}, in any "
+                "subfolder): point data.root at the folder of images"
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [-1] * len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        path = self.samples[index][0]
+        try:
+            return open_image(Path(path).read_bytes(), self.encoded), -1
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            warn_unreadable(path, err)
+            return None
+
+
+def image_files(root: Path) -> list[Path]:
+    """Image files under ``root`` at any depth, following symlinked folders once each (no cycles)."""
+    import os
+
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [Path(folder) / f for f in files if f.lower().endswith(tvd.folder.IMG_EXTENSIONS)]
+    return sorted(p for p in found if p.is_file())
+
+
+def unlabelled_folder(root: Path, split: str, encoded: bool = False) -> UnlabelledImages:
+    """``data.dataset=folder``: the images under ``ROOT/<split>`` when that folder exists, else ``ROOT``."""
+    folder = root / split if (root / split).is_dir() else root
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of images")
+    return UnlabelledImages(folder, encoded)
+
+
 class VOCMultiHot:
     """VOC XML dict -> float multi-hot ``[20]``: 1 where a non-difficult object of the class is present."""
 

@@ -40,6 +40,8 @@ class DatasetInfo:
     downloadable: bool = True  # torchvision can fetch it (``download=True``)
     protocol: dict[str, dict[str, Any]] = field(default_factory=dict)  # evaluation split -> build options
     identity: Callable[[Path], dict[str, str]] | None = None  # extra feature-cache identity of a ROOT
+    needs_root: bool = False  # not on disk in a fixed layout, yet named by ROOT (a Hub id, a shard pattern)
+    labelled: bool = True  # False: images without labels (pretraining only)
 
     @property
     def has_val(self) -> bool:
@@ -156,7 +158,8 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo(
             "hf",
             "Hugging Face dataset",
-            "ROOT: a save_to_disk folder, parquet files (ROOT/<split>/*.parquet) or a Hub id ORG/NAME",
+            "ROOT: a save_to_disk folder, a folder of parquet files in the Hub's layouts (ROOT/data/<split>-*"
+            ".parquet, ROOT/<split>/*.parquet, a README.md `configs:` card) or a Hub id ORG/NAME",
             "",
             ("train", "test"),
             lambda r, s, dl, **o: _hf().open_hf(r, s, **o),
@@ -164,20 +167,37 @@ DATASETS: dict[str, DatasetInfo] = {
             pretrain=True,
             downloadable=False,
             on_disk=False,
+            needs_root=True,
             notes="columns data.hf.image_column / data.hf.label_column (image, label); needs the data extra",
         ),
         DatasetInfo(
             "webdataset",
             "WebDataset shards",
-            "ROOT/<split>/{manifest.json,shard-NNNNNN.tar,shard-NNNNNN.idx.json} or ROOT/manifest.json "
-            "(gsg data shard)",
+            "ROOT: a folder of .tar shards (ROOT/<split>/ or ROOT/*.tar, named by split or not; a gsg "
+            "manifest.json when present), a pattern DIR/NAME-{0000..0099}.tar (several joined by ::), a "
+            "text file listing shards, or a wids shard-index JSON",
             "",
             ("train", "test"),
             lambda r, s, dl, **o: _shards().open_shards(r, s, **o),
             any_split=True,
             pretrain=True,
             downloadable=False,
-            notes="written by gsg data shard; needs the data extra",
+            on_disk=False,
+            needs_root=True,
+            notes="written by gsg data shard or any WebDataset writer (data.wds keys); needs the data extra",
+        ),
+        DatasetInfo(
+            "folder",
+            "Unlabeled image folder",
+            "ROOT/<image files>, flat or in subfolders at any depth (ROOT/<split>/ when it exists)",
+            "",
+            ("train",),
+            lambda r, s, dl, encoded=False, **_: _ld().unlabelled_folder(r, s, encoded),
+            any_split=True,
+            pretrain=True,
+            downloadable=False,
+            labelled=False,
+            notes="pretraining only: no labels (evaluation and the kNN monitor refuse it)",
         ),
         DatasetInfo(
             "imagefolder",
@@ -326,10 +346,12 @@ def dataset_names(pretrain: bool = False, multilabel: bool = True) -> tuple[str,
     """Registered names in registry order; torch-free, for command-line help.
 
     ``pretrain=True``: only those pretraining reads; ``multilabel=False``: without the multi-label ones
-    (VOC2007), i.e. what ``gsg eval knn`` / ``gsg eval linear`` accept.
+    (VOC2007) and the unlabelled ones, i.e. what ``gsg eval knn`` / ``gsg eval linear`` accept.
     """
     return tuple(
-        n for n, d in DATASETS.items() if (d.pretrain or not pretrain) and (multilabel or not d.multilabel)
+        n
+        for n, d in DATASETS.items()
+        if (d.pretrain or not pretrain) and (multilabel or (not d.multilabel and d.labelled))
     )
 
 
@@ -340,6 +362,16 @@ def get_info(name: str, pretrain: bool = False) -> DatasetInfo:
         kind = "pretraining dataset" if pretrain else "dataset"
         raise ValueError(f"unknown {kind} {name!r}; choose from {', '.join(dataset_names(pretrain))}")
     return info
+
+
+def require_labels(info: DatasetInfo, dataset: Any, where: str) -> None:
+    """ValueError unless every image of ``dataset`` has a label (what evaluation and the monitor need)."""
+    reason = "the images have no labels" if not info.labelled else getattr(dataset, "unlabelled", None)
+    if reason:
+        raise ValueError(
+            f"{info.title} at {where}: {reason}; this needs a label per image: use labelled data "
+            "(e.g. imagefolder, ROOT/<split>/<class>/<image>), or pretrain only with --set monitor.every=-1"
+        )
 
 
 def open_split(
@@ -353,7 +385,7 @@ def open_split(
     """
     info.check_split(split)
     if not info.on_disk:  # built in, or named by an id (a Hugging Face dataset)
-        if info.name == "hf" and root is None:
+        if info.needs_root and root is None:
             raise ValueError(f"{info.title} needs --data ROOT ({info.layout})")
         return info.build(Path(root) if root else Path("."), split, download, **options)
     if root is None:

@@ -10,7 +10,8 @@ Reading is by index: a sample's image bytes are one ``seek`` + ``read`` in its s
 dataset is map-style and the pretraining guarantees hold unchanged (the epoch-keyed sampler, views
 seeded per item whatever the worker count, exact resume by fast-forwarding the sampler, replacement
 of unreadable images). The original image bytes are kept (no re-encode); array datasets (CIFAR,
-MNIST, the built-in data) are written as PNG.
+MNIST, the built-in data) are written as PNG. Shards written by other tools (no manifest) are read the
+same way, their counts and offsets from a header scan (:mod:`.shard_sources`, :mod:`.shard_index`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from torch.utils.data import Dataset
 
 from ..core.checkpoint import atomic_write
 from .images import EncodedImage, open_image
+from .shard_scan import IMAGE_EXTENSIONS, SampleKeys
+from .shard_sources import MANIFEST, ShardSet, shard_set
 
 log = logging.getLogger("gsg_zoo.data")
 
-MANIFEST = "manifest.json"
 FORMAT = "gsg-webdataset/1"
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 
 
 def shard_name(i: int) -> str:
@@ -169,50 +170,33 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def read_manifest(root: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """The shard folder and its manifest; ``root`` is the folder or its ``manifest.json``."""
-    root = Path(root).expanduser()
-    folder = root.parent if root.name == MANIFEST else root
-    manifest = _read_manifest(folder)
-    if manifest is None:
-        raise FileNotFoundError(f"no {MANIFEST} in {folder}: write shards with `gsg data shard`")
-    return folder, manifest
+def as_shard_set(source: ShardSet | str | os.PathLike, split: str = "train", **options: Any) -> ShardSet:
+    """``source`` itself, or the shards the path or pattern ``source`` names (:func:`.shard_sources.shard_set`)."""
+    if isinstance(source, ShardSet):
+        return source
+    return shard_set(source, split, SampleKeys.of(**{k: options[k] for k in WDS_OPTIONS if k in options}))
 
 
-def check_sizes(folder: Path, shards: list[dict[str, Any]]) -> None:
-    """ValueError naming the first shard missing or of another size than the manifest's."""
-    for shard in shards:
-        path = folder / shard["name"]
-        size = path.stat().st_size if path.exists() else None
-        if size != shard["bytes"]:
-            raise ValueError(
-                f"shard {path} is {'missing' if size is None else f'{size} bytes'}, the manifest "
-                f"says {shard['bytes']}: truncated or replaced; re-run `gsg data shard`"
-            )
-
-
-def split_root(root: str | os.PathLike, split: str) -> Path:
-    """``ROOT/<split>`` when it holds a manifest, else ``ROOT`` (a shard folder or its manifest)."""
-    root = Path(root).expanduser()
-    return root / split if (root / split / MANIFEST).exists() else root
+WDS_OPTIONS = ("image_keys", "label_key", "label_field")  # the recipe's data.wds keys, in SampleKeys.of's order
 
 
 class ShardImages(Dataset):
-    """``(PIL RGB image, label)`` by index over a shard folder (or its ``manifest.json``); ``None`` for an
-    image that cannot be read or decoded (logged with its shard). With ``encoded`` JPEGs are left
-    encoded (:func:`.images.open_image`)."""
+    """``(PIL RGB image, label)`` by index over WebDataset shards (a :class:`.shard_sources.ShardSet` or a
+    path it is read from); ``None`` for an image that cannot be read or decoded (logged with its shard).
+    With ``encoded`` JPEGs are left encoded (:func:`.images.open_image`). ``unlabelled`` says why the
+    shards lack labels (None: every sample has one)."""
 
-    def __init__(self, root: str | os.PathLike, encoded: bool = False) -> None:
+    def __init__(self, source: ShardSet | str | os.PathLike, encoded: bool = False) -> None:
         self.encoded = encoded
-        self.folder, manifest = read_manifest(root)
-        check_sizes(self.folder, manifest["shards"])
-        self.classes = manifest.get("classes", [])
-        self.shards, self.items = [], []
-        for i, shard in enumerate(manifest["shards"]):
-            path = self.folder / shard["name"]
-            index = json.loads(path.with_name(shard["name"].replace(".tar", ".idx.json")).read_text())
-            self.shards.append(path)
-            self.items += [(i, s["offset"], s["size"], s.get("label", -1)) for s in index]
+        shards = as_shard_set(source)
+        shards.check_sizes()
+        self.classes, self.shards, self.items = shards.classes, [Path(p) for p in shards.paths], []
+        self.unlabelled: str | None = None
+        for i, index in enumerate(shards.index()):
+            self.items += zip([i] * len(index), index.offsets, index.sizes, index.labels, strict=True)
+            if self.unlabelled is None and -1 in index.labels:
+                key = index.keys[index.labels.index(-1)]
+                self.unlabelled = f"sample {key!r} of {shards.paths[i]} has no label ({_label_hint(shards)})"
         self._files: dict[int, Any] = {}  # open shard files of this process (each worker its own)
 
     def __len__(self) -> int:
@@ -239,6 +223,13 @@ class ShardImages(Dataset):
             return None
 
 
-def open_shards(root: str | os.PathLike, split: str, encoded: bool = False, **_: Any) -> ShardImages:
-    """The registry's builder: ``ROOT/<split>/manifest.json`` when present, else ``ROOT`` itself."""
-    return ShardImages(split_root(root, split), encoded)
+def _label_hint(shards: ShardSet) -> str:
+    k = shards.keys
+    if k.label == "none":
+        return "data.wds.label_key=none"
+    return f"no .{k.label} member{f' with field {k.field!r}' if k.label == 'json' else ''}: set data.wds.label_key"
+
+
+def open_shards(root: str | os.PathLike, split: str, encoded: bool = False, **options: Any) -> ShardImages:
+    """The registry's builder: the shards ``root`` names for ``split`` (:func:`.shard_sources.shard_set`)."""
+    return ShardImages(as_shard_set(root, split, **options), encoded)

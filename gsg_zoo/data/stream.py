@@ -26,7 +26,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .images import open_image
 from .pretraining import seeded_item_rngs
-from .shards import IMAGE_EXTENSIONS, check_sizes, read_manifest
+from .shard_scan import samples_of
+from .shard_sources import ShardSet
+from .shards import as_shard_set
 
 log = logging.getLogger("gsg_zoo.data")
 
@@ -146,20 +148,9 @@ class EpochPlan:
 
 def walk(f: io.BufferedReader) -> Iterator[tuple[str, list[tarfile.TarInfo], tarfile.TarFile]]:
     """``(key, members, tar)`` per sample from ``f``'s position on, reading tar headers only (``f`` must
-    be seekable); a member's bytes are ``tar.extractfile(member).read()``."""
-    from webdataset.tariterators import base_plus_ext
-
+    be seekable), grouped as webdataset groups them; a member's bytes are ``tar.extractfile(member).read()``."""
     with tarfile.open(fileobj=f, mode="r:") as tar:  # closing it leaves f open
-        key, members = None, []
-        for member in tar:
-            prefix = base_plus_ext(member.name)[0]
-            if prefix != key and members:
-                yield key, members, tar
-                members = []
-            key = prefix
-            members.append(member)
-            tar.members = []  # keep no list of the whole shard's headers
-        if members:
+        for key, members in samples_of(tar):
             yield key, members, tar
 
 
@@ -206,8 +197,8 @@ def fetch_samples(
 class SegmentReader:
     """Reads segments of a worker's stream: sequentially from a position on, or only some positions."""
 
-    def __init__(self, folder: Path, names: list[str]) -> None:
-        self.folder, self.names = folder, names
+    def __init__(self, paths: list[str], fix: str = "re-run `gsg data shard` for it") -> None:
+        self.paths, self.fix = [Path(p) for p in paths], fix
 
     def stream(self, segment: Segment, begin: int = 0) -> Iterator[Sample]:
         """The segment's samples from position ``begin`` on (tar headers only before it)."""
@@ -233,18 +224,16 @@ class SegmentReader:
 
     @contextlib.contextmanager
     def _open(self, segment: Segment) -> Iterator[tuple[io.BufferedReader, Path]]:
-        path = self.folder / self.names[segment.shard]
+        path = self.paths[segment.shard]
         try:
             with path.open("rb") as f:
                 yield f, path
         except (tarfile.TarError, OSError, ValueError) as err:
-            raise RuntimeError(f"shard {path} is damaged ({err}); re-run `gsg data shard` for it") from err
+            raise RuntimeError(f"shard {path} is damaged ({err}); {self.fix}") from err
 
-    @staticmethod
-    def _short(path: Path, segment: Segment) -> None:
+    def _short(self, path: Path, segment: Segment) -> None:
         raise RuntimeError(
-            f"shard {path} has fewer than the {segment.stop} samples its manifest lists: "
-            "damaged; re-run `gsg data shard` for it"
+            f"shard {path} has fewer than the {segment.stop} samples its index lists: damaged; {self.fix}"
         )
 
 
@@ -258,7 +247,7 @@ class ShardStream(IterableDataset):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        source: ShardSet | str | os.PathLike,
         transform: Callable | None,
         seed: int = 0,
         rank: int = 0,
@@ -267,19 +256,19 @@ class ShardStream(IterableDataset):
         buffer: int = 1000,
         encoded: bool = False,
     ) -> None:
-        self.folder, manifest = read_manifest(root)
-        shards = manifest["shards"]
-        check_sizes(self.folder, shards)
-        counts = [s["samples"] for s in shards]
+        shards = as_shard_set(source)
+        shards.check_sizes()
+        counts = shards.counts
         self.base = [sum(counts[:i]) for i in range(len(counts))]  # global index of each shard's first sample
-        self.classes = manifest.get("classes", [])
+        self.classes, self.keys, self.source = shards.classes, shards.keys, shards.source
         self.plan = EpochPlan(tuple(counts), seed, world, batch, buffer)
-        self.reader = SegmentReader(self.folder, [s["name"] for s in shards])
+        fix = "re-run `gsg data shard` for it" if shards.kind == "gsg" else "re-download or rewrite it"
+        self.reader = SegmentReader(shards.paths, fix)
         self.transform, self.seed, self.rank, self.encoded = transform, seed, rank, encoded
         self.state = multiprocessing.RawArray("q", 2)  # (epoch, start step), seen by persistent workers
         if self.plan.steps == 0:
             raise ValueError(
-                f"{sum(counts)} samples in {self.folder} are fewer than one batch of {batch} on each "
+                f"{sum(counts)} samples in {shards.source} are fewer than one batch of {batch} on each "
                 f"of {world} ranks; lower train.batch_size"
             )
 
@@ -334,15 +323,15 @@ class ShardStream(IterableDataset):
                 yield base + i, (self.base[seg.shard] + seg.start + i, sample)
 
     def _item(self, index: int, sample: Sample, epoch: int) -> Any:
-        ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
-        label = int(sample["cls"]) if "cls" in sample else -1
+        ext = self.keys.image_of(sample)
+        shard = self.reader.paths[bisect.bisect_right(self.base, index) - 1]
+        label = self.keys.label_of(sample.__getitem__, sample, f"{shard}: sample {sample.get('__key__')!r}")
         try:
             if ext is None:
-                raise ValueError(f"no image member ({', '.join(IMAGE_EXTENSIONS)})")
+                raise ValueError(f"no image member ({', '.join(self.keys.image)})")
             image = open_image(sample[ext], self.encoded)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            shard = self.reader.names[bisect.bisect_right(self.base, index) - 1]
-            log.warning("unreadable image %s in %s: %s", sample.get("__key__"), self.folder / shard, err)
+            log.warning("unreadable image %s in %s: %s", sample.get("__key__"), shard, err)
             return None
         if self.transform is None:
             return image, label

@@ -19,7 +19,15 @@ from ..data.augment import eval_transform
 from ..data.augment import probe_transform as train_transform
 from ..data.pretraining import Transformed
 from ..data.readers import SPLIT_SEED
-from ..data.registry import DATASETS, SYNTHETIC_SIZES, TRANSFER_SUITE, DatasetInfo, get_info, open_split
+from ..data.registry import (
+    DATASETS,
+    SYNTHETIC_SIZES,
+    TRANSFER_SUITE,
+    DatasetInfo,
+    get_info,
+    open_split,
+    require_labels,
+)
 
 __all__ = [  # the registry's names are re-exported: evaluation code reads them from here
     "DATASETS",
@@ -58,12 +66,14 @@ def build_split(
         raise ValueError(f"{info.title} has splits {info.splits}, not {split!r}")
     options = {**info.protocol.get(split, {}), "image_size": image_size}
     base = open_split(info, root, split, download, **options)
+    require_labels(info, base, f"{root} (split {split!r})")
     if info.on_disk:
         path = Path(root).expanduser()  # type: ignore[arg-type]  (open_split refuses root=None)
         ident: dict[str, Any] = {"name": info.name, "root": str(path.resolve()), "split": split}
         ident.update(info.identity(path) if info.identity else {})
     else:
         ident = {"name": info.name, "split": split, "image_size": image_size}
+        ident.update({"root": str(root)} if info.needs_root else {})  # a Hub id, a shard pattern
     if subset is not None and subset < len(base):
         gen = torch.Generator().manual_seed(SPLIT_SEED)
         base = Subset(base, sorted(torch.randperm(len(base), generator=gen)[:subset].tolist()))

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from ..config.recipes import Recipe
-from ..data.registry import get_info, open_split
+from ..data.registry import get_info, open_split, require_labels
 
 
 def preflight(recipe: Recipe, out_dir: str | os.PathLike | None) -> None:
@@ -50,7 +50,7 @@ def check_monitor_splits(recipe: Recipe) -> None:
         return  # the training data's download fetches the dataset's archive, labelled splits included
     for key, split in (("train_split", mc.train_split), ("test_split", mc.test_split)):
         try:
-            open_split(info, root, split, **dc.reader_options(), num_images=2)
+            require_labels(info, open_split(info, root, split, **dc.reader_options(), num_images=2), str(root))
         except (FileNotFoundError, ValueError) as err:
             raise FileNotFoundError(
                 f"the kNN monitor (monitor.every={mc.every}) reads {name} split {split!r} "

@@ -223,7 +223,9 @@ def build_stream_data(
     views: MultiView,
     batch_augment: BatchAugment | None,
 ) -> StreamTrainData:
-    from ..data.shards import split_root
+    from dataclasses import asdict
+
+    from ..data.shards import as_shard_set
     from ..data.stream import ShardStream
 
     dc, seed = recipe.data, recipe.train.seed
@@ -232,8 +234,10 @@ def build_stream_data(
             f"data.stream.enabled reads WebDataset shards: set data.dataset=webdataset and data.root, "
             f"not {dc.dataset!r} / {dc.root!r}"
         )
+    shards = as_shard_set(dc.root, dc.split, **asdict(dc.wds)) if dist.is_main else None
+    dist.barrier()  # rank 0 scans foreign shards (and caches their index) before the others read it
     stream = ShardStream(
-        split_root(dc.root, dc.split),
+        shards or as_shard_set(dc.root, dc.split, **asdict(dc.wds)),
         views,
         seed,
         dist.rank,
