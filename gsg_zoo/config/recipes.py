@@ -53,7 +53,9 @@ class HFConfig:
 class WdsConfig:
     """``data.dataset=webdataset``: which member of a sample is its image and where its label is."""
 
-    image_keys: list[str] = field(default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp"])  # first present
+    image_keys: list[str] = field(
+        default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp"]
+    )  # first present
     label_key: str = "cls"  # cls | txt (an integer) | json (its field label_field) | none (unlabelled)
     label_field: str = "label"  # label_key=json: the field holding the class index
 
@@ -77,7 +79,9 @@ class LocalCropsConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # synthetic | cifar10 | cifar100 | stl10 | imagefolder | folder | webdataset | hf
+    dataset: str = (
+        "synthetic"  # synthetic | cifar10 | cifar100 | stl10 | imagefolder | folder | webdataset | hf
+    )
     root: str | None = None
     split: str = "train"
     download: bool = False

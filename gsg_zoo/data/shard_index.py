@@ -53,7 +53,9 @@ def _load(file: Path, keys: SampleKeys) -> dict[str, dict]:
         cached = json.loads(file.read_text())
     except (OSError, ValueError):
         return {}
-    if cached.get("format") != CACHE_FORMAT or cached.get("keys") != asdict(keys) | {"image": list(keys.image)}:
+    if cached.get("format") != CACHE_FORMAT or cached.get("keys") != asdict(keys) | {
+        "image": list(keys.image)
+    }:
         return {}
     return cached.get("shards", {})
 
@@ -112,7 +114,9 @@ def _scan(paths: list[str], keys: SampleKeys, progress: bool | None, workers: in
             return results
         import multiprocessing
 
-        with ProcessPoolExecutor(min(workers, len(paths)), mp_context=multiprocessing.get_context("fork")) as pool:
+        with ProcessPoolExecutor(
+            min(workers, len(paths)), mp_context=multiprocessing.get_context("fork")
+        ) as pool:
             results = []
             for index in pool.map(scan_file, paths, [keys] * len(paths), chunksize=4):
                 results.append(index)

@@ -122,14 +122,16 @@ def scan_tar(f: IO[bytes], name: str, size: int, keys: SampleKeys) -> ShardIndex
                         f"{', '.join(sorted(by_ext))}: set data.wds.image_keys to its image's extension"
                     )
                 where = f"{name}: sample {key!r}"
-                label = keys.label_of(lambda e: tar.extractfile(by_ext[e]).read(), by_ext, where)
+                label = keys.label_of(lambda e, m=by_ext: tar.extractfile(m[e]).read(), by_ext, where)
                 index.keys.append(key)
                 index.offsets.append(by_ext[image].offset_data)
                 index.sizes.append(by_ext[image].size)
                 index.labels.append(label)
             end = tar.offset
     except tarfile.TarError as err:
-        raise ShardError(f"{name} is not a tar file ({err}): re-download it, or remove it from the list") from err
+        raise ShardError(
+            f"{name} is not a tar file ({err}): re-download it, or remove it from the list"
+        ) from err
     _check_end(f, name, size, end, index)
     return index
 
@@ -142,6 +144,5 @@ def _check_end(f: IO[bytes], name: str, size: int, end: int, index: ShardIndex) 
     if last > size or end > size or tail.strip(b"\0"):
         cut = f"it ends at byte {size}" if max(last, end) > size else f"unreadable header at byte {end}"
         raise ShardError(
-            f"{name} is truncated or damaged ({cut}, after {len(index)} samples): re-download or "
-            "rewrite it"
+            f"{name} is truncated or damaged ({cut}, after {len(index)} samples): re-download or rewrite it"
         )

@@ -51,7 +51,8 @@ class ShardSet:
                 self.indexes = [_gsg_index(Path(p)) for p in self.paths]
             else:
                 self.indexes = shard_indexes(self.paths, self.keys, progress)
-                _check_counts(self)
+                if self.kind == "wids":
+                    _check_counts(self)
         return self.indexes
 
     def check_sizes(self) -> None:
@@ -120,7 +121,11 @@ def expand(pattern: str, base: Path | None = None) -> list[str]:
             names = sorted(f for name in names for f in glob.glob(name))
         missing = [n for n in names if not os.path.isfile(n)]
         if not names or missing:
-            some = f"{len(missing)} of its {len(names)} shards are missing, e.g. {missing[0]}" if missing else "it matches nothing"
+            some = (
+                f"{len(missing)} of its {len(names)} shards are missing, e.g. {missing[0]}"
+                if missing
+                else "it matches nothing"
+            )
             raise FileNotFoundError(f"pattern {part}: {some}; check the folder and the range")
         out += names
     return out

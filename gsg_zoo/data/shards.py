@@ -177,7 +177,11 @@ def as_shard_set(source: ShardSet | str | os.PathLike, split: str = "train", **o
     return shard_set(source, split, SampleKeys.of(**{k: options[k] for k in WDS_OPTIONS if k in options}))
 
 
-WDS_OPTIONS = ("image_keys", "label_key", "label_field")  # the recipe's data.wds keys, in SampleKeys.of's order
+WDS_OPTIONS = (
+    "image_keys",
+    "label_key",
+    "label_field",
+)  # the recipe's data.wds keys, in SampleKeys.of's order
 
 
 class ShardImages(Dataset):

@@ -50,7 +50,9 @@ def check_monitor_splits(recipe: Recipe) -> None:
         return  # the training data's download fetches the dataset's archive, labelled splits included
     for key, split in (("train_split", mc.train_split), ("test_split", mc.test_split)):
         try:
-            require_labels(info, open_split(info, root, split, **dc.reader_options(), num_images=2), str(root))
+            require_labels(
+                info, open_split(info, root, split, **dc.reader_options(), num_images=2), str(root)
+            )
         except (FileNotFoundError, ValueError) as err:
             raise FileNotFoundError(
                 f"the kNN monitor (monitor.every={mc.every}) reads {name} split {split!r} "
