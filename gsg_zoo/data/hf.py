@@ -1,8 +1,9 @@
 """Hugging Face ``datasets`` as an image source: ``data.dataset: hf`` (and ``gsg eval --dataset hf``).
 
-``data.root`` is a ``save_to_disk`` folder, a folder of parquet files (``ROOT/<split>/*.parquet`` or
-``ROOT/<split>-*.parquet``) or a Hub dataset id (``ORG/NAME``: read from the local cache when offline,
-``HF_DATASETS_OFFLINE=1``). Columns: ``data.hf.image_column`` (default ``image``) and
+``data.root`` is a ``save_to_disk`` folder, a folder in the Hub's layouts (``data/<split>-NNNNN-of-NNNNN
+.parquet``, ``<split>/*.parquet``, a ``README.md`` card's ``configs:``; resolved by ``datasets`` itself) or
+a Hub dataset id (``ORG/NAME``; offline, ``HF_HUB_OFFLINE=1``: its ``snapshot_download`` snapshot or the
+``datasets`` cache). Columns: ``data.hf.image_column`` (default ``image``) and
 ``data.hf.label_column`` (``label``). Arrow tables are memory-mapped, so random access is cheap and the
 map-style machinery applies unchanged: the epoch-keyed sampler, views seeded per item, exact resume
 and the replacement of unreadable images. Like timm's ``reader_hfds.py``
@@ -27,26 +28,68 @@ log = logging.getLogger("gsg_zoo.data")
 
 
 def load_split(root: str | os.PathLike, split: str) -> Any:
-    """The ``split`` of a saved dataset, a parquet folder or a Hub dataset id, as a ``datasets.Dataset``."""
+    """The ``split`` of a saved dataset, a folder in the Hub's layouts or a Hub dataset id, as a
+    ``datasets.Dataset``; FileNotFoundError / ValueError naming ``root`` and what to do."""
     import datasets
 
     path = Path(root).expanduser()
     if (path / "dataset_dict.json").exists():
         saved = datasets.load_from_disk(str(path))
-        if split not in saved:
-            raise FileNotFoundError(f"{path} has splits {sorted(saved)}, not {split!r}")
-        return saved[split]
+        return saved[_pick(list(saved), split, path)]
     if (path / "dataset_info.json").exists() or (path / "state.json").exists():
         return datasets.load_from_disk(str(path))  # one split saved alone
-    if path.is_dir():
-        files = sorted(path.glob(f"{split}/*.parquet")) or sorted(path.glob(f"{split}-*.parquet"))
-        if not files:
-            raise FileNotFoundError(
-                f"no parquet files for split {split!r} under {path} "
-                f"(expected {path}/{split}/*.parquet or {path}/{split}-*.parquet)"
-            )
-        return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split)
-    return datasets.load_dataset(str(root), split=split)  # a Hub id; offline: the cache
+    if not path.is_dir():
+        path = hub_snapshot(str(root)) or path
+    if not path.is_dir():
+        return _from_hub(str(root), split)
+    try:
+        builder = datasets.load_dataset_builder(str(path))
+    except (FileNotFoundError, ValueError) as err:  # no data files datasets recognises
+        raise FileNotFoundError(
+            f"{path}: no dataset files datasets can read ({err}); expected {path}/data/{split}-*.parquet, "
+            f"{path}/{split}/*.parquet or a README.md whose `configs:` name the files"
+        ) from err
+    return datasets.load_dataset(str(path), split=_pick(list(builder.config.data_files or {}), split, path))
+
+
+SPLIT_ALIASES = {"test": ("test", "validation", "val"), "val": ("val", "validation")}
+
+
+def _pick(splits: list[str], split: str, where: object) -> str:
+    """``split``, or the name the dataset gives it (evaluation's test split: ``validation``)."""
+    for name in SPLIT_ALIASES.get(split, (split,)):
+        if name in splits:
+            return name
+    raise FileNotFoundError(f"{where} has splits {sorted(splits)}, not {split!r}: choose one of those")
+
+
+def hub_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot of the Hub dataset ``repo_id`` (``snapshot_download`` left it in the Hugging
+    Face cache), when offline (``HF_HUB_OFFLINE=1``) and it is there; else None."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    if not constants.HF_HUB_OFFLINE or repo_id.count("/") != 1:
+        return None
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return None
+
+
+def _from_hub(repo_id: str, split: str) -> Any:
+    """``repo_id`` through ``datasets`` (with network: downloaded to its cache; offline: its cache)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(repo_id, split=split)
+    except (FileNotFoundError, ConnectionError, ValueError) as err:
+        if "split" in str(err).lower():
+            raise FileNotFoundError(f"Hugging Face dataset {repo_id}: {err}") from err
+        raise FileNotFoundError(
+            f"{repo_id} is no local folder, and not a Hub dataset in the local cache or reachable ({err}); "
+            f"fetch it with `hf download --repo-type dataset {repo_id}` (then HF_HUB_OFFLINE=1 reads it)"
+        ) from err
 
 
 class HFImages(Dataset):
@@ -54,12 +97,17 @@ class HFImages(Dataset):
     ``encoded`` JPEGs are left encoded (:func:`.images.open_image`)."""
 
     def __init__(
-        self, table: Any, image_column: str = "image", label_column: str = "label", encoded: bool = False
+        self,
+        table: Any,
+        image_column: str = "image",
+        label_column: str = "label",
+        encoded: bool = False,
+        where: str = "the dataset",
     ) -> None:
         missing = {image_column, label_column} - set(table.column_names)
         if missing:
             raise ValueError(
-                f"the dataset has columns {table.column_names}, not {sorted(missing)}: set "
+                f"{where} has columns {table.column_names}, not {sorted(missing)}: set "
                 "data.hf.image_column / data.hf.label_column"
             )
         from datasets import Image as ImageFeature
@@ -73,6 +121,11 @@ class HFImages(Dataset):
     @property
     def targets(self) -> list[int]:
         return [int(y) for y in self.table[self.label_column]]
+
+    @property
+    def unlabelled(self) -> str | None:
+        """Why some images lack a label (a ClassLabel's -1, as in a Hub test split), or None."""
+        return "some images have label -1 (none)" if -1 in self.targets else None
 
     def raw(self, index: int) -> tuple[bytes, str, int]:
         """Item ``index``'s encoded image bytes as stored, their format's extension, and its label
@@ -106,4 +159,4 @@ def open_hf(
     encoded: bool = False,
     **_: Any,
 ) -> HFImages:
-    return HFImages(load_split(root, split), image_column, label_column, encoded)
+    return HFImages(load_split(root, split), image_column, label_column, encoded, f"{root} (split {split!r})")
