@@ -62,6 +62,8 @@ def build_split(
     ``subset``: a seeded subset of at most that many images.
     """
     info = get_info(name)
+    if not info.labelled:
+        require_labels(info, None, str(root))
     if split not in info.splits:
         raise ValueError(f"{info.title} has splits {info.splits}, not {split!r}")
     options = {**info.protocol.get(split, {}), "image_size": image_size}
