@@ -16,6 +16,7 @@ from types import ModuleType
 from .._version import __version__
 from .commands import (
     data,
+    data_info,
     data_shard,
     demo,
     eval,
@@ -37,6 +38,7 @@ from .commands._common import parents
 #: Every command module (tests/test_cli.py checks that none of gsg_zoo/app/commands is left out).
 COMMANDS: tuple[ModuleType, ...] = (
     data,
+    data_info,
     data_shard,
     demo,
     eval,

@@ -215,7 +215,7 @@ def _wids_entries(file: Path) -> dict[str, Any] | None:
 def _wids_near(folder: Path) -> dict[str, Any]:
     """Every wids shard index among the JSON files of ``folder``, merged."""
     out: dict[str, Any] = {}
-    for file in sorted(folder.glob("*.json")):
+    for file in sorted(f for f in folder.glob("*.json") if not f.name.startswith(".")):  # not our cache
         out.update(_wids_entries(file) or {})
     return out
 
