@@ -7,7 +7,7 @@ import json
 
 PATH = ("data", "info")
 HELP = "show what a dataset source holds: format, splits, samples, classes, label and image keys, bytes"
-OPTIONS = ()
+OPTIONS = ("debug",)
 
 
 def register(p: argparse.ArgumentParser) -> None:
