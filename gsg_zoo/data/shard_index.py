@@ -78,7 +78,9 @@ def shard_indexes(
     todo = []
     for i, p in enumerate(paths):
         path = Path(p)
-        entries = folders.setdefault(path.parent, _load(cache_file(path.parent), keys))
+        if path.parent not in folders:
+            folders[path.parent] = _load(cache_file(path.parent), keys)
+        entries = folders[path.parent]
         entry = entries.get(path.name)
         if entry is not None and entry["stamp"] == _stamp(path):
             out.append(ShardIndex(**entry["index"]))
