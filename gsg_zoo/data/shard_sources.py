@@ -5,7 +5,8 @@ sample counts and sizes, and (on demand) each shard's header index. Counts come 
 a gsg ``manifest.json``, a wids shard-index JSON (``wids-shard-index-v1``) naming the same shards, or
 a header scan (:mod:`.shard_index`, cached). Accepted: a folder (its ``<split>/`` or its ``*.tar``,
 those named after the split when the names carry one), a brace pattern (``a-{0000..0099}.tar``),
-several joined by ``::``, a glob, a text file of one path or pattern a line, a wids JSON, one ``.tar``.
+several joined by ``::``, a glob, a text file of one path or pattern a line, a wids JSON, one ``.tar``;
+and URLs of object stores (:mod:`.remote`): patterns, a ``.tar``, a prefix.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import remote
 from .shard_index import shard_indexes
 from .shard_scan import SampleKeys, ShardIndex
 
@@ -58,8 +60,13 @@ class ShardSet:
     def check_sizes(self) -> None:
         """ValueError naming the first shard missing or of another size than listed."""
         for path, want in zip(self.paths, self.sizes, strict=True):
-            size = os.path.getsize(path) if os.path.exists(path) else None
-            if want is not None and size != want:
+            if want is None:
+                continue
+            if remote.is_url(path):
+                size = remote.info(path)[0]
+            else:
+                size = os.path.getsize(path) if os.path.exists(path) else None
+            if size != want:
                 fix = "re-run `gsg data shard`" if self.kind == "gsg" else f"update or remove {self.source}"
                 raise ValueError(
                     f"shard {path} is {'missing' if size is None else f'{size} bytes'}, {self.source} "
@@ -88,6 +95,8 @@ def _check_counts(shards: ShardSet) -> None:
 def shard_set(root: str | os.PathLike, split: str = "train", keys: SampleKeys | None = None) -> ShardSet:
     """The shards ``root`` names for ``split`` (see the module); FileNotFoundError / ValueError say why not."""
     keys, text = keys or SampleKeys(), os.path.expanduser(str(root))
+    if remote.is_url(text):
+        return _url(text, split, keys)
     path = Path(text)
     if path.is_dir():
         return _folder(path, split, keys)
@@ -114,12 +123,13 @@ def expand(pattern: str, base: Path | None = None) -> list[str]:
     out = []
     for part in pattern.split("::"):
         part = os.path.expanduser(part.strip())
-        if base is not None and not os.path.isabs(part):
+        if base is not None and not os.path.isabs(part) and not remote.is_url(part):
             part = str(base / part)
+        url = remote.is_url(part)
         names = list(braceexpand.braceexpand(part))
         if any(c in part for c in "*?["):
-            names = sorted(f for name in names for f in glob.glob(name))
-        missing = [n for n in names if not os.path.isfile(n)]
+            names = [f for name in names for f in (remote.glob(name) if url else sorted(glob.glob(name)))]
+        missing = [n for n in names if not (remote.exists(n) if url else os.path.isfile(n))]
         if not names or missing:
             some = (
                 f"{len(missing)} of its {len(names)} shards are missing, e.g. {missing[0]}"
@@ -156,6 +166,15 @@ def scanned(paths: list[str], source: str, keys: SampleKeys, wids: dict[str, Any
     return shards
 
 
+def _url(url: str, split: str, keys: SampleKeys) -> ShardSet:
+    """A URL: a pattern, one ``.tar``, or a prefix ("folder") whose ``*.tar`` (or ``<split>/*.tar``) are read."""
+    if "::" in url or any(c in url for c in "{*?[") or url.endswith(".tar"):
+        return scanned(expand(url), url, keys)
+    base = url.rstrip("/")
+    tars = remote.glob(f"{base}/{split}/*.tar") or _split_tars(remote.glob(f"{base}/*.tar"), split, base)
+    return scanned(tars, url, keys)
+
+
 def _folder(path: Path, split: str, keys: SampleKeys) -> ShardSet:
     for folder in (path / split, path):
         if (folder / MANIFEST).is_file():
@@ -167,7 +186,7 @@ def _folder(path: Path, split: str, keys: SampleKeys) -> ShardSet:
     return scanned(tars, str(path), keys, _wids_near(folder))
 
 
-def _split_tars(tars: list[str], split: str, folder: Path) -> list[str]:
+def _split_tars(tars: list[str], split: str, folder: Path | str) -> list[str]:
     """The tars named after ``split`` when the names carry splits (``in1k-train-0000.tar``), else all."""
 
     def words(p: str) -> set[str]:

@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..core.checkpoint import atomic_write
+from . import remote
 from .images import EncodedImage, open_image
 from .shard_scan import IMAGE_EXTENSIONS, SampleKeys
 from .shard_sources import MANIFEST, ShardSet, shard_set
@@ -194,7 +195,7 @@ class ShardImages(Dataset):
         self.encoded = encoded
         shards = as_shard_set(source)
         shards.check_sizes()
-        self.classes, self.shards, self.items = shards.classes, [Path(p) for p in shards.paths], []
+        self.classes, self.shards, self.items = shards.classes, list(shards.paths), []
         self.unlabelled: str | None = None
         for i, index in enumerate(shards.index()):
             self.items += zip([i] * len(index), index.offsets, index.sizes, index.labels, strict=True)
@@ -216,15 +217,22 @@ class ShardImages(Dataset):
     def __getitem__(self, index: int) -> tuple[Image.Image | EncodedImage, int] | None:
         shard, offset, size, label = self.items[index]
         try:
-            f = self._files.get(shard) or self._files.setdefault(shard, self.shards[shard].open("rb"))
-            f.seek(offset)
-            data = f.read(size)
+            data = self._read(shard, offset, size)
             if len(data) != size:
                 raise OSError(f"read {len(data)} of {size} bytes")
             return open_image(data, self.encoded), label
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             log.warning("unreadable image %d in shard %s: %s", index, self.shards[shard], err)
             return None
+
+    def _read(self, shard: int, offset: int, size: int) -> bytes:
+        """One image's bytes: a seek and a read (a URL: one ranged GET, retried)."""
+        path = self.shards[shard]
+        if remote.is_url(path):
+            return remote.read_range(path, offset, size)
+        f = self._files.get(shard) or self._files.setdefault(shard, open(path, "rb"))  # noqa: SIM115
+        f.seek(offset)
+        return f.read(size)
 
 
 def _label_hint(shards: ShardSet) -> str:

@@ -18,7 +18,6 @@ import random
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import UnidentifiedImageError
@@ -26,6 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .images import open_image
 from .pretraining import seeded_item_rngs
+from .remote import open_shard
 from .shard_scan import samples_of
 from .shard_sources import ShardSet
 from .shards import as_shard_set
@@ -198,7 +198,7 @@ class SegmentReader:
     """Reads segments of a worker's stream: sequentially from a position on, or only some positions."""
 
     def __init__(self, paths: list[str], fix: str = "re-run `gsg data shard` for it") -> None:
-        self.paths, self.fix = [Path(p) for p in paths], fix
+        self.paths, self.fix = list(paths), fix
 
     def stream(self, segment: Segment, begin: int = 0) -> Iterator[Sample]:
         """The segment's samples from position ``begin`` on (tar headers only before it)."""
@@ -223,15 +223,15 @@ class SegmentReader:
                 yield i, sample
 
     @contextlib.contextmanager
-    def _open(self, segment: Segment) -> Iterator[tuple[io.BufferedReader, Path]]:
+    def _open(self, segment: Segment) -> Iterator[tuple[io.BufferedReader, str]]:
         path = self.paths[segment.shard]
         try:
-            with path.open("rb") as f:
+            with open_shard(path) as f:  # a URL: ranged reads, retried and resumed (:mod:`.remote`)
                 yield f, path
         except (tarfile.TarError, OSError, ValueError) as err:
             raise RuntimeError(f"shard {path} is damaged ({err}); {self.fix}") from err
 
-    def _short(self, path: Path, segment: Segment) -> None:
+    def _short(self, path: str, segment: Segment) -> None:
         raise RuntimeError(
             f"shard {path} has fewer than the {segment.stop} samples its index lists: damaged; {self.fix}"
         )
