@@ -127,6 +127,17 @@ def test_a_bucket_reads_as_the_local_shards_by_index_and_streamed(s3, faults):
     assert epoch(shard_set(PATTERN), 0) == epoch(local, 0)
 
 
+def test_gsg_data_info_of_a_bucket(s3, faults, capsys):
+    import json
+
+    from gsg_zoo.app.cli import main
+
+    assert main(["data", "info", "s3://shards/in1k"]) == 0
+    train = json.loads(capsys.readouterr().out)["splits"]["(given)"]
+    assert (train["samples"], train["shards"], train["image_key"]) == (TRAIN, 5, "jpg")
+    assert train["bytes"] == sum(p.stat().st_size for p in s3.glob("*.tar"))
+
+
 def test_dropped_connections_and_503s_lose_and_repeat_nothing(s3, faults):
     want = epoch(shard_set(s3, "train"), 0)
     faults.update(cut_every=2, fail_every=3)

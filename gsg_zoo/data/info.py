@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from . import remote
 from .shard_scan import SampleKeys, samples_of
 from .shard_sources import KNOWN_SPLITS, MANIFEST, shard_set
 
@@ -54,7 +55,7 @@ def detect(path: Path, source: str) -> str:
         if classes and all(any(f.suffix.lower() in IMG_EXTENSIONS for f in c.iterdir()) for c in classes):
             return "imagefolder"
         return "folder"
-    if path.is_file() or "::" in source or any(c in source for c in "{*?["):
+    if path.is_file() or remote.is_url(source) or "::" in source or any(c in source for c in "{*?["):
         return "webdataset"
     if source.count("/") == 1:
         return "hf"  # a Hub id
@@ -86,13 +87,13 @@ def _shard_splits(path: Path, source: str, keys: SampleKeys) -> dict[str, Any]:
 def _shards(source: str, split: str, keys: SampleKeys) -> dict[str, Any]:
     shards = shard_set(source, split, keys)
     labels = [y for index in shards.index() for y in index.labels]
-    with open(shards.paths[0], "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+    with remote.open_shard(shards.paths[0]) as f, tarfile.open(fileobj=f, mode="r:") as tar:
         first = next(samples_of(tar), ("", []))
     members = sorted(m.name[len(first[0]) + 1 :].lower() for m in first[1])
     return {
         "samples": shards.total,
         "shards": len(shards.paths),
-        "bytes": sum(os.path.getsize(p) for p in shards.paths),
+        "bytes": sum(remote.info(p)[0] if remote.is_url(p) else os.path.getsize(p) for p in shards.paths),
         "classes": len({y for y in labels if y >= 0}),
         "unlabelled": sum(y < 0 for y in labels),
         "image_key": keys.image_of(members),
