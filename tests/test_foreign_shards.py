@@ -250,18 +250,18 @@ def test_gsg_eval_knn_reads_the_folder_and_refuses_shards_without_labels(foreign
     assert main([*args, "--data", str(foreign), "--image-size", "16"]) == 0
     assert "top-1" in capsys.readouterr().out.lower()
     rng = np.random.default_rng(0)
-    with wds.ShardWriter(str(tmp_path / "nolabels-%02d.tar"), maxcount=20, verbose=0) as sink:
-        for i in range(8):
-            sink.write(
-                {
-                    "__key__": f"{i:03d}",
-                    "jpg": encode(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), "JPEG"),
-                }
-            )
+    for split, n in (("train", 12), ("val", 6)):  # labels in a json field only
+        with wds.ShardWriter(str(tmp_path / f"json-{split}-%02d.tar"), maxcount=20, verbose=0) as sink:
+            for i in range(n):
+                image = encode(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), "JPEG")
+                sink.write({"__key__": f"{i:03d}", "jpg": image, "json": json.dumps({"y": i % 2}).encode()})
     assert main([*args, "--data", str(tmp_path), "--image-size", "16"]) == 1
     err = capsys.readouterr().err.strip()
-    assert "sample '000' of" in err and "nolabels-00.tar has no label (no .cls member" in err
-    assert "needs a label per image" in err and len(err.splitlines()) == 1
+    assert "sample '000' of" in err and "json-train-00.tar has no label (no .cls member" in err
+    assert "--label-key" in err and "needs a label per image" in err and len(err.splitlines()) == 1
+    json_labels = ["--label-key", "json", "--label-field", "y"]
+    assert main([*args, "--data", str(tmp_path), "--image-size", "16", *json_labels]) == 0
+    assert "top-1" in capsys.readouterr().out.lower()
 
 
 def tar_of(path, members):

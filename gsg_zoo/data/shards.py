@@ -239,7 +239,8 @@ def _label_hint(shards: ShardSet) -> str:
     k = shards.keys
     if k.label == "none":
         return "data.wds.label_key=none"
-    return f"no .{k.label} member{f' with field {k.field!r}' if k.label == 'json' else ''}: set data.wds.label_key"
+    field = f" with field {k.field!r}" if k.label == "json" else ""
+    return f"no .{k.label} member{field}: set data.wds.label_key (gsg eval: --label-key)"
 
 
 def open_shards(root: str | os.PathLike, split: str, encoded: bool = False, **options: Any) -> ShardImages:

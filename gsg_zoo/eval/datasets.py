@@ -54,19 +54,21 @@ def build_split(
     download: bool = False,
     image_size: int = 64,
     subset: int | None = None,
+    reader: dict[str, Any] | None = None,
 ) -> tuple[Dataset, dict[str, Any]]:
     """``(dataset of (transformed image, label), identity dict for the feature cache)``.
 
     ``split`` is one of the protocol's (``info.splits``), read with its protocol options (ImageFolder's
     test split is ``ROOT/val``; the synthetic splits have 2000 / 1000 images of ``image_size`` px).
-    ``subset``: a seeded subset of at most that many images.
+    ``subset``: a seeded subset of at most that many images. ``reader``: reader options (the shards'
+    ``label_key`` ...), part of the identity.
     """
     info = get_info(name)
     if not info.labelled:
         require_labels(info, None, str(root))
     if split not in info.splits:
         raise ValueError(f"{info.title} has splits {info.splits}, not {split!r}")
-    options = {**info.protocol.get(split, {}), "image_size": image_size}
+    options = {**info.protocol.get(split, {}), "image_size": image_size, **(reader or {})}
     base = open_split(info, root, split, download, **options)
     require_labels(info, base, f"{root} (split {split!r})")
     if info.on_disk:
@@ -76,6 +78,7 @@ def build_split(
     else:
         ident = {"name": info.name, "split": split, "image_size": image_size}
         ident.update({"root": str(root)} if info.needs_root else {})  # a Hub id, a shard pattern
+    ident.update({"reader": reader} if reader else {})
     if subset is not None and subset < len(base):
         gen = torch.Generator().manual_seed(SPLIT_SEED)
         base = Subset(base, sorted(torch.randperm(len(base), generator=gen)[:subset].tolist()))

@@ -43,6 +43,7 @@ class EvalContext:
     download: bool = False
     subset: int | None = None
     size_given: bool = False  # --image-size was passed (else: the model's data config)
+    reader: dict[str, Any] = field(default_factory=dict)  # reader options (shards: label_key, ...)
 
     @classmethod
     def load(
@@ -101,6 +102,7 @@ class EvalContext:
             download=self.download,
             image_size=self.image_size,
             subset=self.subset,
+            reader=self.reader,
         )
         return self.cache.get(self.model, ds, ident, transform, self.options)
 
@@ -210,6 +212,7 @@ def run_linear(
                 download=ctx.download,
                 image_size=ctx.image_size,
                 subset=ctx.subset,
+                reader=ctx.reader,
             )
             dist = ctx.options.dist
             shape = (

@@ -33,6 +33,10 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--image-size", type=int, default=None, help="input size (default: the model's data config)"
     )
     p.add_argument("--out", default=None, metavar="DIR", help="write results as JSON + markdown here")
+    g = p.add_argument_group("WebDataset shards (the recipe's data.wds keys)")
+    g.add_argument("--image-keys", default=None, help="image member extensions, first present (jpg,png,...)")
+    g.add_argument("--label-key", choices=("cls", "txt", "json"), default="cls", help="label member (cls)")
+    g.add_argument("--label-field", default="label", help="--label-key json: the label's field (label)")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +129,7 @@ def context(args: argparse.Namespace):
         progress=not args.no_progress,
         dist=info,
     )
-    return EvalContext.load(
+    ctx = EvalContext.load(
         args.model,
         image_size=args.image_size,
         cache_dir=args.cache_dir,
@@ -135,6 +139,13 @@ def context(args: argparse.Namespace):
         download=args.download,
         subset=args.subset,
     )
+    if args.dataset == "webdataset":
+        ctx.reader = {
+            "image_keys": args.image_keys,
+            "label_key": args.label_key,
+            "label_field": args.label_field,
+        }
+    return ctx
 
 
 @contextlib.contextmanager
