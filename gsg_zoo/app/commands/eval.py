@@ -139,7 +139,7 @@ def context(args: argparse.Namespace):
         download=args.download,
         subset=args.subset,
     )
-    if args.dataset == "webdataset":
+    if getattr(args, "dataset", None) == "webdataset":  # (gsg transfer classification shares this)
         ctx.reader = {
             "image_keys": args.image_keys,
             "label_key": args.label_key,
