@@ -171,7 +171,7 @@ def test_a_retrying_file_reads_on_from_the_byte_a_read_failed_at(monkeypatch, ca
     assert "reading s3://b/k.tar failed (ConnectionResetError: dropped): retry 1" in caplog.text
 
 
-def test_a_missing_object_and_missing_credentials_are_named(s3, faults, monkeypatch, tmp_path):
+def test_a_missing_object_and_missing_credentials_are_named(s3, faults, monkeypatch, tmp_path, capsys):
     with pytest.raises(
         FileNotFoundError, match=r"in1k-train-\{0000\.\.0005\}\.tar: 1 of its 6 shards are missing"
     ):
@@ -186,9 +186,14 @@ def test_a_missing_object_and_missing_credentials_are_named(s3, faults, monkeypa
     s3fs.S3FileSystem.clear_instance_cache()
     try:
         with pytest.raises(
-            PermissionError, match=r"s3://shards/in1k/in1k-train-0000\.tar: no credentials.*AWS_PROFILE"
+            remote.StoreError, match=r"s3://shards/in1k/in1k-train-0000\.tar: no credentials.*AWS_PROFILE"
         ):
             shard_set("s3://shards/in1k/in1k-train-0000.tar")
+        from gsg_zoo.app.cli import main
+
+        assert main(["data", "info", "s3://shards/in1k/in1k-train-0000.tar"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "no credentials for the bucket" in err and len(err.splitlines()) == 1
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
 

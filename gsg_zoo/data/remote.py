@@ -21,35 +21,37 @@ RETRIES, BACKOFF_S = 5, 0.2  # a read is tried 1 + RETRIES times, waiting BACKOF
 BLOCK = 4 << 20  # bytes per ranged read of a stream
 
 
+class StoreError(RuntimeError):
+    """An object store refused or kept failing a read (credentials, access, network): one line naming the URL."""
+
+
 def is_url(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
 def filesystem(url: str) -> tuple[Any, str]:
-    """``(fsspec filesystem, path within it)``; ImportError naming the extra to install."""
+    """``(fsspec filesystem, path within it)``; StoreError naming the extra to install."""
     import fsspec
 
     try:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as err:
-        raise ImportError(
-            f"{url}: {err}; for s3:// install the s3 extra (pip install 'gsg-zoo[s3]')"
-        ) from err
+        raise StoreError(f"{url}: {err}; for s3:// install the s3 extra (pip install 'gsg-zoo[s3]')") from err
 
 
 def _errors(url: str, err: BaseException) -> Exception:
     """A one-line error for ``url`` saying what to do (credentials, a missing object, the network)."""
     name = type(err).__name__
     if name in ("NoCredentialsError", "PartialCredentialsError", "NoAuthTokenError"):
-        return PermissionError(
+        return StoreError(
             f"{url}: no credentials for the bucket ({err}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
             "AWS_PROFILE, or the store's own credentials"
         )
     if isinstance(err, PermissionError):
-        return PermissionError(f"{url}: access denied ({err}); check the credentials and the bucket policy")
+        return StoreError(f"{url}: access denied ({err}); check the credentials and the bucket policy")
     if isinstance(err, FileNotFoundError):
         return FileNotFoundError(f"{url} does not exist: check the bucket, the key and the pattern")
-    return OSError(f"{url}: {name}: {err} (after {RETRIES} retries); check the network and the endpoint")
+    return StoreError(f"{url}: {name}: {err} (after {RETRIES} retries); check the network and the endpoint")
 
 
 def _transient(err: BaseException) -> bool:
