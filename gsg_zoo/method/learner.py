@@ -139,8 +139,12 @@ class LearnerOutput:
     @property
     def selection_counts(self) -> Tensor | None:
         """GSG: how often each of the 4 pairs (:data:`~gsg_zoo.method.losses.PAIRS`) was selected in this batch,
-        ``(4,)`` on the device (no host sync); None without GSG."""
-        return None if self.selection is None else torch.bincount(self.selection.view(-1), minlength=4)
+        ``(4,)`` int64 on the device; None without GSG. ``index_add_``, not ``bincount``: CUDA's bincount
+        reads the input's min and max on the host (two syncs a step)."""
+        if self.selection is None:
+            return None
+        sel = self.selection.view(-1)
+        return torch.zeros(4, dtype=torch.long, device=sel.device).index_add_(0, sel, torch.ones_like(sel))
 
 
 def _check_knobs(config: LearnerConfig) -> None:
