@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import collections
 import functools
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,10 +25,12 @@ from test_pretrain import TINY
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from gsg_zoo.config.recipes import load_recipe
+from gsg_zoo.config.recipes import OptimConfig, load_recipe
 from gsg_zoo.data.batch_augment import BatchAugment, CropBoxes, PackedImages
+from gsg_zoo.train.optim import build_optimizer, sgd_fused
 from gsg_zoo.train.trainer import Pretrainer
 
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 Tensor = torch.Tensor
 #: what reads a device tensor's values on the host (each a device sync on CUDA)
 READS = {
@@ -186,3 +192,53 @@ def test_device_reads_sees_what_a_sync_is():
         bool(host.any())
         host.to("cpu", non_blocking=True)
     assert mode.reads == ["item", "bincount", "torch.tensor(device=...)"], mode.reads
+
+
+def test_sgd_is_fused_on_cuda_parameters_only_unless_set():
+    cfg = OptimConfig()
+    cuda, cpu = SimpleNamespace(device=torch.device("cuda")), SimpleNamespace(device=torch.device("cpu"))
+    assert sgd_fused(cfg, [cuda, cuda]) and not sgd_fused(cfg, [cuda, cpu]) and not sgd_fused(cfg, [])
+    assert not sgd_fused(OptimConfig(fused=False), [cuda]) and sgd_fused(OptimConfig(fused=True), [cpu])
+    assert not sgd_fused(OptimConfig(foreach=True), [cuda])  # an explicit foreach keeps foreach
+    opt = build_optimizer({"m": torch.nn.Linear(2, 2)}, cfg, 256)
+    assert opt.defaults["foreach"] and not opt.defaults["fused"]  # CPU parameters: foreach
+
+
+def test_ddp_gets_the_recipe_switches(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_ddp(module, **kwargs):
+        seen.update(kwargs)
+        return module
+
+    trainer = _trainer(tmp_path, "demo", "train.ddp_static_graph=true", "train.ddp_broadcast_buffers=false")
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", fake_ddp)
+    monkeypatch.setattr(trainer.dist, "world_size", 2)
+    trainer._build_model()
+    assert seen == {
+        "device_ids": None,
+        "gradient_as_bucket_view": True,
+        "static_graph": True,
+        "broadcast_buffers": False,
+    }
+
+
+@pytest.mark.slow
+def test_gpu_checks_dry_run(tmp_path):
+    """benchmarks/gpu_checks.py --dry-run: the GPU script's code paths on the CPU at tiny sizes."""
+    report = _gpu_checks().main(
+        ["--dry-run", "--data", str(tmp_path / "jpegs"), "--out", str(tmp_path / "gc.json")]
+    )
+    assert report["sync_free_step"]["ok"] and report["decode"]["crops_equal_cpu"]
+    assert report["decode"]["max_mean_abs_diff_vs_cpu"] == 0.0
+    assert [r["variant"] for r in report["ab"]] == ["pil_views", "device_views", "device_views_device_decode"]
+    assert all(r["images_per_s"] > 0 for r in report["ab"])
+    assert (tmp_path / "gc.md").read_text().count("| ") >= 3
+
+
+def _gpu_checks():
+    spec = importlib.util.spec_from_file_location("gpu_checks", BENCH / "gpu_checks.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_checks"] = module
+    spec.loader.exec_module(module)
+    return module

@@ -130,6 +130,9 @@ class OptimConfig:
     # None: foreach on every device type (torch's own default picks it on CUDA only; on CPU it was
     # measured faster too, benchmarks/README.md "CPU options")
     foreach: bool | None = None
+    # SGD: None = fused (one kernel for every parameter) when the parameters are on CUDA, else foreach;
+    # not measured on hardware (docs/guides/pretraining.md "Throughput")
+    fused: bool | None = None
 
 
 @dataclass
@@ -152,6 +155,10 @@ class TrainConfig:
     cudnn_benchmark: bool = True  # CUDA: let cuDNN pick the fastest kernels (off when deterministic)
     tf32: bool | None = None  # CUDA: TF32 matmuls and convolutions (None: PyTorch's defaults)
     deterministic: bool = False  # torch.use_deterministic_algorithms + CUBLAS_WORKSPACE_CONFIG (slower)
+    # DistributedDataParallel's options (multi-process runs; not measured on hardware)
+    ddp_gradient_as_bucket_view: bool = True  # gradients are views of the all-reduce buckets: no copy
+    ddp_static_graph: bool = False  # the same graph every step (lets DDP skip unused-parameter checks)
+    ddp_broadcast_buffers: bool = True  # rank 0's buffers (BN running stats) to every rank each forward
 
 
 @dataclass

@@ -155,7 +155,14 @@ class Pretrainer:
         if self.dist.world_size == 1:
             return learner, learner
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return learner, nn.parallel.DistributedDataParallel(learner, device_ids=ids)
+        ddp = nn.parallel.DistributedDataParallel(
+            learner,
+            device_ids=ids,
+            gradient_as_bucket_view=tc.ddp_gradient_as_bucket_view,
+            static_graph=tc.ddp_static_graph,
+            broadcast_buffers=tc.ddp_broadcast_buffers,
+        )
+        return learner, ddp
 
     def _use_sync_bn(self) -> bool:
         mode = self.recipe.train.sync_bn
