@@ -123,7 +123,7 @@ def time_steps(trainer: Any, warmup: int, n: int) -> tuple[list[float], list[flo
     the host as in the trainer: the steps' seconds add up to the timed span, the last step's holding
     the final wait for the device; images/s is the trainer's, not a sum of synchronised steps.
     """
-    from gsg_zoo.train.inputs import step_views
+    from gsg_zoo.train.inputs import device_batches, step_views
     from gsg_zoo.train.step import train_step
 
     learner, opt, device = trainer.learner, trainer.optimizer, trainer.device
@@ -132,7 +132,8 @@ def time_steps(trainer: Any, warmup: int, n: int) -> tuple[list[float], list[flo
     num_views, channels_last = learner.config.num_views, trainer.recipe.train.channels_last
     waits, steps = [], []
     tick = time.perf_counter()
-    for i, (batch, _, _) in enumerate(trainer.train_loader):
+    batches = device_batches(trainer.train_loader, device, trainer.data.prefetch)
+    for i, (batch, _, _) in enumerate(batches):
         got = time.perf_counter()
         views = step_views(batch, trainer.data, num_views, device, channels_last, seed=i)
         train_step(

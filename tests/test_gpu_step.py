@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_leaves
 
 from gsg_zoo.config.recipes import OptimConfig, load_recipe
 from gsg_zoo.data.batch_augment import BatchAugment, CropBoxes, PackedImages
+from gsg_zoo.train.inputs import device_batches, step_views
 from gsg_zoo.train.optim import build_optimizer, sgd_fused
 from gsg_zoo.train.trainer import Pretrainer
 
@@ -144,6 +145,7 @@ def _trainer(tmp_path: Any, recipe: str, *overrides: str) -> Pretrainer:
 
 PATHS = {
     "pil_views": ("demo", ()),
+    "pil_uint8_views": ("demo", ("data.loader.uint8_views=true",)),
     "device_views": ("demo", ("data.batch_augment=true",)),
     "crop_boxes": ("imagenet_simsiam_gsg", ("data.batch_augment=true", "data.image_size=24")),
     "byol_crop_boxes": ("imagenet_byol_gsg", ("data.batch_augment=true", "data.image_size=24")),
@@ -242,3 +244,26 @@ def _gpu_checks():
     sys.modules["gpu_checks"] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize("recipe", ["demo", "imagenet_byol_gsg_byol_views"])
+def test_uint8_pil_views_normalised_on_the_device_are_the_float_views(tmp_path, recipe):
+    """``data.loader.uint8_views``: the workers ship uint8, :func:`step_views` normalises: the same
+    floats as the workers' ``ToTensor`` + ``Normalize``, bit for bit (BYOL: two pipelines)."""
+    views = {}
+    for flag in ("false", "true"):
+        trainer = _trainer(tmp_path / flag, recipe, f"data.loader.uint8_views={flag}", "data.image_size=24")
+        assert (trainer.data.normalize is not None) == (flag == "true")
+        trainer.data.set_epoch(0)
+        batch = next(iter(trainer.train_loader))[0]
+        assert batch[0].dtype == (torch.uint8 if flag == "true" else torch.float32)
+        views[flag] = step_views(
+            batch, trainer.data, trainer.learner.config.num_views, trainer.device, True, 0
+        )
+    for a, b in zip(views["false"], views["true"], strict=True):
+        assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_device_batches_pass_the_items_through_off_cuda():
+    items = [([torch.zeros(2)], torch.zeros(2), 0)]
+    assert list(device_batches(items, torch.device("cpu"))) == items

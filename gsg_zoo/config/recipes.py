@@ -39,6 +39,12 @@ class LoaderConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int = 2
+    # PIL views: the workers ship uint8 views, normalised on the device (the same floats, bit for bit;
+    # a quarter of the bytes through pinning and the copy). None: on CUDA only (docs/guides/pretraining.md)
+    uint8_views: bool | None = None
+    # CUDA: copy the next batch to the device on a side stream while the current step runs
+    # (not measured on hardware)
+    prefetch_to_device: bool = True
 
 
 @dataclass

@@ -65,6 +65,14 @@ def _gray(x: Tensor) -> Tensor:
     return (x * channel_constant(_GRAY, x.device, x.dtype)).sum(1, keepdim=True)
 
 
+def normalize_uint8(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 images ``(N, C, H, W)`` as ``ToTensor`` + ``Normalize(mean, std)`` make them, bit for bit
+    (the same float32 ops: / 255, - mean, / std), with the constants cached per device."""
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    mean_c, std_c = (channel_constant(tuple(v), x.device, torch.float32) for v in (mean, std))
+    return x.sub_(mean_c).div_(std_c)
+
+
 def _per_sample(f: Tensor) -> Tensor:
     return f.view(-1, 1, 1, 1)
 
