@@ -1,15 +1,7 @@
-"""The in-process half of ``benchmarks/gpu_checks.sh``: sync-free step, nvjpeg decode, input-path A/B.
-
-On real JPEGs it writes (ImageNet-like 500x375, ``ROOT/train/<class>/``), at ResNet-50 batch 128 bf16
-on CUDA; ``--dry-run``: the same code paths on the CPU at tiny sizes (resnet10t, batch 8, 32 px, no
-worker processes, compile off: inductor's CPU compile alone takes minutes).
-
-1. one steady-state step of the device path with crop boxes under
-   ``torch.cuda.set_sync_debug_mode("error")`` (any host sync raises);
-2. nvjpeg: a batch decoded with ``decode_jpegs`` on the device vs PIL, and the batched crops of the
-   device batch vs the CPU's bytes;
-3. the A/B: PIL views vs the device path vs the device path with device decode, compile off/on,
-   through ``bench_throughput`` (the trainer's loader and step, no per-step synchronisation).
+"""The in-process half of ``benchmarks/gpu_checks.sh`` (issue 34): one step under
+``torch.cuda.set_sync_debug_mode("error")``, nvjpeg decode against PIL and the CPU's crops, and the A/B
+of PIL views vs the device path vs device decode (compile off/on) on written JPEGs, ResNet-50 batch 128
+bf16; ``--dry-run``: the same code on the CPU at tiny sizes (compile off).
 
     python benchmarks/gpu_checks.py --out benchmarks/results/gpu_checks.json [--dry-run]
 """

@@ -1,10 +1,6 @@
-"""A step that never waits on the host, checked on the CPU (issue #34).
-
-The device views take a fixed number of ops whatever the batch size (counted with ``torch.profiler``),
-and a steady-state training step on each input path reads no value of a device tensor and makes no
-blocking host-to-device copy: :class:`DeviceReads` follows which tensors would live on the device
-(the model's, the optimiser's, the moved batch and everything computed from them) and counts the
-sync points called on them (``.item()``, ``.tolist()``, ``.cpu()``, ``bool()``, ``bincount``...).
+"""A step that never waits on the host, checked on the CPU (issue 34): the device views take a fixed
+number of ops whatever the batch size, and a steady-state step on each input path reads no device
+value back (:class:`DeviceReads`), plus the GPU switches' plumbing and the GPU script's dry run.
 """
 
 from __future__ import annotations

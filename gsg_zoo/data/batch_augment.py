@@ -22,8 +22,9 @@ step outruns a few CPU workers. :class:`BatchAugment` applies the CIFAR/SimSiam 
 
 ImageNet-scale images differ in size, so they cannot be batched before cropping: with ``crop=False``
 the DataLoader workers decode each image once and draw its views' crop boxes (:class:`CropBoxes`, no
-pixel work), the batch travels as one flat buffer (:class:`PackedImages`), and the device resizes each
-box (torchvision's antialiased ``resized_crop``) and does the flip and everything after it. With
+pixel work), the batch travels as one flat buffer (:class:`PackedImages`), and the device resizes the
+boxes (torchvision's antialiased ``resized_crop``, bit for bit; off the CPU as batched matmuls,
+:func:`resize_boxes`) and does the flip and everything after it. With
 ``data.decode: device`` the workers read only JPEG headers and pack the bytes; the device decodes a
 batch's JPEGs in one ``torchvision.io.decode_jpeg`` call (:func:`decode_jpegs`) before resizing.
 
