@@ -438,6 +438,8 @@ class PackedImages:
 
     def _batchable(self, size: int) -> bool:
         """Every box inside its image and downscaled at most :data:`MAX_BATCHED_SCALE` (host tensors)."""
+        if len(self) == 0:
+            return True
         top, left, h, w = self.boxes.unbind(2)
         height, width = self.sizes[:, :1], self.sizes[:, 1:]
         inside = (top >= 0) & (left >= 0) & (h > 0) & (w > 0) & (top + h <= height) & (left + w <= width)
@@ -628,14 +630,23 @@ def _matmul_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if native else torch.float32
 
 
+_BF16_OUT_FLOAT = [True]  # False once CUDA's bmm(bf16, bf16, out_dtype=float32) has failed here
+
+
 def _bmm(a: Tensor, b: Tensor) -> Tensor:
     """Batched float32 products; bf16 inputs: ``out_dtype=float32`` on CUDA, float32 products of the
-    bf16 values elsewhere (the same exact sums: how the CPU tests check the bf16 path)."""
+    bf16 values elsewhere or if that call fails (the same exact sums; how the CPU tests check it)."""
     if a.dtype == torch.float32:
         return torch.bmm(a, b)
-    if a.device.type != "cuda":
-        return torch.bmm(a.float(), b.float())
-    return torch.bmm(a, b, out_dtype=torch.float32)
+    if a.device.type == "cuda" and _BF16_OUT_FLOAT[0]:
+        try:
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        except RuntimeError as err:  # not run on hardware yet: keep training, in float32
+            _BF16_OUT_FLOAT[0] = False
+            log.warning(
+                "bmm(bf16, out_dtype=float32) failed (%s): the batched crops use float32 matmuls", err
+            )
+    return torch.bmm(a.float(), b.float())
 
 
 def resize_boxes(canvas: Tensor, boxes: Tensor, views: int, size: int, taps: tuple[int, int]) -> Tensor:

@@ -139,12 +139,13 @@ class LearnerOutput:
     @property
     def selection_counts(self) -> Tensor | None:
         """GSG: how often each of the 4 pairs (:data:`~gsg_zoo.method.losses.PAIRS`) was selected in this batch,
-        ``(4,)`` int64 on the device; None without GSG. ``index_add_``, not ``bincount``: CUDA's bincount
-        reads the input's min and max on the host (two syncs a step)."""
+        ``(4,)`` int64 on the device; None without GSG. A one-hot sum, not ``bincount`` (CUDA's reads the
+        input's min and max on the host: two syncs a step) nor ``index_add_`` (atomic adds, refused
+        under ``torch.use_deterministic_algorithms``)."""
         if self.selection is None:
             return None
-        sel = self.selection.view(-1)
-        return torch.zeros(4, dtype=torch.long, device=sel.device).index_add_(0, sel, torch.ones_like(sel))
+        sel = self.selection.view(-1, 1)
+        return (sel == torch.arange(4, device=sel.device)).sum(0)
 
 
 def _check_knobs(config: LearnerConfig) -> None:
