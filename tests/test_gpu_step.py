@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 from test_pretrain import TINY
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from gsg_zoo.config.recipes import OptimConfig, load_recipe
-from gsg_zoo.data.batch_augment import BatchAugment, CropBoxes, PackedImages
+from gsg_zoo.data.batch_augment import BatchAugment, CropBoxes, PackedImages, normalize_uint8
 from gsg_zoo.train.inputs import device_batches, step_views
 from gsg_zoo.train.optim import build_optimizer, sgd_fused
 from gsg_zoo.train.trainer import Pretrainer
@@ -263,3 +264,14 @@ def test_uint8_pil_views_normalised_on_the_device_are_the_float_views(tmp_path, 
 def test_device_batches_pass_the_items_through_off_cuda():
     items = [([torch.zeros(2)], torch.zeros(2), 0)]
     assert list(device_batches(items, torch.device("cpu"))) == items
+
+
+@pytest.mark.gpu
+def test_uint8_views_normalised_on_cuda_equal_the_workers_floats():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    want = torch.stack([TF.normalize(TF.to_tensor(TF.to_pil_image(im)), mean, std) for im in x])
+    assert torch.equal(normalize_uint8(x.cuda(), mean, std).cpu(), want)
+    assert torch.equal(normalize_uint8(x, mean, std), want)

@@ -68,8 +68,13 @@ def _gray(x: Tensor) -> Tensor:
 
 def normalize_uint8(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 images ``(N, C, H, W)`` as ``ToTensor`` + ``Normalize(mean, std)`` make them, bit for bit
-    (the same float32 ops: / 255, - mean, / std), with the constants cached per device."""
-    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    (the same float32 ops: / 255, - mean, / std), with the constants cached per device. 255 is a device
+    tensor: CUDA divides by a host scalar as a product with its reciprocal, not the same floats."""
+    x = (
+        x.float().div_(channel_constant((255.0,), x.device, torch.float32))
+        if x.dtype == torch.uint8
+        else x.float()
+    )
     mean_c, std_c = (channel_constant(tuple(v), x.device, torch.float32) for v in (mean, std))
     return x.sub_(mean_c).div_(std_c)
 
