@@ -142,7 +142,7 @@ def _trainer(tmp_path: Any, recipe: str, *overrides: str) -> Pretrainer:
 
 PATHS = {
     "pil_views": ("demo", ()),
-    "pil_uint8_views": ("demo", ("data.loader.uint8_views=true",)),
+    "pil_uint8_views": ("demo", ("data.uint8_views=true",)),
     "device_views": ("demo", ("data.batch_augment=true",)),
     "crop_boxes": ("imagenet_simsiam_gsg", ("data.batch_augment=true", "data.image_size=24")),
     "byol_crop_boxes": ("imagenet_byol_gsg", ("data.batch_augment=true", "data.image_size=24")),
@@ -245,11 +245,11 @@ def _gpu_checks():
 
 @pytest.mark.parametrize("recipe", ["demo", "imagenet_byol_gsg_byol_views"])
 def test_uint8_pil_views_normalised_on_the_device_are_the_float_views(tmp_path, recipe):
-    """``data.loader.uint8_views``: the workers ship uint8, :func:`step_views` normalises: the same
+    """``data.uint8_views``: the workers ship uint8, :func:`step_views` normalises: the same
     floats as the workers' ``ToTensor`` + ``Normalize``, bit for bit (BYOL: two pipelines)."""
     views = {}
     for flag in ("false", "true"):
-        trainer = _trainer(tmp_path / flag, recipe, f"data.loader.uint8_views={flag}", "data.image_size=24")
+        trainer = _trainer(tmp_path / flag, recipe, f"data.uint8_views={flag}", "data.image_size=24")
         assert (trainer.data.normalize is not None) == (flag == "true")
         trainer.data.set_epoch(0)
         batch = next(iter(trainer.train_loader))[0]

@@ -146,7 +146,7 @@ def build_train_data(
     views, normalize = loader_uint8_views(dc, views, batch_augment, device)
     if dc.stream.enabled:
         data = build_stream_data(recipe, dist, device, local_batch, views, batch_augment)
-        data.normalize, data.prefetch = normalize, dc.loader.prefetch_to_device
+        data.normalize, data.prefetch = normalize, recipe.train.prefetch_to_device
         return data
 
     def build(download: bool) -> Any:
@@ -187,17 +187,17 @@ def build_train_data(
         local_view_augment(dc, local_crops),
         local_crops,
         normalize,
-        dc.loader.prefetch_to_device,
+        recipe.train.prefetch_to_device,
     )
 
 
 def loader_uint8_views(
     dc: DataConfig, views: MultiView, batch_augment: BatchAugment | None, device: torch.device
 ) -> tuple[MultiView, tuple[tuple[float, ...], tuple[float, ...]] | None]:
-    """PIL views: with ``data.loader.uint8_views`` (None: on CUDA) the workers' pipelines end in
+    """PIL views: with ``data.uint8_views`` (None: on CUDA) the workers' pipelines end in
     ``PILToTensor`` and :func:`step_views` normalises on the device (the same floats); returns the
     loader's transform and the (mean, std) to apply, None when the loader's views stay float."""
-    wanted = dc.loader.uint8_views if dc.loader.uint8_views is not None else device.type == "cuda"
+    wanted = dc.uint8_views if dc.uint8_views is not None else device.type == "cuda"
     split = uint8_views(views.transforms) if wanted and batch_augment is None else None
     if split is None:
         return views, None
