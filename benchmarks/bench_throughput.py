@@ -110,15 +110,20 @@ def measure(args: argparse.Namespace, name: str, workers: int) -> dict[str, Any]
         "batch": args.batch,
         "images_per_s": args.batch * len(steps) / total,
         "data_wait_frac": sum(waits) / total,
-        "step_s_median": statistics.median(steps),
+        "step_s_median": statistics.median(steps),  # host seconds (no per-step synchronisation)
         "loader_only_images_per_s": args.batch * len(loader_times) / sum(loader_times),
     }
 
 
 def time_steps(trainer: Any, warmup: int, n: int) -> tuple[list[float], list[float]]:
-    """Seconds waiting for each batch and seconds of each whole step (wait included), after ``warmup``
-    steps, of the trainer's loader and training step."""
-    from gsg_zoo.train.inputs import step_views
+    """Seconds waiting for each batch and host seconds of each whole step (wait included), after
+    ``warmup`` steps, of the trainer's loader and training step.
+
+    No synchronisation per step (one after the warm-up, one at the end), so the device may run behind
+    the host as in the trainer: the steps' seconds add up to the timed span, the last step's holding
+    the final wait for the device; images/s is the trainer's, not a sum of synchronised steps.
+    """
+    from gsg_zoo.train.inputs import device_batches, step_views
     from gsg_zoo.train.step import train_step
 
     learner, opt, device = trainer.learner, trainer.optimizer, trainer.device
@@ -127,7 +132,8 @@ def time_steps(trainer: Any, warmup: int, n: int) -> tuple[list[float], list[flo
     num_views, channels_last = learner.config.num_views, trainer.recipe.train.channels_last
     waits, steps = [], []
     tick = time.perf_counter()
-    for i, (batch, _, _) in enumerate(trainer.train_loader):
+    batches = device_batches(trainer.train_loader, device, trainer.data.prefetch)
+    for i, (batch, _, _) in enumerate(batches):
         got = time.perf_counter()
         views = step_views(batch, trainer.data, num_views, device, channels_last, seed=i)
         train_step(
@@ -140,7 +146,8 @@ def time_steps(trainer: Any, warmup: int, n: int) -> tuple[list[float], list[flo
             scaler=trainer.scaler,
             amp_dtype=trainer.amp_dtype,
         )
-        sync()
+        if i + 1 == warmup or len(steps) + 1 == n:
+            sync()  # the warm-up's work done before the clock starts; the last step's before it stops
         done = time.perf_counter()
         if i >= warmup:
             waits.append(got - tick)

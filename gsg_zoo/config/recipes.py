@@ -88,6 +88,9 @@ class DataConfig:
     image_size: int = 32
     augmentation: str = "cifar"  # cifar | mocov2 | byol (BYOL's asymmetric views, a named variant)
     normalization: str = "cifar"  # cifar | imagenet
+    # PIL views: the workers ship uint8 views, normalised on the device (the same floats, bit for bit;
+    # a quarter of the bytes through pinning and the copy). None: on CUDA only (docs/guides/pretraining.md)
+    uint8_views: bool | None = None
     min_scale: float = 0.2
     jitter: float = 0.4  # colour jitter strength of brightness, contrast and saturation (applied p=0.8)
     saturation: float | None = None  # colour jitter of saturation, if not ``jitter`` (BYOL: 0.2)
@@ -144,6 +147,9 @@ class OptimConfig:
     # None: foreach on every device type (torch's own default picks it on CUDA only; on CPU it was
     # measured faster too, benchmarks/README.md "CPU options")
     foreach: bool | None = None
+    # SGD: None = fused (one kernel for every parameter) when the parameters are on CUDA, else foreach;
+    # not measured on hardware (docs/guides/pretraining.md "Throughput")
+    fused: bool | None = None
 
 
 @dataclass
@@ -166,6 +172,13 @@ class TrainConfig:
     cudnn_benchmark: bool = True  # CUDA: let cuDNN pick the fastest kernels (off when deterministic)
     tf32: bool | None = None  # CUDA: TF32 matmuls and convolutions (None: PyTorch's defaults)
     deterministic: bool = False  # torch.use_deterministic_algorithms + CUBLAS_WORKSPACE_CONFIG (slower)
+    # CUDA: each batch copied to the device on a side stream, overlapping the queued step (not measured
+    # on hardware)
+    prefetch_to_device: bool = True
+    # DistributedDataParallel's options (multi-process runs; not measured on hardware)
+    ddp_gradient_as_bucket_view: bool = True  # gradients are views of the all-reduce buckets: no copy
+    ddp_static_graph: bool = False  # the same graph every step (lets DDP skip unused-parameter checks)
+    ddp_broadcast_buffers: bool = True  # rank 0's buffers (BN running stats) to every rank each forward
 
 
 @dataclass

@@ -190,6 +190,26 @@ def build_augmentation(
     return AUGMENTATIONS[name](size, mean=mean, std=std, **kwargs)
 
 
+def uint8_views(
+    transform: T.Compose | Sequence[T.Compose],
+) -> tuple[T.Compose | list[T.Compose], tuple[float, ...], tuple[float, ...]] | None:
+    """The pipeline(s) ending in ``PILToTensor`` instead of ``ToTensor, Normalize(mean, std)``, with
+    that mean and std (:func:`~gsg_zoo.data.batch_augment.normalize_uint8` on the device gives the
+    same floats); None when a pipeline ends otherwise or the pipelines normalise differently."""
+    pipelines = list(transform) if isinstance(transform, Sequence) else [transform]
+    out, norms = [], set()
+    for t in pipelines:
+        ops = getattr(t, "transforms", [])
+        if len(ops) < 2 or type(ops[-2]) is not T.ToTensor or type(ops[-1]) is not T.Normalize:
+            return None
+        norms.add((tuple(float(m) for m in ops[-1].mean), tuple(float(s) for s in ops[-1].std)))
+        out.append(T.Compose([*ops[:-2], T.PILToTensor()]))
+    if len(norms) != 1:
+        return None
+    mean, std = norms.pop()
+    return (out if isinstance(transform, Sequence) else out[0]), mean, std
+
+
 class MultiView:
     """Apply an augmentation ``num_views`` times to an image decoded once; given a list of pipelines,
     view ``v`` uses pipeline ``v % len(list)`` (BYOL's asymmetric views)."""

@@ -8,6 +8,7 @@ torchvision: docs/reference/internals.md.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -27,9 +28,28 @@ log = logging.getLogger("gsg_zoo.data")
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 
 
+@functools.lru_cache(maxsize=64)
+def channel_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(1, C, 1, 1)`` constant on ``device``, built once per (values, device, dtype): a
+    ``torch.tensor(list, device=cuda)`` per call is a blocking host-to-device copy."""
+    return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
+
+
 def _gray(x: Tensor) -> Tensor:
-    w = torch.tensor(_GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return (x * channel_constant(_GRAY, x.device, x.dtype)).sum(1, keepdim=True)
+
+
+def normalize_uint8(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 images ``(N, C, H, W)`` as ``ToTensor`` + ``Normalize(mean, std)`` make them, bit for bit
+    (the same float32 ops: / 255, - mean, / std), with the constants cached per device. 255 is a device
+    tensor: CUDA divides by a host scalar as a product with its reciprocal, not the same floats."""
+    x = (
+        x.float().div_(channel_constant((255.0,), x.device, torch.float32))
+        if x.dtype == torch.uint8
+        else x.float()
+    )
+    mean_c, std_c = (channel_constant(tuple(v), x.device, torch.float32) for v in (mean, std))
+    return x.sub_(mean_c).div_(std_c)
 
 
 def _per_sample(f: Tensor) -> Tensor:
@@ -72,7 +92,7 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     torch.where(maxc == g, rc.add_(2.0).sub_(bc), h, out=h)
     torch.where(maxc == r, torch.sub(bc, gc, out=gc), h, out=h)
     h.masked_fill_(eqc, 0.0).div_(6.0).add_(1.0).add_(shift.view(-1, 1, 1)).fmod_(1.0).mul_(6.0)
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = channel_constant((5.0, 3.0, 1.0), x.device, x.dtype)
     k = torch.add(h.unsqueeze(1), n).remainder_(6.0)  # (N, 3, H, W)
     torch.minimum(k, torch.rsub(k, 4.0), out=k).clamp_(0, 1).mul_(s.mul_(maxc).unsqueeze(1))
     return torch.sub(maxc.unsqueeze(1), k, out=k)
@@ -203,8 +223,8 @@ class BatchAugment:
         x = self._geometry(images.float().div_(255), generator)
         x = self._colour(x, generator)
         x = self._blur_solarize(x, generator, view)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        mean = channel_constant(self.mean, x.device, torch.float32)
+        std = channel_constant(self.std, x.device, torch.float32)
         return x.sub_(mean).div_(std)  # x is this call's own tensor
 
     def _geometry(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -371,13 +391,20 @@ class PackedImages:
                 )
         return images
 
-    def crops(self, size: int) -> Tensor:
+    def crops(self, size: int, batched: bool | None = None) -> Tensor:
         """Every box resized to ``size`` x ``size``: uint8 ``(N, V, 3, size, size)`` on the pixels' device.
 
-        torchvision's ``resized_crop`` (bilinear, antialiased) per box, on the HWC image viewed as CHW (the
-        layout its vectorised uint8 CPU kernel takes; equal to the contiguous-CHW result, tested) or on
-        the CHW image ``decode_jpeg`` gave.
+        torchvision's ``resized_crop`` (bilinear, antialiased; its CPU uint8 kernel's bytes) either per
+        box (``batched=False``; on the HWC image viewed as CHW, or the CHW image ``decode_jpeg`` gave) or
+        for the whole batch at once (:func:`resize_boxes`: a fixed number of ops whatever the batch size;
+        the same bytes, tested). ``None``: batched off the CPU, per box on it (ATen's vectorised uint8
+        kernel is the faster one there). Boxes outside their image or downscaled past
+        :data:`MAX_BATCHED_SCALE` are resized per box.
         """
+        if batched is None:
+            batched = self.pixels.device.type != "cpu"
+        if batched and self._batchable(size):
+            return self._crops_batched(size)
         from torchvision.transforms.v2.functional import resized_crop
 
         out = []
@@ -386,6 +413,245 @@ class PackedImages:
                 torch.stack([resized_crop(image, *box, [size, size], antialias=True) for box in boxes])
             )
         return torch.stack(out)
+
+    def _batchable(self, size: int) -> bool:
+        """Every box inside its image and downscaled at most :data:`MAX_BATCHED_SCALE` (host tensors)."""
+        if len(self) == 0:
+            return True
+        top, left, h, w = self.boxes.unbind(2)
+        height, width = self.sizes[:, :1], self.sizes[:, 1:]
+        inside = (top >= 0) & (left >= 0) & (h > 0) & (w > 0) & (top + h <= height) & (left + w <= width)
+        return bool(inside.all()) and int(self.boxes[..., 2:].max()) <= MAX_BATCHED_SCALE * size
+
+    def _crops_batched(self, size: int) -> Tensor:
+        """:meth:`crops` as :func:`resize_boxes` over one canvas per group of similar sizes
+        (:func:`size_groups`; one group for same-size images): a fixed number of ops per group."""
+        dev, n, views = self.pixels.device, len(self), self.boxes.shape[1]
+        if n == 0:
+            return torch.zeros(0, views, 3, size, size, dtype=torch.uint8, device=dev)
+        sizes, encoded = self.sizes.tolist(), self.encoded.tolist()
+        jpegs = self._decoded_jpegs()
+        sources = {False: (self.pixels, 3), True: (jpegs, 1)}  # HWC pixels (element stride 3), CHW
+        offsets = _source_offsets(sizes, encoded)
+        groups = [sorted(g, key=lambda i: encoded[i]) for g in size_groups(sizes)]
+        order = [i for g in groups for i in g]
+        meta = _to(
+            torch.cat([self.boxes[order].view(-1, 4), torch.tensor(order).view(-1, 1).expand(-1, 4)]), dev
+        )
+        boxes, perm = meta[: n * views], meta[n * views :, 0]
+        dtype, out, start = _matmul_dtype(dev), [], 0
+        for group in groups:
+            hmax, wmax = (max(sizes[i][k] for i in group) for k in (0, 1))
+            rows = []
+            for jpeg in (False, True):  # the group's HWC images first, then its decoded JPEGs
+                members = [i for i in group if encoded[i] == jpeg]
+                if members:
+                    source, stride = sources[jpeg]
+                    params = [(offsets[i], *_row_strides(sizes[i], jpeg)) for i in members]
+                    rows.append(canvas_rows(source, stride, _to(torch.tensor(params), dev), hmax, wmax))
+            canvas = torch.cat(rows).to(dtype) if len(rows) > 1 else rows[0].to(dtype)
+            group_boxes = boxes[start * views : (start + len(group)) * views]
+            taps = (
+                resize_taps(self.boxes[group, :, 2].flatten().tolist(), size),
+                resize_taps(self.boxes[group, :, 3].flatten().tolist(), size),
+            )
+            out.append(resize_boxes(canvas, group_boxes, views, size, taps))
+            start += len(group)
+        crops = torch.cat(out) if len(out) > 1 else out[0]
+        if order == list(range(n)):
+            return crops
+        return torch.empty_like(crops).index_copy_(0, perm, crops)
+
+    def _decoded_jpegs(self) -> Tensor:
+        """The batch's JPEGs decoded on the pixels' device, concatenated CHW ``(sum of 3*H*W,)`` uint8
+        (empty without JPEGs); RuntimeError when one decodes to another size than its header's."""
+        encoded = self.encoded
+        if not bool(encoded.any()):
+            return torch.zeros(0, dtype=torch.uint8, device=self.pixels.device)
+        images = decode_jpegs(self.jpeg.split(self.lengths()[encoded].tolist()), self.pixels.device)
+        for image, (h, w) in zip(images, self.sizes[encoded].tolist()):
+            if tuple(image.shape) != (3, h, w):
+                raise RuntimeError(f"a JPEG decoded to {tuple(image.shape)}, its header says (3, {h}, {w})")
+        return torch.cat([image.reshape(-1) for image in images])
+
+
+# --- the batched antialiased resize of crop boxes (PackedImages.crops; docs/guides/pretraining.md) ---
+
+#: largest downscale (crop side / output side) the batched resize takes exactly (its sums stay below
+#: 2**24 in float32); boxes beyond it are resized one by one
+MAX_BATCHED_SCALE = 100.0
+
+
+def pow2(e: Tensor) -> Tensor:
+    """``2**e`` as float64 for int64 ``e >= 0``, exactly (an integer shift: no ``pow`` rounding)."""
+    return torch.bitwise_left_shift(torch.ones_like(e), e).double()
+
+
+def size_groups(sizes: Sequence[Sequence[int]], waste: float = 2.0) -> list[list[int]]:
+    """Image indices grouped so that padding each group to its largest height and width costs at most
+    ``waste`` x its pixels (greedy over the images sorted by area): one group for same-size images, a
+    few for a mixed batch, so that one large image does not pad the whole batch."""
+    groups: list[list[int]] = []
+    group: list[int] = []
+    hmax = wmax = area = 0
+    for i in sorted(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1]):
+        h, w = sizes[i]
+        if group and (len(group) + 1) * max(hmax, h) * max(wmax, w) > waste * (area + h * w):
+            groups.append(group)
+            group, hmax, wmax, area = [], 0, 0, 0
+        group.append(i)
+        hmax, wmax, area = max(hmax, h), max(wmax, w), area + h * w
+    return [sorted(g) for g in [*groups, group] if g]
+
+
+def _source_offsets(sizes: Sequence[Sequence[int]], encoded: Sequence[bool]) -> list[int]:
+    """Each image's first element in its source buffer (the HWC pixels or the decoded JPEGs)."""
+    ends = {False: 0, True: 0}
+    offsets = []
+    for (h, w), jpeg in zip(sizes, encoded):
+        offsets.append(ends[jpeg])
+        ends[jpeg] += 3 * h * w
+    return offsets
+
+
+def _row_strides(size: Sequence[int], chw: bool) -> tuple[int, int]:
+    """(row stride, channel stride) of an image ``(H, W)`` stored CHW or HWC."""
+    h, w = size
+    return (w, h * w) if chw else (3 * w, 1)
+
+
+def _to(x: Tensor, device: torch.device) -> Tensor:
+    """A small host tensor on ``device`` without a host sync (pinned, then a non-blocking copy)."""
+    return (x.pin_memory() if device.type == "cuda" else x).to(device, non_blocking=True)
+
+
+def canvas_rows(source: Tensor, stride: int, params: Tensor, height: int, width: int) -> Tensor:
+    """Rows (y, channel) of images in a flat uint8 ``source`` padded to ``height`` x ``width``: uint8
+    ``(n, height * 3, width)`` in one gather.
+
+    ``params`` ``(n, 3)`` int64 on the source's device: each image's first element, row stride and
+    channel stride; ``stride``: the element stride along a row (3 for HWC, 1 for CHW). The padding holds
+    whatever follows a row in ``source`` (the resize weights are zero there)."""
+    flat = F.pad(source, (0, stride * width))
+    rows = flat.as_strided((source.numel() + 1, width), (1, stride))  # every start, a row each
+    y = torch.arange(height, device=source.device).view(1, -1, 1)
+    c = torch.arange(3, device=source.device).view(1, 1, -1)
+    first, row, channel = (p.view(-1, 1, 1) for p in params.unbind(1))
+    starts = (first + y * row + c * channel).clamp_max_(source.numel())  # rows past an image: any
+    return rows.index_select(0, starts.view(-1)).view(-1, 3 * height, width)
+
+
+def resize_taps(lengths: Sequence[int], size: int) -> int:
+    """The most input taps any of these 1-D antialiased resizes ``lengths -> size`` reads: torchvision's
+    ``ceil(support) * 2 + 1`` with support ``max(length / size, 1)`` (host ints: no device read)."""
+    return max(math.ceil(max(n / size, 1.0)) * 2 + 1 for n in lengths)
+
+
+def aa_weights(lengths: Tensor, size: int, taps: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Quantised weights of torchvision's CPU uint8 antialiased bilinear resize, for B 1-D resizes at once.
+
+    ``lengths`` ``(B,)`` int64 input lengths -> ``size`` outputs, each reading at most ``taps`` inputs.
+    As ATen's ``_compute_indices_min_size_weights_aa`` + ``_compute_index_ranges_int16_weights``, in
+    float64: support ``scale = length / size`` (at least 1), centre ``scale (i + 0.5)``, triangle filter
+    scaled by ``1 / scale``, weights normalised, then rounded to integers at the largest precision ``p``
+    under which the largest weight stays under 2**15. Returns ``first`` ``(B, size)`` int64 (first input
+    index of each output), ``weights`` ``(B, size, taps)`` float64 integers, ``precision`` ``(B,)`` int64.
+    """
+    dev = lengths.device
+    scale = lengths.double() / size  # (B,)
+    down = scale >= 1.0
+    support = torch.where(down, scale, 1.0).unsqueeze(1)
+    invscale = torch.where(down, 1.0 / scale, 1.0).view(-1, 1, 1)
+    centre = scale.unsqueeze(1) * (torch.arange(size, device=dev, dtype=torch.float64) + 0.5)  # (B, size)
+    first = (centre - support + 0.5).trunc().clamp_min_(0)
+    last = torch.minimum((centre + support + 0.5).trunc(), lengths.unsqueeze(1).double())
+    count = torch.minimum((last - first).clamp_min_(0), support.ceil() * 2 + 1)  # (B, size)
+    j = torch.arange(taps, device=dev, dtype=torch.float64)
+    x = (first.unsqueeze(2) + j - centre.unsqueeze(2) + 0.5) * invscale  # (B, size, taps)
+    w = torch.where(j < count.unsqueeze(2), (1.0 - x.abs()).clamp_min_(0.0), 0.0)
+    total = w.sum(2, keepdim=True)
+    w = torch.where(total != 0, w / total, w)
+    bits = pow2(torch.arange(1, 23, device=dev))  # 2**(p + 1), p = 0..21
+    precision = (0.5 + w.amax((1, 2)).unsqueeze(1) * bits < 2**15).sum(1)  # (B,)
+    weights = (w * pow2(precision).view(-1, 1, 1) + 0.5).floor_()
+    return first.long(), weights, precision
+
+
+def dense_weights(
+    first: Tensor, weights: Tensor, precision: Tensor, offset: Tensor, length: int, dtype: torch.dtype
+) -> Tensor:
+    """``(B, 2, size, length + taps)`` matrices of :func:`aa_weights` over a canvas axis (the first
+    ``length`` columns are the axis; the box starts at ``offset`` ``(B,)``): the integer weights split in
+    an 8-bit high half scaled by ``2**(8 - p)`` and a low half scaled by ``2**-8``, both exact in bf16."""
+    b, size, taps = weights.shape
+    high = (weights / 256).floor_()
+    step = (1.0 / pow2(precision - 8)).view(-1, 1, 1)
+    halves = torch.stack([high * step, (weights - 256 * high) / 256], 1)
+    index = (offset.view(-1, 1) + first).unsqueeze(2) + torch.arange(taps, device=first.device)
+    dense = torch.zeros(b, 2, size, length + taps, device=first.device, dtype=dtype)
+    return dense.scatter_(3, index.unsqueeze(1).expand(b, 2, size, taps), halves.to(dtype))
+
+
+def round_shift(high: Tensor, low: Tensor, precision: Tensor, out: Tensor) -> Tensor:
+    """``clamp((256 H + L + 2**(p-1)) >> p, max=255)`` from the two halves' products ``high = H 2**(8-p)``
+    and ``low = L / 256`` (float32, exact), as ``floor(high + floor(low + 2**(p-9)) 2**(8-p))``, written
+    to ``out``; ``precision`` broadcasts against them. ``low`` is overwritten."""
+    low.add_(pow2(precision - 9).float()).floor_()
+    torch.addcmul(high, low, (1.0 / pow2(precision - 8)).float(), out=out)
+    return out.floor_().clamp_max_(255.0)
+
+
+def _matmul_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA with native bf16 (its products of 8-bit halves are exact, accumulated in float32),
+    else float32."""
+    native = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native else torch.float32
+
+
+_BF16_OUT_FLOAT = [True]  # False once CUDA's bmm(bf16, bf16, out_dtype=float32) has failed here
+
+
+def _bmm(a: Tensor, b: Tensor) -> Tensor:
+    """Batched float32 products; bf16 inputs: ``out_dtype=float32`` on CUDA, float32 products of the
+    bf16 values elsewhere or if that call fails (the same exact sums; how the CPU tests check it)."""
+    if a.dtype == torch.float32:
+        return torch.bmm(a, b)
+    if a.device.type == "cuda" and _BF16_OUT_FLOAT[0]:
+        try:
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        except RuntimeError as err:  # not run on hardware yet: keep training, in float32
+            _BF16_OUT_FLOAT[0] = False
+            log.warning(
+                "bmm(bf16, out_dtype=float32) failed (%s): the batched crops use float32 matmuls", err
+            )
+    return torch.bmm(a.float(), b.float())
+
+
+def resize_boxes(canvas: Tensor, boxes: Tensor, views: int, size: int, taps: tuple[int, int]) -> Tensor:
+    """Every box resized as torchvision's uint8 antialiased bilinear ``resized_crop``, bit for bit.
+
+    ``canvas`` ``(n, H * 3, W)`` in the matmul dtype, rows (y, channel) of the images padded to H x W
+    (padding: any finite value); ``boxes`` ``(n * views, 4)`` int64 (top, left, height, width) on the
+    canvas's device; ``taps`` (vertical, horizontal) from :func:`resize_taps`. Two batched matmuls,
+    horizontal then vertical, each rounded to uint8 as ATen's separable uint8 kernel does.
+    Returns uint8 ``(n, views, 3, size, size)``.
+    """
+    n, rows, width = canvas.shape
+    height, b, dtype = rows // 3, n * views, canvas.dtype
+    top, left, h, w = boxes.unbind(1)
+    fx, wx, px = aa_weights(w, size, taps[1])
+    fy, wy, py = aa_weights(h, size, taps[0])
+    mx = dense_weights(fx, wx, px, left, width, dtype).view(n, views * 2 * size, -1)[..., :width]
+    first = _bmm(canvas, mx.transpose(1, 2)).view(n, height, 3, views, 2, size)  # columns (view, half, x)
+    first = first.permute(0, 3, 1, 2, 4, 5)  # (n, V, H, 3, 2, S)
+    rows1 = torch.empty(n, views, height, 3, size, device=canvas.device)
+    round_shift(first[..., 0, :], first[..., 1, :], px.view(n, views, 1, 1, 1), rows1)
+    rows1 = rows1.to(dtype).view(b, height, 3 * size)
+    my = dense_weights(fy, wy, py, top, height, dtype).view(b, 2 * size, -1)[..., :height]
+    second = _bmm(my, rows1).view(b, 2, size, 3, size)
+    out = torch.empty(b, 3, size, size, device=canvas.device)
+    round_shift(second[:, 0], second[:, 1], py.view(b, 1, 1, 1), out.permute(0, 2, 1, 3))
+    return out.to(torch.uint8).view(n, views, 3, size, size)
 
 
 class CropBoxes:

@@ -118,8 +118,13 @@ class LearnerOutput:
     @property
     def selection_counts(self) -> Tensor | None:
         """GSG: how often each of the 4 pairs (:data:`~gsg_zoo.method.losses.PAIRS`) was selected in this batch,
-        ``(4,)`` on the device (no host sync); None without GSG."""
-        return None if self.selection is None else torch.bincount(self.selection.view(-1), minlength=4)
+        ``(4,)`` int64 on the device; None without GSG. A one-hot sum, not ``bincount`` (CUDA's reads the
+        input's min and max on the host: two syncs a step) nor ``index_add_`` (atomic adds, refused
+        under ``torch.use_deterministic_algorithms``)."""
+        if self.selection is None:
+            return None
+        sel = self.selection.view(-1, 1)
+        return (sel == torch.arange(4, device=sel.device)).sum(0)
 
 
 def _check_knobs(config: LearnerConfig) -> None:

@@ -11,6 +11,7 @@ the global RNG, so a resumed run replays the interrupted epoch bit for bit.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +22,15 @@ from torch.utils.data import DataLoader
 from ..config.recipes import DataConfig, Recipe, validate_decode
 from ..core.distributed import DistInfo
 from ..core.normalization import mean_std
-from ..data.augment import BYOL_BLUR_P, BYOL_SOLARIZE_P, MultiView, build_augmentation, uint8_transform
-from ..data.batch_augment import BatchAugment, CropBoxes
+from ..data.augment import (
+    BYOL_BLUR_P,
+    BYOL_SOLARIZE_P,
+    MultiView,
+    build_augmentation,
+    uint8_transform,
+    uint8_views,
+)
+from ..data.batch_augment import BatchAugment, CropBoxes, PackedImages, normalize_uint8
 from ..data.pretraining import EpochSeeded, EpochShardSampler, build_dataset, collate_views
 from .step import to_device
 
@@ -63,6 +71,8 @@ class TrainData:
     generator: torch.Generator = field(default_factory=torch.Generator)  # the loader's worker seeds
     local_augment: BatchAugment | None = None  # multi-crop: the device augmentation of the local crops
     local_crops: int = 0
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # uint8 PIL views: (mean, std)
+    prefetch: bool = False  # CUDA: batches copied to the device on a side stream (device_batches)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """The epoch's data order from step ``start_step`` on (a run resumed inside the epoch skips the
@@ -133,8 +143,11 @@ def build_train_data(
     """The rank's shard of the recipe's dataset in batches of ``local_batch`` (last partial dropped)."""
     dc, tc = recipe.data, recipe.train
     views, batch_augment = view_transform(dc, num_views)
+    views, normalize = loader_uint8_views(dc, views, batch_augment, device)
     if dc.stream.enabled:
-        return build_stream_data(recipe, dist, device, local_batch, views, batch_augment)
+        data = build_stream_data(recipe, dist, device, local_batch, views, batch_augment)
+        data.normalize, data.prefetch = normalize, recipe.train.prefetch_to_device
+        return data
 
     def build(download: bool) -> Any:
         return build_dataset(
@@ -173,7 +186,23 @@ def build_train_data(
         generator,
         local_view_augment(dc, local_crops),
         local_crops,
+        normalize,
+        recipe.train.prefetch_to_device,
     )
+
+
+def loader_uint8_views(
+    dc: DataConfig, views: MultiView, batch_augment: BatchAugment | None, device: torch.device
+) -> tuple[MultiView, tuple[tuple[float, ...], tuple[float, ...]] | None]:
+    """PIL views: with ``data.uint8_views`` (None: on CUDA) the workers' pipelines end in
+    ``PILToTensor`` and :func:`step_views` normalises on the device (the same floats); returns the
+    loader's transform and the (mean, std) to apply, None when the loader's views stay float."""
+    wanted = dc.uint8_views if dc.uint8_views is not None else device.type == "cuda"
+    split = uint8_views(views.transforms) if wanted and batch_augment is None else None
+    if split is None:
+        return views, None
+    transforms, mean, std = split
+    return MultiView(transforms, views.num_views), (mean, std)
 
 
 # --- multi-crop (research knob model.local_crops; docs/guides/research-knobs.md)
@@ -269,7 +298,11 @@ def step_views(
     batch: list[Tensor], data: TrainData, num_views: int, device: torch.device, channels_last: bool, seed: int
 ) -> list[Tensor]:
     """A loader batch's views on the device: drawn there from the uint8 images with a generator seeded
-    by ``seed`` when batch-augmenting, else the loader's views moved. channels_last only for the views."""
+    by ``seed`` when batch-augmenting, else the loader's views moved (uint8 views: normalised there).
+    channels_last only for the views."""
+    if data.batch_augment is None and data.normalize is not None:
+        moved = [normalize_uint8(v.to(device, non_blocking=True), *data.normalize) for v in batch]
+        return [to_device(v, device, channels_last) for v in moved]
     if data.batch_augment is not None:
         images = batch[0].to(device, non_blocking=True)
         generator = seeded_generator(seed, device)
@@ -277,3 +310,23 @@ def step_views(
         if data.local_augment is not None:  # multi-crop: the local crops after the global views
             batch += data.local_augment.views(images, data.local_crops, generator)
     return [to_device(v, device, channels_last) for v in batch]
+
+
+def device_batches(loader: Iterable, device: torch.device, enabled: bool = True) -> Iterator:
+    """The loader's ``(batch, labels, skipped)`` items, on CUDA with the batch's tensors (and a
+    :class:`PackedImages`' pixels) copied to ``device`` on a side stream that the compute stream then
+    waits for on the device (no host wait): the copy of batch k overlaps the compute of step k - 1
+    that is still queued. Elsewhere, or not ``enabled``, the items as they come. Not measured on
+    hardware (docs/guides/pretraining.md)."""
+    if not enabled or device.type != "cuda":
+        yield from loader
+        return
+    side = torch.cuda.Stream(device)
+    for batch, labels, skipped in loader:
+        with torch.cuda.stream(side):
+            moved = [b.to(device, non_blocking=True) for b in batch]
+        compute = torch.cuda.current_stream(device)
+        compute.wait_stream(side)
+        for b in moved:  # the caching allocator must not reuse their memory before the compute stream is done
+            (b.pixels if isinstance(b, PackedImages) else b).record_stream(compute)
+        yield moved, labels, skipped

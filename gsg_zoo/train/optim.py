@@ -77,18 +77,28 @@ def param_groups(modules: dict[str, nn.Module], cfg: OptimConfig) -> list[dict[s
     return groups
 
 
+def sgd_fused(cfg: OptimConfig, params: list[nn.Parameter]) -> bool:
+    """``optim.fused``: None = fused SGD when every parameter is on CUDA (and ``optim.foreach`` is not
+    set), else the foreach implementation."""
+    if cfg.fused is not None:
+        return cfg.fused
+    return cfg.foreach is None and bool(params) and all(p.device.type == "cuda" for p in params)
+
+
 def build_optimizer(
     modules: dict[str, nn.Module], cfg: OptimConfig, global_batch: int
 ) -> torch.optim.Optimizer:
     groups = param_groups(modules, cfg)
     lr = effective_lr(cfg, global_batch)
     if cfg.optimizer == "sgd":
+        fused = sgd_fused(cfg, [p for g in groups for p in g["params"]])
         return torch.optim.SGD(
             groups,
             lr=lr,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
-            foreach=True if cfg.foreach is None else cfg.foreach,
+            foreach=None if fused else (True if cfg.foreach is None else cfg.foreach),
+            fused=fused or None,
         )
     if cfg.optimizer == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

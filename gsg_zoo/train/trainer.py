@@ -36,7 +36,14 @@ from .control import (
     write_nonfinite_marker,
     write_preempted_marker,
 )
-from .inputs import build_train_data, seed_global_rngs, seeded_generator, step_views, stream_seed
+from .inputs import (
+    build_train_data,
+    device_batches,
+    seed_global_rngs,
+    seeded_generator,
+    step_views,
+    stream_seed,
+)
 from .log import RunLog, RunTelemetry, configure_rank_logging, console_is_tty, run_summary
 from .monitor import KnnMonitor, monitor_due
 from .optim import build_optimizer, effective_lr, lr_at, set_lr
@@ -155,7 +162,14 @@ class Pretrainer:
         if self.dist.world_size == 1:
             return learner, learner
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return learner, nn.parallel.DistributedDataParallel(learner, device_ids=ids)
+        ddp = nn.parallel.DistributedDataParallel(
+            learner,
+            device_ids=ids,
+            gradient_as_bucket_view=tc.ddp_gradient_as_bucket_view,
+            static_graph=tc.ddp_static_graph,
+            broadcast_buffers=tc.ddp_broadcast_buffers,
+        )
+        return learner, ddp
 
     def _use_sync_bn(self) -> bool:
         mode = self.recipe.train.sync_bn
@@ -318,7 +332,8 @@ class Pretrainer:
         bar, tick = self._progress_bar(), time.perf_counter()
         bar.update(tally.steps)
         self.telemetry.steps.restart()
-        for batch, _, skipped in self.train_loader if tally.steps < self.steps_per_epoch else ():
+        batches = device_batches(self.train_loader, self.device, self.data.prefetch)
+        for batch, _, skipped in batches if tally.steps < self.steps_per_epoch else ():
             wait = time.perf_counter() - tick
             tally.data_wait += wait
             tally.skipped += skipped
