@@ -138,14 +138,12 @@ def choose_subset(
         return _made(idx, labels, fraction, "list-file", None, str(Path(subset_file).resolve()))
     if fraction == 100:
         return _made(list(range(len(labels))), labels, fraction, "all", None, None)
-    if samples is not None and classes is not None and fraction in SIMCLR_SUBSETS:
-        if looks_like_imagenet(samples, classes):
-            names = read_simclr_list(fraction)
-            src = SIMCLR_SOURCE.format(int(fraction))
-            idx = indices_of_names(samples, names, src)
-            return _made(
-                idx, labels, fraction, "simclr-list", None, f"{src} sha256 {SIMCLR_SUBSETS[fraction][2]}"
-            )
+    imagenet = samples is not None and classes is not None and looks_like_imagenet(samples, classes)
+    if imagenet and fraction in SIMCLR_SUBSETS:
+        src = SIMCLR_SOURCE.format(int(fraction))
+        idx = indices_of_names(samples, read_simclr_list(fraction), src)  # type: ignore[arg-type]
+        sha = SIMCLR_SUBSETS[fraction][2]
+        return _made(idx, labels, fraction, "simclr-list", None, f"{src} sha256 {sha}")
     return _made(class_balanced(labels, fraction, seed), labels, fraction, "class-balanced", seed, None)
 
 
