@@ -134,7 +134,7 @@ def test_simclr_schedule_is_warmup_and_cosine_decay(warmup):
 # ------------------------------------------------------------------------------ lightly, transcribed
 def _lightly_cosine_schedule(step, max_steps, start_value, end_value):
     """lightly/utils/scheduler.py ``cosine_schedule`` (period=None)."""
-    if max_steps <= 1:
+    if max_steps <= 1:  # noqa: SIM114 (verbatim)
         decay = end_value
     elif step >= max_steps - 1:
         decay = end_value
@@ -173,7 +173,7 @@ def _mae_param_groups_lrd(model, weight_decay=0.05, no_weight_decay_list=(), lay
     """util/lr_decay.py ``param_groups_lrd`` + ``get_layer_id_for_vit``, transcribed."""
 
     def get_layer_id_for_vit(name, num_layers):
-        if name in ["cls_token", "pos_embed"]:
+        if name in ["cls_token", "pos_embed"]:  # noqa: SIM114 (verbatim)
             return 0
         elif name.startswith("patch_embed"):
             return 0
@@ -193,7 +193,7 @@ def _mae_param_groups_lrd(model, weight_decay=0.05, no_weight_decay_list=(), lay
         else:
             g_decay, this_decay = "decay", weight_decay
         layer_id = get_layer_id_for_vit(n, num_layers)
-        group_name = "layer_%d_%s" % (layer_id, g_decay)
+        group_name = "layer_%d_%s" % (layer_id, g_decay)  # noqa: UP031 (verbatim)
         if group_name not in param_groups:
             param_groups[group_name] = {
                 "lr_scale": layer_scales[layer_id],

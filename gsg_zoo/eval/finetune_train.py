@@ -226,6 +226,7 @@ def _train_steps(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss.detach())
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        value = float(loss.detach())
+        total += value
+        bar.set_postfix(loss=f"{value:.3f}")
     return total / max(stop - start, 1)
