@@ -1,0 +1,104 @@
+"""Fine-tuning at 1 %, 10 % and 100 % of Fashion-MNIST's labels: the demo backbone vs random init.
+
+Runs ``gsg eval finetune`` (protocol ``default``) once per backbone, seed and fraction, each in its own
+process (a rerun resumes or skips finished runs), then writes one JSON with every command, result and
+the pretraining run's online-probe curve (``tools/results_tables.py`` renders it).
+
+    python -m gsg_zoo pretrain demo_fmnist --out runs/i36/pretrain --set monitor.online_linear=true
+    python benchmarks/finetune_fmnist.py --pretrained runs/i36/pretrain --out runs/i36/ft \\
+        --json benchmarks/results/finetune_fmnist.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = "/usr/share/datasets/fashion-mnist"
+#: fraction -> extra options: CPU-sized budgets (overrides of the protocol, named in each report)
+SETTINGS = {
+    1: [],  # the protocol as it is: 30 epochs of 600 images, batch 256 (60 steps)
+    10: ["--epochs", "5"],  # 6,000 images, 115 steps
+    100: ["--subset", "10000", "--epochs", "3"],  # a seeded 10,000-image subset of train, 117 steps
+}
+
+
+def command(spec: str, fraction: int, seed: int, out: Path) -> list[str]:
+    return [
+        "gsg", "eval", "finetune", "--model", spec, "--dataset", "fashion_mnist", "--data", DATA,
+        "--image-size", "32", "--fraction", str(fraction), "--seed", str(seed), "--workers", "0",
+        "--no-cache", "--quiet", *SETTINGS[fraction], "--out", str(out),
+    ]  # fmt: skip
+
+
+def run(cmd: list[str], report: Path) -> dict:
+    """The report of ``cmd`` (run now unless it exists)."""
+    if not report.exists():
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-m", "gsg_zoo", *cmd[1:]], check=True, env=env)
+    return json.loads(report.read_text())
+
+
+def probe_curve(run_dir: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    keys = ("epoch", "step", "knn_top1", "online_linear_top1", "online_linear_train_top1")
+    return [{k: r.get(k) for k in keys} for r in rows]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pretrained", type=Path, required=True, help="the demo_fmnist run directory")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--only", choices=("random", "pretrained"), default=None, help="run one backbone's runs")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    backbones = {"pretrained": lambda s: str(args.pretrained / "checkpoints" / "last.pt"),
+                 "random": lambda s: f"random:resnet10t@{s}"}  # fmt: skip
+    runs = []
+    for name, spec in backbones.items():
+        if args.only and name != args.only:
+            continue
+        for frac in SETTINGS:
+            for seed in seeds:
+                out = args.out / f"{name}_s{seed}"
+                cmd = command(spec(seed), frac, seed, out)
+                r = run(cmd, out / f"finetune_default_fashion_mnist_{frac}pct.json")
+                runs.append({"backbone": name, "fraction": frac, "seed": seed, "command": " ".join(cmd),
+                             "top1": r["top1"], "top5": r["top5"], "num_train": r["num_train"],
+                             "num_test": r["num_test"], "steps": r["training"]["total_steps"],
+                             "overrides": r["protocol_settings"]["overrides"], "wall_seconds": r["wall_seconds"]})  # fmt: skip
+    if args.only:
+        return
+    summary = {
+        f"{b}_{f}": {
+            "mean": statistics.mean(v),
+            "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "n": len(v),
+        }
+        for b in backbones
+        for f in SETTINGS
+        if (v := [r["top1"] for r in runs if r["backbone"] == b and r["fraction"] == f])
+    }
+    result = {
+        "pretraining": {
+            "command": "gsg pretrain demo_fmnist --out runs/i36/pretrain --set monitor.online_linear=true",
+            "curve": probe_curve(args.pretrained),
+        },  # fmt: skip
+        "protocol": "default",
+        "settings": {str(f): s for f, s in SETTINGS.items()},
+        "runs": runs,
+        "summary": summary,
+    }
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
