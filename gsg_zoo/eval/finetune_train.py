@@ -121,13 +121,16 @@ def load_state(path: Path, model: Classifier, opt: torch.optim.Optimizer, identi
 
 
 def prepare(model: Classifier, cfg: FinetuneConfig, info: DistInfo, device: torch.device) -> nn.Module:
-    """The module to call: on ``device``, SyncBN under DDP when the protocol has global BN, DDP-wrapped."""
+    """The module to call: on ``device``, SyncBN under DDP on CUDA when the protocol has global BN,
+    DDP-wrapped."""
     model.to(device)
     if info.world_size == 1:
         return model
-    if cfg.sync_bn:
+    if cfg.sync_bn and device.type == "cuda":  # torch's SyncBatchNorm runs on GPUs only
         model.backbone = nn.SyncBatchNorm.convert_sync_batchnorm(model.backbone)
         model.to(device)
+    elif cfg.sync_bn:
+        log.warning("fine-tune: SyncBatchNorm needs CUDA; on the CPU every rank keeps its own BN statistics")
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
