@@ -91,7 +91,7 @@ def run_embed(
         raise ValueError(f"{dataset} is multi-label: an embedding plot colours one class per image")
     idx = np.arange(len(labels))
     if points < len(labels):
-        idx = np.asarray(class_balanced(labels.tolist(), 100.0 * points / len(labels), seed))
+        idx = np.asarray(class_balanced(labels.tolist(), 100.0, seed, count=points))
     coords, settings = project(feats.feats.numpy()[idx].astype(np.float64), method, seed)
     png = Path(out_dir or ".") / f"embed_{method}_{dataset}.png"
     title = f"{method} of {ctx.spec} on {dataset} {split} ({len(idx)} images)"

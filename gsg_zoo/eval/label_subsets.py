@@ -103,13 +103,13 @@ def looks_like_imagenet(samples: list[tuple[str, int]], classes: list[str]) -> b
     return len(classes) == 1000 and all(WNID.match(c) for c in classes) and bool(samples)
 
 
-def class_balanced(labels: list[int], fraction: float, seed: int) -> list[int]:
-    """``floor(N x fraction / 100)`` indices (at least one per class), the same count per class (the
-    remainder one each to seeded classes), each class's drawn with ``seed``; sorted."""
+def class_balanced(labels: list[int], fraction: float, seed: int, count: int | None = None) -> list[int]:
+    """``floor(N x fraction / 100)`` indices (or ``count``; at least one per class), the same count per
+    class (the remainder one each to seeded classes), each class's drawn with ``seed``; sorted."""
     arr = np.asarray(labels)
     classes = np.unique(arr)
     rng = np.random.default_rng(seed)
-    total = max(int(len(arr) * fraction / 100), len(classes))
+    total = max(int(len(arr) * fraction / 100) if count is None else count, len(classes))
     base, extra = divmod(total, len(classes))
     bonus = set(rng.permutation(classes)[:extra].tolist())
     chosen: list[int] = []
