@@ -53,6 +53,11 @@ def probe_curve(run_dir: Path) -> list[dict]:
     return [{k: r.get(k) for k in keys} for r in rows]
 
 
+def monitor_protocol(run_dir: Path) -> str:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return next(r["monitor_protocol"] for r in reversed(rows) if r.get("monitor_protocol"))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pretrained", type=Path, required=True, help="the demo_fmnist run directory")
@@ -93,7 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         "pretraining": {
             "command": "gsg pretrain demo_fmnist --out runs/i36/pretrain --set monitor.online_linear=true",
             "curve": probe_curve(args.pretrained),
-        },  # fmt: skip
+            "monitor_protocol": monitor_protocol(args.pretrained),
+            "online_probe": json.loads((args.pretrained / "summary.json").read_text())["online_probe"][
+                "protocol"
+            ],
+        },
         "protocol": "default",
         "settings": {"common": COMMON, **{str(f): s for f, s in SETTINGS.items()}},
         "runs": runs,

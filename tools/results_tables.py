@@ -568,31 +568,32 @@ def finetune_fmnist() -> str:
         "difference (paired)",
         "seeds",
     ]
+    pt = d["pretraining"]
     curve = [
         [
             str(r["epoch"]),
+            str(r["step"]),
             f"{r['knn_top1']:.1f}",
             f"{r['online_linear_top1']:.1f}",
             f"{r['online_linear_train_top1']:.1f}",
         ]
-        for r in d["pretraining"]["curve"]
+        for r in pt["curve"]
         if r.get("online_linear_top1") is not None
     ]
-    probe = _rows(
-        [
-            "epoch (100 steps)",
-            "kNN top-1",
-            "online linear top-1 (test images)",
-            "online linear top-1 (training batches)",
-        ],
-        curve,
-    )
+    head = [
+        "epoch",
+        "step",
+        "kNN top-1",
+        "online linear top-1 (monitor's test images)",
+        "online linear top-1 (training batches)",
+    ]
     return (
         _rows(header, rows)
         + f"\nProtocol `{d['protocol']}` with {' '.join(d['settings']['common'])} and per fraction "
         + ", ".join(f"{f} %: {' '.join(v)}" for f, v in d["settings"].items() if f != "common")
-        + f"; test: the 5,000-image test subset. The online probe of the pretraining run (`{d['pretraining']['command']}`):\n\n"
-        + probe
+        + f"; {runs[0]['num_test']:,} test images. The pretraining run (`{pt['command']}`), kNN monitor: "
+        + f"{pt['monitor_protocol']}; {pt['online_probe']}:\n\n"
+        + _rows(head, curve)
     )
 
 
@@ -616,6 +617,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "claims_verdicts": claims_verdicts,
     "monitor": monitor,
     "decode": decode,
+    "finetune_fmnist": finetune_fmnist,
 }
 #: experiment -> (table keys, the key whose values are compared, the values compared against)
 KNOB_TABLES = {
