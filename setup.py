@@ -30,6 +30,7 @@ setup(
     package_dir=CONFIG_PACKAGES,
     package_data={
         "gsg_zoo.zoo": ["zoo_manifest.json", "zoo_entries.yaml"],
+        "gsg_zoo.eval": ["simclr_subsets/*.txt.gz"],  # SimCLR's ImageNet 1 % / 10 % lists
         **{pkg: ["*.yaml", "*.md"] for pkg in CONFIG_PACKAGES},  # .py configs ship as modules
     },
 )

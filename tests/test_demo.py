@@ -74,6 +74,9 @@ def test_demo_runs_every_stage(tmp_path, capsys):
         assert 0.0 <= summary[key] <= 100.0
     assert set(summary["timings_s"]) >= {"pretrain_s", "eval_s", "export_s", "total_s"}
     assert (out / "pretrain" / "curves.png").stat().st_size > 0
+    assert summary["embedding"] == str(out / "embed" / "embed_tsne_synthetic.png")
+    coords = json.loads((out / "embed" / "embed_tsne_synthetic.json").read_text())
+    assert coords["num_points"] == demo.EMBED_POINTS == len(coords["points"])
 
     export = out / "export"
     assert (export / "model.safetensors").is_file() and (export / "config.json").is_file()

@@ -535,6 +535,68 @@ def _knobs(name: str, keys: tuple[str, ...], pair: str, bases: tuple[str, ...]) 
     return render
 
 
+def finetune_fmnist() -> str:
+    """Fine-tuning at 1 / 10 / 100 % of Fashion-MNIST's labels, demo backbone vs random init, and the
+    pretraining run's online linear probe (benchmarks/results/finetune_fmnist.json)."""
+    d = _load("finetune_fmnist.json")
+    runs, rows = d["runs"], []
+    for frac in sorted({r["fraction"] for r in runs}):
+        at = {
+            b: {r["seed"]: r for r in runs if r["backbone"] == b and r["fraction"] == frac}
+            for b in ("pretrained", "random")
+        }
+        pre, rnd = at["pretrained"], at["random"]
+        diff = [pre[s]["top1"] - rnd[s]["top1"] for s in pre if s in rnd]
+        first = next(iter(pre.values()))
+        rows.append(
+            [
+                f"{frac} %",
+                f"{first['num_train']:,}",
+                str(first["steps"]),
+                _pm(statistics.mean(r["top1"] for r in pre.values()), _sd([r["top1"] for r in pre.values()])),
+                _pm(statistics.mean(r["top1"] for r in rnd.values()), _sd([r["top1"] for r in rnd.values()])),
+                _pm(statistics.mean(diff), _sd(diff)) if diff else "-",
+                str(len(diff)),
+            ]
+        )
+    header = [
+        "labels",
+        "training images",
+        "steps",
+        "demo backbone top-1",
+        "random init top-1",
+        "difference (paired)",
+        "seeds",
+    ]
+    pt = d["pretraining"]
+    curve = [
+        [
+            str(r["epoch"]),
+            str(r["step"]),
+            f"{r['knn_top1']:.1f}",
+            f"{r['online_linear_top1']:.1f}",
+            f"{r['online_linear_train_top1']:.1f}",
+        ]
+        for r in pt["curve"]
+        if r.get("online_linear_top1") is not None
+    ]
+    head = [
+        "epoch",
+        "step",
+        "kNN top-1",
+        "online linear top-1 (monitor's test images)",
+        "online linear top-1 (training batches)",
+    ]
+    return (
+        _rows(header, rows)
+        + f"\nProtocol `{d['protocol']}` with {' '.join(d['settings']['common'])} and per fraction "
+        + ", ".join(f"{f} %: {' '.join(v)}" for f, v in d["settings"].items() if f != "common")
+        + f"; {runs[0]['num_test']:,} test images. The pretraining run (`{pt['command']}`), kNN monitor: "
+        + f"{pt['monitor_protocol']}; {pt['online_probe']}:\n\n"
+        + _rows(head, curve)
+    )
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "shards": shards,
     "demo": demo,
@@ -555,6 +617,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "claims_verdicts": claims_verdicts,
     "monitor": monitor,
     "decode": decode,
+    "finetune_fmnist": finetune_fmnist,
 }
 #: experiment -> (table keys, the key whose values are compared, the values compared against)
 KNOB_TABLES = {

@@ -1,4 +1,4 @@
-"""The end-to-end demo behind ``make demo``: pretrain, evaluate, export, reload, card.
+"""The end-to-end demo behind ``make demo``: pretrain, evaluate (and a t-SNE plot), export, reload, card.
 
 Data: Fashion-MNIST when it is found (``--data ROOT``; else ``$GSG_DATA/fashion-mnist``, Debian's
 ``/usr/share/datasets/fashion-mnist``, ``~/.cache/gsg-zoo/data/fashion-mnist``) or, with
@@ -25,6 +25,7 @@ DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fa
 CACHE_FMNIST = Path("~/.cache/gsg-zoo/data/fashion-mnist")  # where a download goes without $GSG_DATA
 EVAL_SUBSET = 5000  # Fashion-MNIST: seeded subsets of 5,000 train (kNN bank, probe) and 5,000 test images
 RECIPES = {"fashion_mnist": "demo_fmnist", "synthetic": "demo"}
+EMBED_POINTS = 1000  # the t-SNE plot of the pretrained backbone's test features (a few seconds on a CPU)
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,19 @@ def run_demo(
     timings = {"pretrain_s": time.perf_counter() - t0}
 
     print(
-        "[2/5] evaluating kNN and the fast linear probe (pretrained vs random init vs raw pixels, same protocol)"
+        "[2/5] evaluating kNN and the fast linear probe (pretrained vs random init vs raw pixels, same protocol), "
+        "t-SNE plot of the pretrained features"
     )
     t = time.perf_counter()
     evals = evaluate_backbones(
         out, ckpt, arch, recipe.data.image_size, dataset, recipe.data.root, recipe.train.seed
     )
     timings["eval_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    embedding = embed_pretrained(
+        out, ckpt, recipe.data.image_size, dataset, recipe.data.root, recipe.train.seed
+    )
+    timings["embed_s"] = time.perf_counter() - t
 
     print(f"[3/5] exporting the backbone and reloading it through timm local-dir: -> {out / 'export'}")
     t = time.perf_counter()
@@ -148,6 +155,7 @@ def run_demo(
             "export_dir": str(export_dir),
             "model_card": str(card),
             "curves": str(out / "pretrain" / "curves.png"),
+            "embedding": embedding,
             "timings_s": {**timings, "total_s": time.perf_counter() - t0},
         }
     )
@@ -193,6 +201,31 @@ def _write_card(export_dir: Path, name: str, evals: dict[str, dict[str, Any]], a
         for r in card_results(evals["pretrained"][task], subset, {names[b]: evals[b][task] for b in names})
     ]
     return write_model_card(export_dir, name, {"results": results}, cards_dir=out / "model_cards")
+
+
+def embed_pretrained(
+    out: Path, ckpt: Path, size: int, dataset: str, root: str | None, seed: int = 0
+) -> str | None:
+    """The t-SNE plot of :data:`EMBED_POINTS` test images of the pretrained backbone (its cached
+    evaluation features) under ``out/embed``; the PNG's path (None on ranks other than 0)."""
+    from ..eval.embed import embed_markdown, run_embed
+    from ..eval.features import ExtractOptions
+    from ..eval.runner import EvalContext, write_report
+
+    subset = None if dataset == "synthetic" else EVAL_SUBSET
+    ctx = EvalContext.load(
+        str(ckpt),
+        image_size=size,
+        cache_dir=str(out / "feature_cache"),
+        options=ExtractOptions(num_workers=0),
+        data_root=root,
+        subset=subset,
+    )
+    result = run_embed(ctx, dataset, "test", "tsne", EMBED_POINTS, seed, out / "embed")
+    if result is None:
+        return None
+    write_report(out / "embed", f"embed_tsne_{dataset}", result, embed_markdown(result))
+    return result["png"]
 
 
 def evaluate_backbones(
@@ -287,5 +320,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     export = s["export_dir"]
     print(f"timm export (load with timm.create_model('local-dir:{export}', pretrained=True)): {export}")
     print(f"model card: {s['model_card']}")
+    if s.get("embedding"):
+        print(f"t-SNE of {EMBED_POINTS} test images (coordinates beside it as JSON): {s['embedding']}")
     times = ", ".join(f"{k} {v:.0f}" for k, v in s["timings_s"].items())
     print(f"wall time: {s['timings_s']['total_s']:.0f} s ({times})")

@@ -196,6 +196,11 @@ class MonitorConfig:
     tensorboard: bool = True  # epoch (OUT/tb) and step (OUT/tb/steps) scalars, when tensorboard is installed
     wandb: bool = False  # Weights & Biases (WANDB_MODE=offline: local files); the run id is checkpointed
     wandb_project: str = "gsg-zoo"
+    online_linear: bool = (
+        False  # a linear head on detached features, its own SGD (gsg_zoo/train/online_probe.py)
+    )
+    online_linear_lr: float = 0.1
+    online_linear_classes: int | None = None  # default: the dataset's class count
 
 
 #: ``model`` keys a recipe sets: :class:`LearnerConfig` but ``target`` and ``guidance`` (``method`` sets those)

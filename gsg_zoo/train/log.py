@@ -148,6 +148,35 @@ def monitor_summary(mc: MonitorConfig, history: list[Row]) -> dict[str, Any]:
         "z_std": last.get("z_std"),
         "z_rank": last.get("z_rank"),
         "h_rank": last.get("h_rank"),
+        **online_probe_summary(mc, history),
+    }
+
+
+#: What the online probe measures, as the summary and the card name it.
+ONLINE_PROBE_PROTOCOL = (
+    "online linear probe: a linear head on the detached pooled backbone features of each step's first "
+    "view, its own SGD (lr {lr}, momentum 0.9, constant); top1 on the kNN monitor's test images (eval "
+    "mode), train_top1 on the epoch's augmented training batches"
+)
+
+
+def online_probe_summary(mc: MonitorConfig, history: list[Row]) -> dict[str, Any]:
+    """``{"online_probe": {top1, train_top1, protocol, curve}}`` when the run had one (else ``{}``); kept
+    nested so that it is not read as a linear-probe result."""
+    rows = [r for r in history if "online_linear_train_top1" in r or "online_linear_top1" in r]
+    if not rows:
+        return {}
+    last = rows[-1]
+    return {
+        "online_probe": {
+            "top1": last.get("online_linear_top1"),
+            "train_top1": last.get("online_linear_train_top1"),
+            "epoch": last["epoch"],
+            "protocol": ONLINE_PROBE_PROTOCOL.format(lr=mc.online_linear_lr),
+            "curve": [
+                [r["epoch"], r.get("online_linear_top1"), r.get("online_linear_train_top1")] for r in rows
+            ],
+        }
     }
 
 
@@ -195,6 +224,14 @@ def _plot_panel(ax: Any, history: list[Row], key: str, label: str) -> None:
             ax.plot(*zip(*pts_h), marker=".", label="backbone h")
     if pts:
         ax.plot(*zip(*pts), marker=".", label="projection z" if key == "z_rank" else None)
+    probe = [
+        (r["epoch"], r["online_linear_top1"]) for r in history if r.get("online_linear_top1") is not None
+    ]
+    if key == "knn_top1" and probe:  # the online linear probe on the same test images
+        if pts:
+            ax.lines[-1].set_label("kNN")
+        ax.plot(*zip(*probe), marker=".", label="online linear")
+        ax.legend()
     ax.set_xlabel("epoch")
     ax.set_title(label)
     protocol = next((r["monitor_protocol"] for r in reversed(history) if r.get("monitor_protocol")), None)

@@ -22,6 +22,7 @@ from .step import autocast, to_device
 if TYPE_CHECKING:
     from ..config.recipes import DataConfig, MonitorConfig
     from ..method.learner import Encoder, SelfSupervisedLearner
+    from .online_probe import OnlineLinearProbe
 
 
 def normalized_std(z: Tensor) -> float:
@@ -152,9 +153,10 @@ class KnnMonitor:
         device: torch.device,
         amp_dtype: torch.dtype | None,
         channels_last: bool,
+        probe: OnlineLinearProbe | None = None,
     ) -> dict[str, Any]:
         """Embed both splits with the learner's online encoder (in eval mode, restored after); score them
-        on rank 0 (``{}`` on the other ranks)."""
+        on rank 0 (``{}`` on the other ranks), and the online ``probe`` on the queries when given."""
         train_loader, test_loader = self.loaders()
         was_training = learner.training
         learner.eval()
@@ -173,7 +175,10 @@ class KnnMonitor:
         num_classes = int(max(bank_labels.max(), test_labels.max())) + 1
         mc = self.config
         top1 = knn_top1(bank.to(device), bank_labels, test, test_labels, num_classes, k=mc.k, t=mc.t)
-        return {"knn_top1": top1, **collapse_metrics(test, test_z), "monitor_protocol": self.protocol()}
+        out = {"knn_top1": top1, **collapse_metrics(test, test_z), "monitor_protocol": self.protocol()}
+        if probe is not None:
+            out["online_linear_top1"] = probe.top1(test, test_labels)
+        return out
 
 
 @torch.no_grad()

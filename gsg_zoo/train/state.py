@@ -235,6 +235,7 @@ class RunState:
     telemetry: dict[str, Any] = field(
         default_factory=dict
     )  # e.g. the W&B run id (a resumed run continues it)
+    online_probe: Any = None  # monitor.online_linear's OnlineLinearProbe (checkpointed when present)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -252,6 +253,7 @@ class RunState:
             "partial": self.partial,
             "world_size": self.world_size,
             "telemetry": self.telemetry,
+            **({"online_probe": self.online_probe.state_dict()} if self.online_probe is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -270,6 +272,10 @@ class RunState:
         self.history = list(state["history"])
         self.skipped_images = int(state["skipped_images"])
         self.telemetry = dict(state["telemetry"] or {})
+        if self.online_probe is not None and state.get("online_probe"):
+            self.online_probe.load_state_dict(state["online_probe"])
+        elif self.online_probe is not None:  # monitor.* may change on resume: a probe starts here
+            log.info("monitor.online_linear: the checkpoint has no online probe; it starts fresh")
         restore_rng(state["rng"])
 
     def save(self, ckpt_dir: Path) -> None:

@@ -46,6 +46,7 @@ from .inputs import (
 )
 from .log import RunLog, RunTelemetry, configure_rank_logging, console_is_tty, run_summary
 from .monitor import KnnMonitor, monitor_due
+from .online_probe import OnlineLinearProbe, probe_classes
 from .optim import build_optimizer, effective_lr, lr_at, set_lr
 from .state import RunState, decide_resume_point
 from .step import configure_backends, resolve_precision, train_step
@@ -136,8 +137,14 @@ class Pretrainer:
             len(self.train_loader), tc.max_steps_per_epoch, self.local_batch
         )
         self.total_steps = self.steps_per_epoch * tc.epochs
+        self.online_probe = self._build_probe() if recipe.monitor.online_linear else None
         self.state = RunState(
-            recipe, self.learner, self.optimizer, self.scaler, world_size=self.dist.world_size
+            recipe,
+            self.learner,
+            self.optimizer,
+            self.scaler,
+            world_size=self.dist.world_size,
+            online_probe=self.online_probe,
         )
         self.run_log = RunLog(self.out, recipe.monitor.tensorboard, enabled=self.dist.is_main)
         self.knn_monitor = KnnMonitor(recipe.data, recipe.monitor, self.dist)
@@ -170,6 +177,15 @@ class Pretrainer:
             broadcast_buffers=tc.ddp_broadcast_buffers,
         )
         return learner, ddp
+
+    def _build_probe(self) -> OnlineLinearProbe:
+        """``monitor.online_linear``: the head over the backbone's pooled features (its own seed stream)."""
+        from ..method.backbones import feature_dim
+
+        mc, tc = self.recipe.monitor, self.recipe.train
+        classes = mc.online_linear_classes or probe_classes(self.recipe.data.dataset, self.data.dataset)
+        dim = feature_dim(self.learner.backbone)
+        return OnlineLinearProbe(dim, classes, mc.online_linear_lr, self.device, self.dist, tc.seed)
 
     def _use_sync_bn(self) -> bool:
         mode = self.recipe.train.sync_bn
@@ -292,8 +308,11 @@ class Pretrainer:
         seed, epoch, rank = self.recipe.train.seed, self.state.epoch, self.dist.rank
         return lambda stream: stream_seed(seed, stream, epoch, rank, n_steps)
 
-    def _step(self, batch: list[Tensor], n_steps: int) -> tuple[Any, int, float | None]:
-        """One optimisation step on a loader batch; returns the learner's output, images and per-step lr."""
+    def _step(
+        self, batch: list[Tensor], n_steps: int, labels: Tensor | None = None
+    ) -> tuple[Any, int, float | None]:
+        """One optimisation step on a loader batch (then the online probe's on its labels); returns the
+        learner's output, images and per-step lr."""
         lr = None
         if self.recipe.optim.per_step:
             lr = self._lr(n_steps)
@@ -320,6 +339,8 @@ class Pretrainer:
             generator=seeded_generator(seed("pairing")),
         )
         self.state.step += 1
+        if self.online_probe is not None and labels is not None:
+            self.online_probe.step(out.features[0], labels)
         return out, views[0].shape[0], lr
 
     def train_epoch(self) -> dict[str, float]:
@@ -333,11 +354,11 @@ class Pretrainer:
         bar.update(tally.steps)
         self.telemetry.steps.restart()
         batches = device_batches(self.train_loader, self.device, self.data.prefetch)
-        for batch, _, skipped in batches if tally.steps < self.steps_per_epoch else ():
+        for batch, labels, skipped in batches if tally.steps < self.steps_per_epoch else ():
             wait = time.perf_counter() - tick
             tally.data_wait += wait
             tally.skipped += skipped
-            out, images, step_lr = self._step(batch, tally.steps)
+            out, images, step_lr = self._step(batch, tally.steps, labels)
             loss = out.loss.detach()
             lr = lr if step_lr is None else step_lr
             tally.loss_sum += loss
@@ -386,7 +407,19 @@ class Pretrainer:
     def monitor(self) -> dict[str, Any]:
         """kNN top-1 and collapse indicators of the current encoder on rank 0, ``{}`` on the others (every
         rank must call it: each embeds a shard; see :class:`KnnMonitor`)."""
-        return self.knn_monitor(self.learner, self.device, self.amp_dtype, self.recipe.train.channels_last)
+        return self.knn_monitor(
+            self.learner,
+            self.device,
+            self.amp_dtype,
+            self.recipe.train.channels_last,
+            self._probe_for_monitor(),
+        )
+
+    def _probe_for_monitor(self) -> OnlineLinearProbe | None:
+        """The online probe, when the monitor's test images share the training data's classes."""
+        mc, dc = self.recipe.monitor, self.recipe.data
+        same = (mc.dataset or dc.dataset) == dc.dataset and (mc.root or dc.root) == dc.root
+        return self.online_probe if same else None
 
     def _finish_epoch(self, stats: dict[str, float]) -> None:
         """Count the epoch, checkpoint, then monitor when due (a slow or failing monitor never costs the
@@ -400,6 +433,8 @@ class Pretrainer:
             **stats,
             "skipped_images": st.skipped_images,
         }
+        if self.online_probe is not None:  # every rank: the counts are summed over ranks
+            row.update(self.online_probe.epoch_metrics())
         st.history.append(row)
         self.save()
         self._last_save = time.monotonic()

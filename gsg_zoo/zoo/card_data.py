@@ -46,6 +46,7 @@ class Result:
     full_protocol: bool = True  # False: measured on a subset
     source: str = ""
     baselines: dict[str, float] = field(default_factory=dict)  # the same protocol on reference models
+    fraction: float | None = None  # fine-tuning: percent of the training labels
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class CardData:
     has_curves: bool
     paper: list[PaperRef]
     source: dict[str, Any] = field(default_factory=dict)  # ``gsg import``: format, conversion, dropped
+    monitor: dict[str, Any] = field(default_factory=dict)  # the run's online probe (summary online_probe)
 
     @property
     def imported(self) -> bool:
@@ -154,6 +156,7 @@ def listed_result(i: int, r: dict[str, Any]) -> Result:
         full_protocol=bool(r.get("full_protocol", True)),
         source=str(r.get("source", f"results[{i}]")),
         baselines=_baselines(r),
+        fraction=_optional(r.get("fraction"), float),
     )
 
 
@@ -221,6 +224,7 @@ def unique_results(results: list[Result]) -> list[Result]:
             r.k,
             r.t,
             r.full_protocol,
+            r.fraction,
             round(r.value, 2),
         )
         if key not in seen:
@@ -340,4 +344,5 @@ def read_card_data(export_dir: str | Path, name: str | None = None, hub_id: str 
         has_curves=(export_dir / CURVES_FILE).is_file(),
         paper=load_paper_refs(recipe.get("name")),
         source=prov.get("source") or {},
+        monitor={"online_probe": raw["online_probe"]} if raw.get("online_probe") else {},
     )

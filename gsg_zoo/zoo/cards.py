@@ -1,7 +1,7 @@
 """Model cards for exported backbones: how a :class:`~gsg_zoo.zoo.card_data.CardData` is rendered.
 
 A card is Hub YAML front matter plus one Markdown section per function below (intro, training,
-results, curves, usage, citation). What the card says is read once by
+results, monitor, curves, usage, citation). What the card says is read once by
 :func:`gsg_zoo.zoo.card_data.read_card_data`; nothing here reads an export's files.
 
 Where cards are written: ``EXPORT/README.md`` always (by ``gsg export``); a second copy
@@ -274,6 +274,26 @@ def section_results(card: CardData) -> list[str]:
     return ["## Results", "", *_table(header, rows), "", note, ""]
 
 
+def section_monitor(card: CardData) -> list[str]:
+    """The run's online linear probe: its top-1 per epoch and what it measures (none without one)."""
+    probe = card.monitor.get("online_probe")
+    if not probe:
+        return []
+    rows = [(e, _pct(t), _pct(tr)) for e, t, tr in probe.get("curve", [])]
+    return [
+        "## Monitor",
+        "",
+        f"Online linear probe during pretraining ({probe.get('protocol', '')}):",
+        "",
+        *_table(["epoch", "top-1 (test images)", "top-1 (training batches)"], rows),
+        "",
+    ]
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def section_curves(card: CardData, curves: str | None) -> list[str]:
     if not (curves and card.has_curves):
         return []
@@ -348,6 +368,7 @@ def render_card(card: CardData, curves: str | None = CURVES_FILE) -> str:
         *section_source(card),
         *section_training(card),
         *section_results(card),
+        *section_monitor(card),
         *section_curves(card, curves),
         *section_usage(card),
         *section_transformers(card),

@@ -1,4 +1,5 @@
-"""A ``gsg eval`` report as the card's ``results.json`` entries: one source for the demo and zoo builds."""
+"""A ``gsg eval`` report (kNN, linear, fine-tune) as the card's ``results.json`` entries: one source for
+the demo and zoo builds."""
 
 from __future__ import annotations
 
@@ -47,6 +48,13 @@ def card_results(
             }
             for r in report["results"]
         ]
+    if report["evaluator"] == "finetune":
+        return [
+            {
+                **finetune_entry(report, common),
+                **_baselines({n: float(b["top1"]) for n, b in baselines.items()}),
+            }
+        ]
     entry = {
         "task": "linear",
         "metric": "top1",
@@ -55,6 +63,20 @@ def card_results(
         **common,
     }
     return [{**entry, **_baselines({n: float(b["top1"]) for n, b in baselines.items()})}]
+
+
+def finetune_entry(report: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
+    """A ``gsg eval finetune`` report's entry: its protocol and label fraction (and how it was drawn)."""
+    frac, sub = report["fraction"], report["label_subset"]
+    how = sub["method"] + (f", seed {sub['seed']}" if sub.get("seed") is not None else "")
+    return {
+        "task": "finetune",
+        "metric": f"top1 ({frac:g}% labels)",
+        "value": report["top1"],
+        "fraction": frac,
+        "protocol": f"finetune {report['protocol']}, {frac:g} % of the labels ({how})",
+        **common,
+    }
 
 
 def _baselines(values: dict[str, float]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""``gsg eval knn`` and ``gsg eval linear``: probes of a frozen backbone on one dataset.
+"""``gsg eval knn|linear|finetune|embed``: probes of a frozen backbone, fine-tuning and embedding plots.
 
 One process on one device by default; under ``torchrun`` every rank extracts a shard of the features
-(rank 0 scores and reports) and the reference linear probe trains with DDP."""
+(rank 0 scores and reports) and the reference linear probe and fine-tuning train with DDP."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ...data.registry import dataset_names
 from ._common import add_model_argument, parents
 
 PATH = ("eval",)
-HELP = "evaluate a frozen backbone: weighted kNN or linear probe"
+HELP = "evaluate a backbone: weighted kNN, linear probe, fine-tuning, embedding plot"
 OPTIONS = ()  # each probe has its own options
 
 #: the datasets the probes read, from the registry (their ROOT layouts: docs/reference/datasets.md)
@@ -94,6 +94,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "DIR/linear_reference_DATASET.probe.pt and a rerun resumes from it"
     )
     lin.set_defaults(func=_linear)
+    from ._eval_more import register_embed, register_finetune
+
+    helpers = (closing_context, report_stem)
+    register_finetune(sub, _common, parents(*PROBE_OPTIONS), helpers)
+    register_embed(sub, _common, parents(*PROBE_OPTIONS), helpers)
 
 
 def parse_ks_and_ts(text: str) -> list[tuple[int, float]]:
@@ -162,6 +167,10 @@ def report_stem(args: argparse.Namespace) -> str:
     """The file name (no suffix) of the report ``args`` write under ``--out``."""
     if args.eval_command == "linear":
         return f"linear_{args.protocol}_{args.dataset}"
+    if args.eval_command == "finetune":
+        return f"finetune_{args.protocol}_{args.dataset}_{args.fraction:g}pct"
+    if args.eval_command == "embed":
+        return f"embed_{args.method}_{args.dataset}"
     return f"knn_{args.dataset}" if args.protocol == "default" else f"knn_{args.protocol}_{args.dataset}"
 
 
