@@ -62,7 +62,7 @@ class WdsConfig:
 
 @dataclass
 class StreamConfig:
-    """``data.dataset=webdataset``: stream the shards (sequential reads through a shuffle buffer)."""
+    """``data.dataset=webdataset`` or ``hf``: stream the shards or parquet files (sequential reads, shuffle buffer)."""
 
     enabled: bool = False
     shuffle_buffer: int = 1000  # samples in each loader worker's shuffle buffer

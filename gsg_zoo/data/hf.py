@@ -35,7 +35,7 @@ def load_split(root: str | os.PathLike, split: str) -> Any:
     path = Path(root).expanduser()
     if (path / "dataset_dict.json").exists():
         saved = datasets.load_from_disk(str(path))
-        return saved[_pick(list(saved), split, path)]
+        return saved[pick_split(list(saved), split, path)]
     if (path / "dataset_info.json").exists() or (path / "state.json").exists():
         return datasets.load_from_disk(str(path))  # one split saved alone
     if not path.is_dir():
@@ -49,13 +49,15 @@ def load_split(root: str | os.PathLike, split: str) -> Any:
             f"{path}: no dataset files datasets can read ({err}); expected {path}/data/{split}-*.parquet, "
             f"{path}/{split}/*.parquet or a README.md whose `configs:` name the files"
         ) from err
-    return datasets.load_dataset(str(path), split=_pick(list(builder.config.data_files or {}), split, path))
+    return datasets.load_dataset(
+        str(path), split=pick_split(list(builder.config.data_files or {}), split, path)
+    )
 
 
 SPLIT_ALIASES = {"test": ("test", "validation", "val"), "val": ("val", "validation")}
 
 
-def _pick(splits: list[str], split: str, where: object) -> str:
+def pick_split(splits: list[str], split: str, where: object) -> str:
     """``split``, or the name the dataset gives it (evaluation's test split: ``validation``)."""
     for name in SPLIT_ALIASES.get(split, (split,)):
         if name in splits:
@@ -131,7 +133,7 @@ class HFImages(Dataset):
         """Item ``index``'s encoded image bytes as stored, their format's extension, and its label
         (what ``gsg data shard hf`` writes, without re-encoding)."""
         row = self.table[index]
-        data = _bytes(row[self.image_column])
+        data = cell_bytes(row[self.image_column])
         ext = (Image.open(io.BytesIO(data)).format or "png").lower()
         return data, {"jpeg": "jpg"}.get(ext, ext), int(row[self.label_column])
 
@@ -139,14 +141,14 @@ class HFImages(Dataset):
         row = self.table[index]
         cell = row[self.image_column]
         try:
-            image = open_image(_bytes(cell), self.encoded)
+            image = open_image(cell_bytes(cell), self.encoded)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             log.warning("unreadable image %s of a Hugging Face dataset: %s", cell.get("path") or index, err)
             return None
         return image, int(row[self.label_column])
 
 
-def _bytes(cell: dict[str, Any]) -> bytes:
+def cell_bytes(cell: dict[str, Any]) -> bytes:
     """An undecoded ``datasets.Image`` cell's bytes (stored in the table, or in the file it names)."""
     return cell["bytes"] if cell.get("bytes") is not None else Path(cell["path"]).read_bytes()
 

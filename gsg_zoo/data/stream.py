@@ -1,4 +1,5 @@
-"""Streaming WebDataset shards (``data.dataset: webdataset`` with ``data.stream.enabled: true``).
+"""Streaming WebDataset shards (``data.dataset: webdataset`` with ``data.stream.enabled: true``; parquet
+files of ``data.dataset: hf`` through :mod:`.hf_stream`).
 
 Each loader worker reads its own shards front to back through a shuffle buffer; every choice is a pure
 function of (seed, epoch, world size, rank, worker count) and the manifest's counts, so a run resumed at
@@ -240,7 +241,8 @@ class SegmentReader:
 class ShardStream(IterableDataset):
     """A rank's epoch of ``(transform(image), label)`` items streamed from WebDataset shards (see the module).
 
-    ``transform`` runs with the RNGs seeded by (seed, epoch, global index); an image that cannot be
+    ``reader`` reads the shards' segments (default: tar files). ``transform`` runs with the RNGs seeded
+    by (seed, epoch, global index); an image that cannot be
     decoded is logged with its shard and yields ``None`` (dropped and counted by the collate). With
     ``encoded`` JPEGs are left encoded (:func:`.images.open_image`).
     """
@@ -255,6 +257,7 @@ class ShardStream(IterableDataset):
         batch: int = 1,
         buffer: int = 1000,
         encoded: bool = False,
+        reader: SegmentReader | None = None,
     ) -> None:
         shards = as_shard_set(source)
         shards.check_sizes()
@@ -263,7 +266,7 @@ class ShardStream(IterableDataset):
         self.classes, self.keys, self.source = shards.classes, shards.keys, shards.source
         self.plan = EpochPlan(tuple(counts), seed, world, batch, buffer)
         fix = "re-run `gsg data shard` for it" if shards.kind == "gsg" else "re-download or rewrite it"
-        self.reader = SegmentReader(shards.paths, fix)
+        self.reader = reader or SegmentReader(shards.paths, fix)  # parquet: .hf_stream.ParquetSegmentReader
         self.transform, self.seed, self.rank, self.encoded = transform, seed, rank, encoded
         self.state = multiprocessing.RawArray("q", 2)  # (epoch, start step), seen by persistent workers
         if self.plan.steps == 0:

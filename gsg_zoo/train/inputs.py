@@ -252,34 +252,39 @@ def build_stream_data(
     views: MultiView,
     batch_augment: BatchAugment | None,
 ) -> StreamTrainData:
-    from dataclasses import asdict
-
-    from ..data.shards import as_shard_set
     from ..data.stream import ShardStream
 
     dc, seed = recipe.data, recipe.train.seed
-    if dc.dataset != "webdataset" or dc.root is None:
+    if dc.dataset not in ("webdataset", "hf") or dc.root is None:
         raise ValueError(
-            f"data.stream.enabled reads WebDataset shards: set data.dataset=webdataset and data.root, "
-            f"not {dc.dataset!r} / {dc.root!r}"
+            "data.stream.enabled reads WebDataset shards or a Hugging Face dataset's parquet files: set "
+            f"data.dataset=webdataset or hf and data.root, not {dc.dataset!r} / {dc.root!r}"
         )
-    shards = as_shard_set(dc.root, dc.split, **asdict(dc.wds)) if dist.is_main else None
+    source, reader = stream_source(dc) if dist.is_main else (None, None)
     dist.barrier()  # rank 0 scans foreign shards (and caches their index) before the others read it
-    stream = ShardStream(
-        shards or as_shard_set(dc.root, dc.split, **asdict(dc.wds)),
-        views,
-        seed,
-        dist.rank,
-        dist.world_size,
-        local_batch,
-        dc.stream.shuffle_buffer,
-        reader_encoded(dc),
-    )
+    if source is None:
+        source, reader = stream_source(dc)
+    args = (views, seed, dist.rank, dist.world_size, local_batch, dc.stream.shuffle_buffer)
+    stream = ShardStream(source, *args, reader_encoded(dc), reader)
     generator = seeded_generator(stream_seed(seed, "loader", 0, dist.rank))
     loader = DataLoader(
         stream, batch_size=local_batch, drop_last=True, generator=generator, **_loader_options(dc, device)
     )
     return StreamTrainData(loader, None, stream, batch_augment, seed, dist.rank, generator)  # type: ignore[arg-type]
+
+
+def stream_source(dc: DataConfig) -> tuple[Any, Any]:
+    """What ``data.root`` streams, as ``(ShardSet, segment reader)``: WebDataset shards (reader None: tar
+    files) or a Hugging Face dataset's parquet files (:class:`~gsg_zoo.data.hf_stream.ParquetSegmentReader`)."""
+    from dataclasses import asdict
+
+    from ..data.hf_stream import ParquetSegmentReader, parquet_source
+    from ..data.shards import as_shard_set
+
+    if dc.dataset == "hf":
+        source = parquet_source(dc.root, dc.split, dc.hf.image_column, dc.hf.label_column)
+        return source, ParquetSegmentReader(source.paths, dc.hf.image_column, dc.hf.label_column)
+    return as_shard_set(dc.root, dc.split, **asdict(dc.wds)), None
 
 
 def _loader_options(dc: DataConfig, device: torch.device) -> dict[str, Any]:
