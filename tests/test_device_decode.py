@@ -314,3 +314,15 @@ def test_nvjpeg_decode_on_a_gpu_is_close_to_pil():
     diff = (gpu - _packed(images(), False).crops(24).float()).abs()
     assert diff.mean() < 1.0, (diff.mean(), diff.max())
 
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_copied_and_decoded_ahead_on_a_gpu_give_the_same_crops():
+    """On a real GPU: device_batches' side-stream copy and decode one batch ahead change no crop."""
+    from gsg_zoo.train.inputs import device_batches
+
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    loader = [([_packed(images(), True, seed)], None, 0) for seed in range(3)]
+    for (batch, _, _), (want, _, _) in zip(device_batches(loader, cuda), loader, strict=True):
+        assert batch[0].predecoded is not None and batch[0].pixels.device == cuda
+        assert torch.equal(batch[0].crops(24).cpu(), want[0].to(cuda).crops(24).cpu())
