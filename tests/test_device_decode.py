@@ -148,6 +148,37 @@ def test_a_batch_is_decoded_in_one_call_on_the_training_device_from_cpu_inputs(m
     assert calls == []  # nothing encoded: no call
 
 
+def test_a_batch_decoded_ahead_gives_the_same_crops_without_decoding_again(monkeypatch):
+    data = images()
+    packed = _packed(data, True)
+    want = {batched: packed.crops(16, batched) for batched in (False, True)}
+    calls: list = []
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", _recording_decode(calls))
+    ready = packed.decode_ahead()
+    assert len(calls) == 1 and len(ready.predecoded) == 4 and packed.predecoded is None
+    assert [tuple(im.shape) for im in ready.predecoded] == [
+        (3, 37, 53),
+        (3, 64, 48),
+        (3, 50, 50),
+        (3, 45, 33),
+    ]
+    for batched, crops in want.items():  # the per-box and the batched resize both take the decoded JPEGs
+        assert torch.equal(ready.crops(16, batched), crops)
+    assert all(torch.equal(a, b) for a, b in zip(ready.decoded(), packed.decoded(), strict=True))
+    assert len(calls) == 2  # packed.decoded() above; ready decoded nothing again
+    assert ready.decode_ahead() is ready and ready.to("cpu").predecoded == ready.predecoded
+    plain = _packed({"d.png": data["d.png"]}, True)
+    assert plain.decode_ahead() is plain and len(calls) == 2  # nothing encoded: no call
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self.clone())  # no CUDA driver here
+    pinned = ready.pin_memory()
+    assert all(torch.equal(a, b) for a, b in zip(pinned.predecoded, ready.predecoded, strict=True))
+    both = PackedImages.cat([ready, plain, ready])  # predecoded kept in the order of the JPEG bytes
+    assert len(both.predecoded) == 8 and torch.equal(
+        both.crops(16), torch.cat([want[False], plain.crops(16), want[False]])
+    )
+    assert PackedImages.cat([ready, packed]).predecoded is None and len(calls) == 2
+
+
 def test_a_failed_batched_decode_falls_back_to_pil_an_undecodable_jpeg_is_an_error(monkeypatch, caplog):
     packed = _packed(images(), True)
     want = packed.crops(16)
@@ -282,3 +313,16 @@ def test_nvjpeg_decode_on_a_gpu_is_close_to_pil():
     gpu = packed.to("cuda").crops(24).cpu().float()
     diff = (gpu - _packed(images(), False).crops(24).float()).abs()
     assert diff.mean() < 1.0, (diff.mean(), diff.max())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_copied_and_decoded_ahead_on_a_gpu_give_the_same_crops():
+    """On a real GPU: device_batches' side-stream copy and decode one batch ahead change no crop."""
+    from gsg_zoo.train.inputs import device_batches
+
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    loader = [([_packed(images(), True, seed)], None, 0) for seed in range(3)]
+    for (batch, _, _), (want, _, _) in zip(device_batches(loader, cuda), loader, strict=True):
+        assert batch[0].predecoded is not None and batch[0].pixels.device == cuda
+        assert torch.equal(batch[0].crops(24).cpu(), want[0].to(cuda).crops(24).cpu())

@@ -9,6 +9,7 @@ import collections
 import functools
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +25,7 @@ from torch.utils._pytree import tree_leaves
 
 from gsg_zoo.config.recipes import OptimConfig, load_recipe
 from gsg_zoo.data.batch_augment import BatchAugment, CropBoxes, PackedImages, normalize_uint8
-from gsg_zoo.train.inputs import device_batches, step_views
+from gsg_zoo.train.inputs import ahead, device_batches, step_views
 from gsg_zoo.train.optim import build_optimizer, sgd_fused
 from gsg_zoo.train.trainer import Pretrainer
 
@@ -264,6 +265,63 @@ def test_uint8_pil_views_normalised_on_the_device_are_the_float_views(tmp_path, 
 def test_device_batches_pass_the_items_through_off_cuda():
     items = [([torch.zeros(2)], torch.zeros(2), 0)]
     assert list(device_batches(items, torch.device("cpu"))) == items
+    fetched = []
+    more = (fetched.append(i) or ([torch.full((2,), i)], None, 0) for i in range(5))
+    assert len(list(device_batches(more, torch.device("cpu"), limit=2))) == 2 and fetched == [0, 1]
+
+
+def _ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("gsg-ahead")]
+
+
+def test_ahead_prepares_the_next_item_while_the_caller_holds_one():
+    started = {i: threading.Event() for i in range(5)}
+    consumer = threading.current_thread()
+
+    def prepare(i: int) -> tuple[int, torch.Tensor]:
+        assert threading.current_thread() is not consumer
+        started[i].set()
+        return i, torch.full((3,), i) * 2
+
+    out = []
+    for i, value in ahead(iter(range(4)), prepare):
+        if i < 3:  # item i + 1 is fetched and prepared while the caller still holds item i
+            assert started[i + 1].wait(timeout=30)
+        else:
+            assert not started[4].is_set()  # nothing past the last item
+        out.append((i, value.tolist()))
+    assert out == [(i, [2 * i] * 3) for i in range(4)]
+    assert _ahead_threads() == []  # exhausted: the thread is stopped
+    assert list(ahead([], prepare)) == [] and _ahead_threads() == []
+    with pytest.raises(ValueError, match="depth"):
+        next(ahead([1], prepare, depth=0))
+
+
+def test_ahead_raises_at_the_failing_item_and_stops_its_thread_on_close():
+    def prepare(i: int) -> int:
+        if i == 2:
+            raise KeyError(f"bad item {i}")
+        return i
+
+    got = []
+    with pytest.raises(KeyError, match="bad item 2"):
+        for i in ahead(range(5), prepare):
+            got.append(i)
+    assert got == [0, 1] and _ahead_threads() == []
+    released = threading.Event()
+
+    def slow(i: int) -> int:
+        if i == 1:
+            assert released.wait(timeout=30)
+        return i
+
+    items = ahead(range(10), slow)
+    assert next(items) == 0 and len(_ahead_threads()) == 1  # item 1 in flight, blocked
+    releaser = threading.Timer(0.05, released.set)
+    releaser.start()
+    items.close()  # waits for the item in flight, then stops the thread
+    assert released.is_set() and _ahead_threads() == []
+    releaser.join()
 
 
 @pytest.mark.gpu

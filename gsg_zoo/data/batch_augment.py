@@ -334,7 +334,8 @@ class PackedImages:
     ``data.decode: device`` some images are JPEGs still encoded: their bytes concatenated in ``jpeg``
     ``(sum of lengths,)`` uint8, which stays on the CPU (``decode_jpeg`` takes CPU inputs), and
     ``jpeg_lengths`` ``(N,)`` int64, each image's JPEG byte count, 0 where its pixels are in ``pixels``;
-    both None when every image is decoded.
+    both None when every image is decoded. ``predecoded``: those JPEGs already decoded on the pixels'
+    device (:meth:`decode_ahead`), uint8 ``(3, H, W)`` each in the order of ``jpeg``; None: not yet.
     """
 
     pixels: Tensor
@@ -342,6 +343,7 @@ class PackedImages:
     boxes: Tensor
     jpeg: Tensor | None = None
     jpeg_lengths: Tensor | None = None
+    predecoded: tuple[Tensor, ...] | None = None
 
     def __len__(self) -> int:
         return self.sizes.shape[0]
@@ -363,21 +365,48 @@ class PackedImages:
         if all(p.jpeg is None for p in parts):
             return PackedImages(pixels, sizes, boxes)
         jpeg = torch.cat([p.jpeg for p in parts if p.jpeg is not None])
-        return PackedImages(pixels, sizes, boxes, jpeg, torch.cat([p.lengths() for p in parts]))
+        with_jpegs = [p for p in parts if p.jpeg is not None]
+        ahead = None  # the parts' decoded JPEGs, kept only when every part with JPEGs has them
+        if all(p.predecoded is not None for p in with_jpegs):
+            ahead = tuple(image for p in with_jpegs for image in p.predecoded)
+        return PackedImages(pixels, sizes, boxes, jpeg, torch.cat([p.lengths() for p in parts]), ahead)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedImages:
-        """The decoded pixels moved to ``device``; the JPEG bytes stay on the CPU (decode_jpeg's input)."""
-        return replace(self, pixels=self.pixels.to(device, non_blocking=non_blocking))
+        """The decoded pixels (and :attr:`predecoded`) moved to ``device``; the JPEG bytes stay on the
+        CPU (decode_jpeg's input)."""
+        ahead = self.predecoded
+        if ahead is not None:
+            ahead = tuple(image.to(device, non_blocking=non_blocking) for image in ahead)
+        return replace(self, pixels=self.pixels.to(device, non_blocking=non_blocking), predecoded=ahead)
 
     def pin_memory(self) -> PackedImages:  # called by DataLoader(pin_memory=True)
-        return replace(self, pixels=self.pixels.pin_memory())
+        ahead = self.predecoded
+        if ahead is not None:
+            ahead = tuple(image.pin_memory() for image in ahead)
+        return replace(self, pixels=self.pixels.pin_memory(), predecoded=ahead)
+
+    def decode_ahead(self) -> PackedImages:
+        """This batch with its JPEGs decoded now on the pixels' device (:attr:`predecoded`), so that
+        :meth:`crops` does not decode them; itself when it has none or they are decoded already."""
+        if self.predecoded is not None or not bool(self.encoded.any()):
+            return self
+        return replace(self, predecoded=tuple(self._jpeg_images()))
+
+    def _jpeg_images(self) -> list[Tensor]:
+        """The JPEGs as uint8 ``(3, H, W)`` on the pixels' device, in the order of ``jpeg``:
+        :attr:`predecoded`, else one :func:`decode_jpegs` call (none without JPEGs)."""
+        if self.predecoded is not None:
+            return list(self.predecoded)
+        encoded = self.encoded
+        jpegs = self.jpeg.split(self.lengths()[encoded].tolist()) if bool(encoded.any()) else []
+        return decode_jpegs(jpegs, self.pixels.device)
 
     def decoded(self) -> list[Tensor]:
         """Every image as uint8 ``(3, H, W)`` on the pixels' device: the JPEGs decoded in one batched
-        call (:func:`decode_jpegs`), the others views of ``pixels`` (HWC viewed as CHW)."""
+        call (:func:`decode_jpegs`; :attr:`predecoded` when present), the others views of ``pixels``
+        (HWC viewed as CHW)."""
         encoded = self.encoded
-        jpegs = self.jpeg.split(self.lengths()[encoded].tolist()) if bool(encoded.any()) else []
-        decoded = iter(decode_jpegs(jpegs, self.pixels.device))
+        decoded = iter(self._jpeg_images())
         ends = (self.sizes.prod(1) * 3 * ~encoded).cumsum(0).tolist()  # the end of each one's pixels
         images = []
         for (h, w), end, is_jpeg in zip(self.sizes.tolist(), ends, encoded.tolist()):
@@ -468,7 +497,7 @@ class PackedImages:
         encoded = self.encoded
         if not bool(encoded.any()):
             return torch.zeros(0, dtype=torch.uint8, device=self.pixels.device)
-        images = decode_jpegs(self.jpeg.split(self.lengths()[encoded].tolist()), self.pixels.device)
+        images = self._jpeg_images()
         for image, (h, w) in zip(images, self.sizes[encoded].tolist()):
             if tuple(image.shape) != (3, h, w):
                 raise RuntimeError(f"a JPEG decoded to {tuple(image.shape)}, its header says (3, {h}, {w})")

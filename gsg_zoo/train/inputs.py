@@ -11,8 +11,12 @@ the global RNG, so a resumed run replays the interrupted epoch bit for bit.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import torch
@@ -317,21 +321,88 @@ def step_views(
     return [to_device(v, device, channels_last) for v in batch]
 
 
-def device_batches(loader: Iterable, device: torch.device, enabled: bool = True) -> Iterator:
-    """The loader's ``(batch, labels, skipped)`` items, on CUDA with the batch's tensors (and a
-    :class:`PackedImages`' pixels) copied to ``device`` on a side stream that the compute stream then
-    waits for on the device (no host wait): the copy of batch k overlaps the compute of step k - 1
-    that is still queued. Elsewhere, or not ``enabled``, the items as they come. Not measured on
+_END = object()  # what the lookahead's fetch returns once the items are exhausted
+
+
+def ahead(items: Iterable, prepare: Callable[[Any], Any], depth: int = 1) -> Iterator:
+    """``prepare(item)`` of every item, in order, each fetched and prepared on one background thread
+    while the caller holds the previous ones (``depth`` items in flight; PyTorch ops release the GIL).
+
+    An exception of the fetch or of ``prepare`` is raised to the caller at that item; the thread stops
+    when the generator is exhausted, fails or is closed (waiting for the item in flight, if any).
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    iterator, exhausted = iter(items), False
+
+    def fetch() -> Any:  # runs on the pool's one thread: one call at a time, in order
+        nonlocal exhausted
+        item = _END if exhausted else next(iterator, _END)
+        exhausted = item is _END
+        return item if exhausted else prepare(item)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsg-ahead")
+    try:
+        pending = deque(pool.submit(fetch) for _ in range(depth))
+        while (prepared := pending.popleft().result()) is not _END:
+            pending.append(pool.submit(fetch))  # item k + depth, prepared while the caller holds item k
+            yield prepared
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _copy_ahead(
+    batch: list[Any], device: torch.device, side: torch.cuda.Stream
+) -> tuple[list, torch.cuda.Event]:
+    """``batch``'s tensors (and a :class:`PackedImages`' pixels) copied to ``device`` and its JPEGs
+    decoded there, all queued on ``side``; returns them and an event recorded on ``side`` after them.
+
+    torchvision's CUDA ``decode_jpeg`` (torchvision/csrc/io/image/cuda/decode_jpegs_cuda.cpp) decodes on
+    its own stream, allocates its outputs on the caller's current stream (here ``side``) and makes that
+    stream wait for its work: the event covers the decode too. Its host work (headers, Huffman decoding
+    of progressive JPEGs) runs in the call, on this thread.
+    """
+    with torch.cuda.stream(side):
+        moved = [b.to(device, non_blocking=True) for b in batch]
+        moved = [b.decode_ahead() if isinstance(b, PackedImages) else b for b in moved]
+        ready = torch.cuda.Event()
+        ready.record(side)
+    return moved, ready
+
+
+def _device_tensors(batch: list[Any]) -> Iterator[Tensor]:
+    """The device tensors of a moved batch: its tensors, a :class:`PackedImages`' pixels and decoded JPEGs."""
+    for b in batch:
+        if isinstance(b, PackedImages):
+            yield b.pixels
+            yield from b.predecoded or ()
+        else:
+            yield b
+
+
+def device_batches(
+    loader: Iterable, device: torch.device, enabled: bool = True, limit: int | None = None
+) -> Iterator:
+    """The loader's first ``limit`` (None: all) ``(batch, labels, skipped)`` items. On CUDA batch k + 1
+    is prepared on a background thread (:func:`ahead`) while step k runs: its tensors (and a
+    :class:`PackedImages`' pixels) copied to ``device`` and its JPEGs decoded there on a side stream that
+    the compute stream then waits for on the device (no host wait), so the copy and the decode overlap
+    the step still queued. Elsewhere, or not ``enabled``, the items as they come. Not measured on
     hardware (docs/guides/pretraining.md)."""
+    items = islice(loader, limit)
     if not enabled or device.type != "cuda":
-        yield from loader
+        yield from items
         return
     side = torch.cuda.Stream(device)
-    for batch, labels, skipped in loader:
-        with torch.cuda.stream(side):
-            moved = [b.to(device, non_blocking=True) for b in batch]
-        compute = torch.cuda.current_stream(device)
-        compute.wait_stream(side)
-        for b in moved:  # the caching allocator must not reuse their memory before the compute stream is done
-            (b.pixels if isinstance(b, PackedImages) else b).record_stream(compute)
-        yield moved, labels, skipped
+
+    def prepare(item: tuple[list[Any], Any, int]) -> tuple[list, torch.cuda.Event, Any, int]:
+        batch, labels, skipped = item
+        return (*_copy_ahead(batch, device, side), labels, skipped)
+
+    with closing(ahead(items, prepare)) as prepared:
+        for moved, ready, labels, skipped in prepared:
+            compute = torch.cuda.current_stream(device)
+            compute.wait_event(ready)
+            for t in _device_tensors(moved):  # not reused by the allocator before the compute stream is done
+                t.record_stream(compute)
+            yield moved, labels, skipped

@@ -353,7 +353,8 @@ class Pretrainer:
         bar, tick = self._progress_bar(), time.perf_counter()
         bar.update(tally.steps)
         self.telemetry.steps.restart()
-        batches = device_batches(self.train_loader, self.device, self.data.prefetch)
+        remaining = max(self.steps_per_epoch - tally.steps, 0)  # the lookahead fetches no batch past them
+        batches = device_batches(self.train_loader, self.device, self.data.prefetch, limit=remaining)
         for batch, labels, skipped in batches if tally.steps < self.steps_per_epoch else ():
             wait = time.perf_counter() - tick
             tally.data_wait += wait
