@@ -308,15 +308,17 @@ def test_ahead_raises_at_the_failing_item_and_stops_its_thread_on_close():
         for i in ahead(range(5), prepare):
             got.append(i)
     assert got == [0, 1] and _ahead_threads() == []
-    released = threading.Event()
+    started, released = threading.Event(), threading.Event()
 
     def slow(i: int) -> int:
         if i == 1:
+            started.set()
             assert released.wait(timeout=30)
         return i
 
     items = ahead(range(10), slow)
-    assert next(items) == 0 and len(_ahead_threads()) == 1  # item 1 in flight, blocked
+    assert next(items) == 0 and started.wait(timeout=30)  # item 1 in flight, blocked
+    assert len(_ahead_threads()) == 1
     releaser = threading.Timer(0.05, released.set)
     releaser.start()
     items.close()  # waits for the item in flight, then stops the thread
