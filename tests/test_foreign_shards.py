@@ -228,20 +228,9 @@ def test_a_crash_inside_an_epoch_resumes_exactly(foreign, tmp_path, monkeypatch,
 def test_sigkilled_streaming_pretrain_on_foreign_shards_resumes_exactly(foreign, tmp_path):
     """``gsg pretrain`` streaming the folder with the recipes' 2 persistent workers, SIGKILLed inside
     epoch 2 after its step checkpoint and rerun: equal to an uninterrupted run, bit for bit."""
-    from test_resume import sigkill_resume_equals_uninterrupted
+    from test_resume import sigkill_resume_equals_uninterrupted, two_epoch_run
 
-    loader = [s for s in TINY if not s.startswith("data.loader.num_workers")]
-    run = [
-        *loader,
-        "data.dataset=webdataset",
-        f"data.root={foreign}",
-        "data.stream.enabled=true",
-        "data.stream.shuffle_buffer=9",
-        "train.batch_size=8",
-        "train.epochs=2",
-        "train.checkpoint_steps=7",
-        "monitor.every=-1",
-    ]
+    run = two_epoch_run("webdataset", foreign, checkpoint_steps=7, stream=True)
     sigkill_resume_equals_uninterrupted(tmp_path, run, step=9, epoch_step=2)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from test_pretrain import TINY
-from test_resume import sigkill_resume_equals_uninterrupted
+from test_resume import sigkill_resume_equals_uninterrupted, two_epoch_run
 
 from gsg_zoo.config.recipes import load_recipe
 from gsg_zoo.core.distributed import DistInfo
@@ -89,16 +89,7 @@ def test_every_image_once_per_epoch_same_batches_with_0_or_2_workers(hf_root):
 def test_sigkilled_pretrain_resumes_exactly_with_2_persistent_workers(hf_root, tmp_path):
     """``gsg pretrain`` on parquet files, SIGKILLed inside epoch 2 after its step checkpoint and rerun:
     equal to an uninterrupted run, bit for bit (the recipes' 2 persistent loader workers)."""
-    loader = [s for s in TINY if not s.startswith("data.loader.num_workers")]
-    run = [
-        *loader,
-        "data.dataset=hf",
-        f"data.root={hf_root / 'parquet'}",
-        "train.batch_size=8",
-        "train.epochs=2",
-        "train.checkpoint_steps=8",
-        "monitor.every=-1",
-    ]
+    run = two_epoch_run("hf", hf_root / "parquet", checkpoint_steps=8)
     sigkill_resume_equals_uninterrupted(
         tmp_path, run, step=10, epoch_step=2
     )  # 6 steps an epoch: epoch 2's 5th

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_hub_layouts import table, write_hub_repo
 from test_pretrain import TINY
-from test_resume import sigkill_resume_equals_uninterrupted
+from test_resume import sigkill_resume_equals_uninterrupted, two_epoch_run
 from torch.utils.data import DataLoader
 
 from gsg_zoo.config.recipes import load_recipe
@@ -135,20 +135,7 @@ def test_a_file_shorter_than_its_plan_is_named(repo, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_sigkilled_streaming_hf_pretrain_resumes_exactly_with_2_persistent_workers(repo, tmp_path):
     """Killed inside epoch 2 after its step checkpoint, resumed: equal to an uninterrupted run, bit for bit."""
-    loader = [
-        s for s in TINY if not s.startswith("data.loader.num_workers")
-    ]  # the recipes' 2 persistent workers
-    run = [
-        *loader,
-        "data.dataset=hf",
-        f"data.root={repo}",
-        "data.stream.enabled=true",
-        "data.stream.shuffle_buffer=9",
-        "train.batch_size=8",
-        "train.epochs=2",
-        "train.checkpoint_steps=7",
-        "monitor.every=-1",
-    ]
+    run = two_epoch_run("hf", repo, checkpoint_steps=7, stream=True)
     sigkill_resume_equals_uninterrupted(
         tmp_path, run, step=8, epoch_step=2
     )  # 5 steps per epoch: epoch 2's 4th

@@ -139,6 +139,15 @@ def run_until_killed(tmp: Path, out: str, overrides: list[str], kill: dict, rank
     assert code != 0, f"the run finished before its kill at {kill}"
 
 
+def two_epoch_run(dataset: str, root: object, checkpoint_steps: int, stream: bool = False) -> list[str]:
+    """A TINY 2-epoch run on ``dataset`` at ``root`` (batch 8, a step checkpoint every ``checkpoint_steps``,
+    no monitor) with the recipes' 2 persistent loader workers; ``stream``: streamed, a buffer of 9."""
+    loader = [s for s in TINY if not s.startswith("data.loader.num_workers")]
+    streamed = ["data.stream.enabled=true", "data.stream.shuffle_buffer=9"] if stream else []
+    run = [*loader, f"data.dataset={dataset}", f"data.root={root}", *streamed, "train.batch_size=8"]
+    return [*run, "train.epochs=2", f"train.checkpoint_steps={checkpoint_steps}", "monitor.every=-1"]
+
+
 def sigkill_resume_equals_uninterrupted(tmp: Path, run: list[str], step: int, epoch_step: int) -> None:
     """An uninterrupted run; the same run SIGKILLed before global ``step`` (after a checkpoint
     ``epoch_step`` steps into its epoch) and rerun: bit-identical."""

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from test_pretrain import TINY
-from test_resume import sigkill_resume_equals_uninterrupted
+from test_resume import sigkill_resume_equals_uninterrupted, two_epoch_run
 from torch.utils.data import DataLoader
 
 from gsg_zoo.app.cli import main
@@ -197,20 +197,7 @@ def test_shard_by_size_and_bad_sizes(shards, tmp_path, capsys):
 @pytest.mark.slow
 def test_sigkilled_streaming_pretrain_resumes_exactly_with_2_persistent_workers(shards, tmp_path):
     """Killed inside epoch 2 after its step checkpoint, resumed: equal to an uninterrupted run, bit for bit."""
-    loader = [
-        s for s in TINY if not s.startswith("data.loader.num_workers")
-    ]  # the recipes' 2 persistent workers
-    run = [
-        *loader,
-        "data.dataset=webdataset",
-        f"data.root={shards}",
-        "data.stream.enabled=true",
-        "data.stream.shuffle_buffer=9",
-        "train.batch_size=8",
-        "train.epochs=2",
-        "train.checkpoint_steps=9",
-        "monitor.every=-1",
-    ]
+    run = two_epoch_run("webdataset", shards, checkpoint_steps=9, stream=True)
     sigkill_resume_equals_uninterrupted(
         tmp_path, run, step=11, epoch_step=2
     )  # 7 steps per epoch: epoch 2's 5th
