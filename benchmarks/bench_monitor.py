@@ -1,4 +1,4 @@
-"""The kNN monitor at the ImageNet recipe's settings scaled down, before and after issue 27, and the cost
+"""The kNN monitor at the ImageNet recipe's settings scaled down, the old monitor against today's, and the cost
 of the step telemetry.
 
     python benchmarks/bench_monitor.py --out benchmarks/results/monitor_cpu.json
@@ -8,7 +8,7 @@ Writes a class-ordered JPEG ImageFolder (``--classes`` classes, ``--per-class`` 
 ``--backbone`` at ``--image-size`` px and ``monitor.train_limit/test_limit = --bank/--queries`` (k=20,
 T=0.07 as the recipe), and times one monitor call after an untimed first call (loaders built):
 
-* ``old``: the monitor before issue 27: the first ``--bank`` images (``Subset(range(N))``), 2 loader
+* ``old``: the old monitor: the first ``--bank`` images (``Subset(range(N))``), 2 loader
   workers, rank 0 only, kNN on the CPU (re-implemented here; it also reports how many classes its
   bank holds);
 * ``new``: :class:`gsg_zoo.train.monitor.KnnMonitor` in one process, and under ``torchrun`` on 2 ranks
@@ -83,7 +83,7 @@ def recipe_for(args: argparse.Namespace, root: Path):
 
 
 class OldMonitor:
-    """The monitor before issue 27: first-N subsets, 2 workers, rank 0 only, kNN on the CPU."""
+    """The old monitor: first-N subsets, 2 workers, rank 0 only, kNN on the CPU."""
 
     def __init__(self, recipe) -> None:
         dc, mc = recipe.data, recipe.monitor

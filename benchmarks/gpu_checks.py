@@ -1,4 +1,4 @@
-"""The in-process half of ``benchmarks/gpu_checks.sh`` (issue 34): one step under
+"""The in-process half of ``benchmarks/gpu_checks.sh``: one step under
 ``torch.cuda.set_sync_debug_mode("error")``, nvjpeg decode against PIL and the CPU's crops, and the A/B
 of PIL views vs the device path vs device decode (compile off/on) on written JPEGs, ResNet-50 batch 128
 bf16; ``--dry-run``: the same code on the CPU at tiny sizes (compile off).

@@ -1,4 +1,4 @@
-"""Pretraining that survives a cluster (issue 25): one resume point, mid-epoch checkpoints, preemption,
+"""Pretraining that survives a cluster: one resume point, mid-epoch checkpoints, preemption,
 no restart loops, guarded inputs, and the GPU switches (mocked here; ``-m gpu`` runs them for real).
 
 Multi-process tests run torchrun with gloo processes on the CPU (marked slow); the driver of

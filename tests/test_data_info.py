@@ -1,4 +1,4 @@
-"""``gsg data info PATH_OR_ID`` (issue 35): format, splits, samples, classes, label and image keys and
+"""``gsg data info PATH_OR_ID``: format, splits, samples, classes, label and image keys and
 bytes of each source the readers take, from data written by the other tools; an unknown source is a
 one-line error."""
 

@@ -153,7 +153,7 @@ def test_backbones_scored_differently_are_refused():
 
 @pytest.mark.slow
 def test_demo_is_deterministic(tmp_path):
-    """Issue 20: the same seed gives the same digits."""
+    """The same seed gives the same digits."""
     tiny = [
         *TINY,
         "data.image_size=32",

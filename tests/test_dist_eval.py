@@ -1,4 +1,4 @@
-"""Evaluation and telemetry on 2 gloo ranks (issue 27): sharded feature extraction, the sharded kNN
+"""Evaluation and telemetry on 2 gloo ranks: sharded feature extraction, the sharded kNN
 monitor, ``torchrun -m gsg_zoo eval knn``, the DDP reference linear probe and its resume, and
 all-reduced step telemetry each equal (or combine) what one process computes.
 

@@ -1,4 +1,4 @@
-"""WebDataset shards written by another tool (issue 35): webdataset's own ``ShardWriter`` in the
+"""WebDataset shards written by another tool: webdataset's own ``ShardWriter`` in the
 ImageNet-wds layout (``in1k-train-0000.tar``: ``KEY.jpg``/``KEY.png``, ``KEY.cls``, ``KEY.json``), no gsg
 manifest. Given as a folder, a brace pattern, a list file or ``::``-joined patterns they are indexed by
 one header scan (cached by size and mtime, a changed shard rescanned), read by index and streamed with

@@ -1,4 +1,4 @@
-"""A step that never waits on the host, checked on the CPU (issue 34): the device views take a fixed
+"""A step that never waits on the host, checked on the CPU: the device views take a fixed
 number of ops whatever the batch size, and a steady-state step on each input path reads no device
 value back (:class:`DeviceReads`), plus the GPU switches' plumbing and the GPU script's dry run.
 """

@@ -1,4 +1,4 @@
-"""Hugging Face datasets as input (issue 26), on data written here by ``datasets`` itself: a
+"""Hugging Face datasets as input, on data written here by ``datasets`` itself: a
 ``save_to_disk`` folder and parquet files. Pretraining sees every image once per epoch in the same
 order whatever the worker count, resumes bit-exactly after a SIGKILL inside an epoch (2 persistent workers), and evaluation reads
 the same formats."""

@@ -1,4 +1,4 @@
-"""The Hugging Face Hub's dataset layouts (issue 35), on parquet files written by ``datasets`` itself as
+"""The Hugging Face Hub's dataset layouts, on parquet files written by ``datasets`` itself as
 ``push_to_hub`` and ``snapshot_download`` leave them: ``data/{split}-NNNNN-of-NNNNN.parquet`` (image a
 {bytes, path} struct, label a ClassLabel), a README.md card whose ``configs:`` name the files, and a
 dataset id resolved offline from the local Hugging Face cache; a missing split, a parquet without an

@@ -1,4 +1,4 @@
-"""The kNN monitor's bank and queries span every class (issue 27); ``random:ARCH`` is a reproducible
+"""The kNN monitor's bank and queries span every class; ``random:ARCH`` is a reproducible
 baseline, seeded by default and named with its seed."""
 
 from __future__ import annotations

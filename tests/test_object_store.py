@@ -1,4 +1,4 @@
-"""Shards on an object store (issue 35): a real S3 API on localhost (moto's server mode, started here on
+"""Shards on an object store: a real S3 API on localhost (moto's server mode, started here on
 127.0.0.1 and stopped after) behind a proxy that injects faults (a connection dropped mid-body, a 503).
 The shards (webdataset's ShardWriter) are read by URL pattern or prefix, by index (ranged GETs) and
 streamed, with the same samples and views as from the local disk, faults or not; a missing object and

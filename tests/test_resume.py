@@ -1,4 +1,4 @@
-"""Exact resume with the recipes' loader settings (issue 18) and DDP correctness (issue 20).
+"""Exact resume with the recipes' loader settings and DDP correctness.
 
 A run is killed with SIGKILL at several points (mid-epoch, during a checkpoint write, right after a
 checkpoint) and resumed each time; the end state must equal an uninterrupted run's bit for bit (CPU).
@@ -183,7 +183,7 @@ EVERY_KILL = (MID_EPOCH, IN_WRITE, AFTER_SAVE)
             "simsiam_gsg",
             "mocov2_batch_augment",
             (MID_EPOCH,),
-        ),  # worker crop boxes + device resize and blur (issue 17)
+        ),  # worker crop boxes + device resize and blur
     ],
     ids=[
         "simsiam_gsg-pil-every_kill",
@@ -196,7 +196,7 @@ EVERY_KILL = (MID_EPOCH, IN_WRITE, AFTER_SAVE)
 def test_kill_and_resume_is_exact(tmp_path, method, views, kills):
     """Killed (in turn) mid-epoch 2, during epoch 2's checkpoint write, right after it, and resumed
     each time: the end state equals an uninterrupted run's. Each method and each view path meets every
-    kill; every pair of them the mid-epoch one (the kill of issue 18)."""
+    kill; every pair of them the mid-epoch one."""
     run = [*RUN, f"method={method}", f"data.batch_augment={views.endswith('batch_augment')}"]
     if views.startswith("mocov2"):
         run.append("data.augmentation=mocov2")

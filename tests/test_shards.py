@@ -1,4 +1,4 @@
-"""WebDataset shards (issue 26), written by ``gsg data shard`` (``webdataset.TarWriter``) and read back:
+"""WebDataset shards, written by ``gsg data shard`` (``webdataset.TarWriter``) and read back:
 original JPEG bytes kept, every image once per epoch with the same batches whatever the worker count,
 exact resume inside an epoch, a truncated shard named in the error, resumable writing."""
 

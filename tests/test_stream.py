@@ -1,4 +1,4 @@
-"""Streaming WebDataset shards (issue 26, ``data.stream.enabled``): the epoch plan is a pure function that
+"""Streaming WebDataset shards (``data.stream.enabled``): the epoch plan is a pure function that
 covers every sample once (bar the documented tail) with equal steps per rank; each sample's views are
 those the map-style reader gives it, whatever the worker count; a stream started at any step equals
 the rest of an uninterrupted one and reads only tar headers for what it skips; a damaged shard is named;

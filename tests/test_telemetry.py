@@ -1,4 +1,4 @@
-"""Step telemetry (issue 27): GSG selection counts, step rows in steps.jsonl and Weights & Biases (offline)
+"""Step telemetry: GSG selection counts, step rows in steps.jsonl and Weights & Biases (offline)
 with the same values, the W&B run id kept across a resume, rank-tagged logs, plain progress lines
 without a TTY. The all-reduce over ranks is tested on 2 gloo ranks in tests/test_dist_eval.py."""
 

@@ -1,6 +1,6 @@
 """The shared training step and the trainer's parts: one step for trainer and benchmarks, RNG
 restore on resume, epochs whose batches are all skipped, the monitor schedule, and the random
-streams (each seeded from its key, none drawn from the global RNG: issue 18)."""
+streams (each seeded from its key, none drawn from the global RNG)."""
 
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def test_trainer_pairing_ignores_other_draws_from_the_global_rng(tmp_path, monke
 
 
 def test_loader_iterator_does_not_draw_from_the_global_rng(tmp_path):
-    """Issue 18's root cause: a new DataLoader iterator drew its workers' base seed from the global
+    """The cause of a resume that was not exact: a new DataLoader iterator drew its workers' base seed from the global
     RNG (once per process with persistent workers), which shifted the pairing of a resumed run."""
     recipe = load_recipe("demo", [*TINY, "data.loader.num_workers=2", "data.loader.persistent_workers=true"])
     run = trainer.Pretrainer(recipe, tmp_path / "run", progress=False)

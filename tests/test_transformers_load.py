@@ -1,4 +1,4 @@
-"""Exports load in Hugging Face transformers (issue 28): ``AutoModel``, ``AutoImageProcessor`` and
+"""Exports load in Hugging Face transformers: ``AutoModel``, ``AutoImageProcessor`` and
 ``pipeline("image-feature-extraction")`` give the pooled features of ``timm.create_model("local-dir:...")``,
 offline; ``AutoModelForImageClassification(num_labels=N)`` puts a new head on the same backbone
 (transformers refuses a head-less checkpoint without ``num_labels``). A CIFAR-stem export: transformers'

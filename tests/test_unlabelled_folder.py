@@ -1,4 +1,4 @@
-"""Pretraining on a folder of unlabeled images (issue 35, ``data.dataset=folder``): flat or nested, the
+"""Pretraining on a folder of unlabeled images (``data.dataset=folder``): flat or nested, the
 extensions torchvision reads, symlinked folders followed once (no loop), an unreadable file replaced
 and logged as in the other readers; evaluation and the kNN monitor refuse it with a one-line error."""
 

@@ -1,4 +1,4 @@
-"""``gsg zoo build`` (issue 28): a planned entry built end to end by one command; killed inside each
+"""``gsg zoo build``: a planned entry built end to end by one command; killed inside each
 stage and rerun, it continues and ends with the same export (weights bit-identical) and card (apart
 from timestamps) as an uninterrupted build."""
 

@@ -237,7 +237,7 @@ def probe_equal_accuracy_speedup() -> float:
 
 def shards() -> str:
     """The same JPEGs as an ImageFolder, as WebDataset shards read by index and streamed; coverage over
-    2 ranks x 2 workers; the shuffle buffer against a global permutation (issue 26)."""
+    2 ranks x 2 workers; the shuffle buffer against a global permutation."""
     d = _load("shards_cpu.json")
     rows = [
         [
@@ -461,7 +461,7 @@ def claims_verdicts() -> str:
 
 
 def monitor() -> str:
-    """The kNN monitor before and after issue 27 (first N vs stratified, 1 process vs 2 ranks), and the
+    """The old kNN monitor against today's (first N vs stratified, 1 process vs 2 ranks), and the
     cost of the step telemetry."""
     d = _load("monitor_cpu.json")
     s, res = d["settings"], d["results"]
