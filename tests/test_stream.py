@@ -1,8 +1,9 @@
 """Streaming WebDataset shards (``data.stream.enabled``): the epoch plan is a pure function that
 covers every sample once (bar the documented tail) with equal steps per rank; each sample's views are
 those the map-style reader gives it, whatever the worker count; a stream started at any step equals
-the rest of an uninterrupted one and reads only tar headers for what it skips; a damaged shard is named;
-a SIGKILLed ``gsg pretrain`` with 2 persistent workers resumes bit-exactly."""
+the rest of an uninterrupted one and reads only tar headers for what it skips; a damaged shard is named.
+A SIGKILLed streaming ``gsg pretrain`` with 2 persistent workers is in test_foreign_shards.py (the same
+stream over shards without a manifest)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 from test_pretrain import TINY
-from test_resume import sigkill_resume_equals_uninterrupted, two_epoch_run
 from torch.utils.data import DataLoader
 
 from gsg_zoo.app.cli import main
@@ -192,15 +192,6 @@ def test_shard_by_size_and_bad_sizes(shards, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["data", "shard", "imagefolder", "--out", str(out), "--max-size", "big"])
     assert "not a size" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_sigkilled_streaming_pretrain_resumes_exactly_with_2_persistent_workers(shards, tmp_path):
-    """Killed inside epoch 2 after its step checkpoint, resumed: equal to an uninterrupted run, bit for bit."""
-    run = two_epoch_run("webdataset", shards, checkpoint_steps=9, stream=True)
-    sigkill_resume_equals_uninterrupted(
-        tmp_path, run, step=11, epoch_step=2
-    )  # 7 steps per epoch: epoch 2's 5th
 
 
 def test_the_plan_predicts_the_stream(shards):
