@@ -36,22 +36,39 @@ def load_split(root: str | os.PathLike, split: str) -> Any:
     if (path / "dataset_dict.json").exists():
         saved = datasets.load_from_disk(str(path))
         return saved[pick_split(list(saved), split, path)]
-    if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+    if is_saved(path):
         return datasets.load_from_disk(str(path))  # one split saved alone
     if not path.is_dir():
         path = hub_snapshot(str(root)) or path
     if not path.is_dir():
         return _from_hub(str(root), split)
+    return datasets.load_dataset(str(path), split=split_data_files(str(path), split, path)[0])
+
+
+SAVED_FILES = ("dataset_dict.json", "dataset_info.json", "state.json")  # what save_to_disk writes
+
+
+def is_saved(path: Path) -> bool:
+    """Whether ``path`` is a ``save_to_disk`` folder (a dataset dict, or one split saved alone)."""
+    return any((path / name).exists() for name in SAVED_FILES)
+
+
+def split_data_files(name: str, split: str, where: object) -> tuple[str, list[str]]:
+    """``(split name, its data files)`` of the folder or Hub dataset ``name`` as ``datasets`` resolves
+    them (``load_dataset_builder``: the Hub's layouts, a card's ``configs:``); FileNotFoundError naming
+    ``where`` and the layouts, or the splits there are."""
+    import datasets
+
     try:
-        builder = datasets.load_dataset_builder(str(path))
-    except (FileNotFoundError, ValueError) as err:  # no data files datasets recognises
+        builder = datasets.load_dataset_builder(name)
+    except (FileNotFoundError, ConnectionError, ValueError) as err:  # no data files datasets recognises
         raise FileNotFoundError(
-            f"{path}: no dataset files datasets can read ({err}); expected {path}/data/{split}-*.parquet, "
-            f"{path}/{split}/*.parquet or a README.md whose `configs:` name the files"
+            f"{where}: no dataset files datasets can read ({err}); expected {where}/data/{split}-*.parquet, "
+            f"{where}/{split}/*.parquet or a README.md whose `configs:` name the files"
         ) from err
-    return datasets.load_dataset(
-        str(path), split=pick_split(list(builder.config.data_files or {}), split, path)
-    )
+    files = builder.config.data_files or {}
+    chosen = pick_split(list(files), split, where)
+    return chosen, [str(f) for f in files[chosen]]
 
 
 SPLIT_ALIASES = {"test": ("test", "validation", "val"), "val": ("val", "validation")}

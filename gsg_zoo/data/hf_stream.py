@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .hf import cell_bytes, hub_snapshot, pick_split
+from .hf import cell_bytes, hub_snapshot, is_saved, split_data_files
 from .shard_scan import SampleKeys
 from .shard_sources import ShardSet
 
@@ -28,24 +28,14 @@ _BATCH = 64  # rows per arrow batch read
 def split_files(root: str | os.PathLike, split: str) -> list[str]:
     """The parquet files of ``split`` in the folder, snapshot or Hub dataset ``root``, in ``datasets``'
     order (that of the map-style reader); ValueError / FileNotFoundError naming ``root`` and the fix."""
-    import datasets
-
     path = Path(root).expanduser()
-    if any((path / f).exists() for f in ("dataset_dict.json", "dataset_info.json", "state.json")):
+    if is_saved(path):
         raise ValueError(
             f"{root} is a save_to_disk folder (memory-mapped arrow files, read by index): set "
             "data.stream.enabled=false for it, or stream the parquet files `Dataset.to_parquet` writes"
         )
     name = str(path) if path.is_dir() else str(hub_snapshot(str(root)) or root)
-    try:
-        builder = datasets.load_dataset_builder(name)
-    except (FileNotFoundError, ConnectionError, ValueError) as err:
-        raise FileNotFoundError(
-            f"{root}: no parquet files datasets can find ({err}); give a folder with data/{split}-*.parquet, "
-            f"{split}/*.parquet or a README.md whose `configs:` name them, or a Hub dataset id"
-        ) from err
-    files = builder.config.data_files or {}
-    paths = [str(f) for f in files[pick_split(list(files), split, root)]]
+    _, paths = split_data_files(name, split, root)
     other = [p for p in paths if not p.endswith(".parquet")]
     if other:
         raise ValueError(
